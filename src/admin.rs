@@ -1,0 +1,180 @@
+//! The admin listener: `/healthz`, `/metrics`, `/status`, `/status.json`, `/purge`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::body::EdgeBody;
+use crate::cache::CacheKey;
+use crate::edge::Edge;
+use crate::route::Target;
+use crate::upstream::origin_uri;
+
+pub async fn handle(
+    edge: Arc<Edge>,
+    req: Request<Incoming>,
+) -> Result<Response<EdgeBody>, Infallible> {
+    let path = req.uri().path();
+    let response = match (req.method(), path) {
+        (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET | &Method::HEAD, "/metrics") => {
+            edge.refresh_gauges();
+            let mut r = text(StatusCode::OK, edge.metrics.render());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        (&Method::GET | &Method::HEAD, "/status.json") => {
+            let mut r = text(StatusCode::OK, status_json(&edge).to_string());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        (&Method::GET | &Method::HEAD, "/status") => {
+            let mut r = text(StatusCode::OK, STATUS_PAGE);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            r
+        }
+        (&Method::POST, "/purge") => purge(&edge, &req),
+        (_, "/healthz" | "/metrics" | "/status" | "/status.json" | "/purge") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n")
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "404 Not Found: admin paths are /healthz /metrics /status /status.json /purge\n",
+        ),
+    };
+    Ok(response)
+}
+
+fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<EdgeBody> {
+    let body = body.into();
+    let mut r = Response::new(EdgeBody::full(body.clone()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// The figures behind `/status` and `/status.json`.
+pub fn status_json(edge: &Edge) -> serde_json::Value {
+    edge.refresh_gauges();
+    let m = &edge.metrics;
+    let served = m.response_bytes.get();
+    let origin = m.upstream_bytes_of("origin");
+    let offload = if served == 0 {
+        None
+    } else {
+        Some(1.0 - origin as f64 / served as f64)
+    };
+    let requests: serde_json::Map<String, serde_json::Value> = crate::outcome::Outcome::ALL_LABELS
+        .iter()
+        .map(|label| (label.to_string(), json!(m.requests_of(label))))
+        .collect();
+    json!({
+        "uptime_seconds": edge.started.elapsed().as_secs(),
+        "requests": requests,
+        "response_bytes": served,
+        "origin_bytes": origin,
+        "origin_requests": m.upstream_requests_of("origin"),
+        "origin_offload": offload,
+        "cache_bytes": m.cache_bytes.get(),
+        "cache_objects": m.cache_objects.get(),
+        "cache_memory": edge.config.cache.memory,
+        "inflight_fetches": edge.inflight.len(),
+    })
+}
+
+/// `POST /purge?url=URL` or `?prefix=URL`, with `Authorization: Bearer <admin.token>`.
+fn purge(edge: &Edge, req: &Request<Incoming>) -> Response<EdgeBody> {
+    let Some(token) = &edge.config.admin.token else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "404 Not Found: purge is disabled (admin.token is empty)\n",
+        );
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+        let mut r = text(
+            StatusCode::UNAUTHORIZED,
+            "401 Unauthorized: send Authorization: Bearer <admin.token>\n",
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    let query = req.uri().query().unwrap_or_default();
+    let arg = |name: &str| {
+        query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == name).then(|| {
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+        })
+    };
+    let (url, exact) = match (arg("url"), arg("prefix")) {
+        (Some(u), None) => (u, true),
+        (None, Some(p)) => (p, false),
+        _ => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request: give exactly one of ?url=URL or ?prefix=URL\n",
+            )
+        }
+    };
+    let Some(upstream) = upstream_url(edge, &url) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("400 Bad Request: {url:?} is not a URL this edge routes\n"),
+        );
+    };
+    let purged = if exact {
+        edge.store.purge(|base| base == upstream)
+    } else {
+        edge.store.purge(|base| base.starts_with(&upstream))
+    };
+    tracing::info!(url = %url, exact, purged, "purge");
+    text(StatusCode::OK, format!("purged {purged}\n"))
+}
+
+/// The cache key (origin URL) of a URL as clients request it from the edge.
+fn upstream_url(edge: &Edge, url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    let mut parts = Request::new(()).into_parts().0;
+    parts.uri = uri;
+    let target = Target::of(&parts).ok()?;
+    let (route, path_and_query) = edge.routes.find(&target)?;
+    Some(
+        CacheKey::new(&origin_uri(&route.origin, &path_and_query).to_string())
+            .as_str()
+            .to_owned(),
+    )
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+const STATUS_PAGE: &str = include_str!("status.html");

@@ -1,0 +1,235 @@
+//! The response body type, and the access log line written when it ends.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::future::Future;
+use tokio::time::Sleep;
+
+use crate::fill::FillBody;
+use crate::metrics::Metrics;
+use crate::outcome::Outcome;
+use crate::upstream::FetchError;
+
+/// Every response body the edge sends.
+pub struct EdgeBody {
+    inner: Inner,
+    log: Option<AccessLog>,
+}
+
+enum Inner {
+    Full(Option<Bytes>),
+    Fill(FillBody),
+    Pass(PassBody),
+}
+
+impl EdgeBody {
+    pub fn empty() -> Self {
+        Self::full(Bytes::new())
+    }
+
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        Self {
+            inner: Inner::Full((!bytes.is_empty()).then_some(bytes)),
+            log: None,
+        }
+    }
+
+    pub fn fill(body: FillBody) -> Self {
+        Self {
+            inner: Inner::Fill(body),
+            log: None,
+        }
+    }
+
+    pub fn pass(body: PassBody) -> Self {
+        Self {
+            inner: Inner::Pass(body),
+            log: None,
+        }
+    }
+
+    /// Attaches the access log line, written when the body ends or is dropped.
+    pub fn with_log(mut self, log: AccessLog) -> Self {
+        self.log = Some(log);
+        self
+    }
+}
+
+impl Body for EdgeBody {
+    type Data = Bytes;
+    type Error = FetchError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, FetchError>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.inner {
+            Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Fill(body) => Pin::new(body).poll_frame(cx),
+            Inner::Pass(body) => Pin::new(body).poll_frame(cx),
+        };
+        if let Some(log) = &mut this.log {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    log.bytes += frame.data_ref().map_or(0, |d| d.len() as u64)
+                }
+                Poll::Ready(Some(Err(e))) => log.error = Some(e.to_string()),
+                Poll::Ready(None) => log.complete = true,
+                Poll::Pending => {}
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.inner, Inner::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Inner::Fill(body) => body.size_hint(),
+            Inner::Pass(body) => body.size_hint(),
+        }
+    }
+}
+
+/// One line per request, written when its response body is finished or dropped.
+pub struct AccessLog {
+    pub id: String,
+    pub method: http::Method,
+    pub path: String,
+    pub status: u16,
+    pub outcome: Outcome,
+    pub started: Instant,
+    pub bytes: u64,
+    pub complete: bool,
+    pub error: Option<String>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.metrics.response_bytes.inc_by(self.bytes);
+        let ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let end = if self.complete {
+            "complete"
+        } else if self.error.is_some() {
+            "upstream-failed"
+        } else {
+            "client-gone"
+        };
+        tracing::info!(
+            target: "outpost::access",
+            id = %self.id,
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            cache = self.outcome.as_str(),
+            bytes = self.bytes,
+            ms = format_args!("{ms:.1}"),
+            end,
+            error = self.error.as_deref().unwrap_or(""),
+            "request"
+        );
+    }
+}
+
+/// An upstream body streamed straight through (uncached), failing if it stalls
+/// longer than the route's `download_timeout` or ends short.
+pub struct PassBody {
+    body: Incoming,
+    origin: String,
+    stall: Duration,
+    timer: Pin<Box<Sleep>>,
+    received: u64,
+    expected: Option<u64>,
+    metrics: Arc<Metrics>,
+}
+
+impl PassBody {
+    pub fn new(
+        body: Incoming,
+        origin: String,
+        stall: Duration,
+        expected: Option<u64>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            body,
+            origin,
+            stall,
+            timer: Box::pin(tokio::time::sleep(stall)),
+            received: 0,
+            expected,
+            metrics,
+        }
+    }
+}
+
+impl Body for PassBody {
+    type Data = Bytes;
+    type Error = FetchError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, FetchError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let Ok(data) = frame.into_data() else {
+                    // Trailers are not passed on; wait for the end.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                };
+                this.received += data.len() as u64;
+                this.metrics.upstream_bytes("origin", data.len() as u64);
+                let deadline = tokio::time::Instant::now() + this.stall;
+                this.timer.as_mut().reset(deadline);
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(FetchError::Broken {
+                origin: this.origin.clone(),
+                received: this.received,
+                reason: crate::upstream::error_chain(&e),
+            }))),
+            Poll::Ready(None) => match this.expected {
+                Some(expected) if expected != this.received => {
+                    Poll::Ready(Some(Err(FetchError::Short {
+                        origin: this.origin.clone(),
+                        received: this.received,
+                        expected,
+                    })))
+                }
+                _ => Poll::Ready(None),
+            },
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(FetchError::Stalled {
+                    origin: this.origin.clone(),
+                    timeout: this.stall,
+                    received: this.received,
+                }))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}

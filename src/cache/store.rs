@@ -1,0 +1,164 @@
+//! The in-memory store: moka, weighed in bytes (bodies and headers together).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, Request};
+use http_cache_semantics::CachePolicy;
+use moka::sync::Cache;
+use moka::Expiry;
+
+use super::head::Head;
+use super::key::CacheKey;
+
+/// A stored object.
+#[derive(Debug)]
+pub struct Entry {
+    pub head: Arc<Head>,
+    /// The whole body, shared by every reader: serving it copies nothing.
+    pub body: Bytes,
+    pub policy: CachePolicy,
+    /// The request the edge sent upstream for it, for merging a later 304.
+    pub request: Request<()>,
+    pub fresh_until: SystemTime,
+    /// How long past staleness it stays for revalidation or stale-if-error.
+    pub keep_stale: Duration,
+}
+
+impl Entry {
+    pub fn is_fresh(&self, now: SystemTime) -> bool {
+        now < self.fresh_until
+    }
+
+    pub fn has_validators(&self) -> bool {
+        self.head.headers.contains_key(header::ETAG)
+            || self.head.headers.contains_key(header::LAST_MODIFIED)
+    }
+
+    fn weight(&self) -> u32 {
+        let bytes = self.body.len() + self.head.weight() + 256;
+        u32::try_from(bytes).unwrap_or(u32::MAX)
+    }
+
+    fn lifetime(&self, now: SystemTime) -> Duration {
+        self.fresh_until.duration_since(now).unwrap_or_default() + self.keep_stale
+    }
+}
+
+/// Entries expire once fresh time plus the stale window has passed.
+struct EntryExpiry;
+
+impl Expiry<CacheKey, Arc<Entry>> for EntryExpiry {
+    fn expire_after_create(
+        &self,
+        _: &CacheKey,
+        entry: &Arc<Entry>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(entry.lifetime(SystemTime::now()))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &CacheKey,
+        entry: &Arc<Entry>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.lifetime(SystemTime::now()))
+    }
+}
+
+/// Cached objects, and for keys whose answers vary, which request headers they vary on.
+pub struct Store {
+    entries: Cache<CacheKey, Arc<Entry>>,
+    vary: Cache<CacheKey, Arc<[HeaderName]>>,
+}
+
+impl Store {
+    pub fn new(memory: u64) -> Self {
+        let entries = Cache::builder()
+            .max_capacity(memory)
+            .weigher(|_: &CacheKey, e: &Arc<Entry>| e.weight())
+            .expire_after(EntryExpiry)
+            .build();
+        let vary = Cache::builder()
+            .max_capacity(100_000)
+            .time_to_idle(Duration::from_secs(3600))
+            .build();
+        Self { entries, vary }
+    }
+
+    /// The key a request for `base` looks up: a variant key when the object varies.
+    pub fn resolve(&self, base: &CacheKey, request: &HeaderMap) -> CacheKey {
+        match self.vary.get(base) {
+            Some(names) => base.variant(&names, request),
+            None => base.clone(),
+        }
+    }
+
+    pub fn get(&self, key: &CacheKey) -> Option<Arc<Entry>> {
+        self.entries.get(key)
+    }
+
+    /// Stores `entry` for a request whose base key is `base`, under the variant its
+    /// `Vary` selects for `request`. Returns the key it was stored under.
+    pub fn insert(&self, base: &CacheKey, request: &HeaderMap, entry: Arc<Entry>) -> CacheKey {
+        let names = vary_names(&entry.head.headers);
+        let key = if names.is_empty() {
+            self.vary.invalidate(base);
+            base.clone()
+        } else {
+            let key = base.variant(&names, request);
+            self.vary.insert(base.clone(), names.into());
+            key
+        };
+        self.entries.insert(key.clone(), entry);
+        key
+    }
+
+    pub fn remove(&self, key: &CacheKey) {
+        self.entries.invalidate(key);
+    }
+
+    /// Drops every entry whose base URL satisfies `matches`; returns how many.
+    pub fn purge(&self, matches: impl Fn(&str) -> bool) -> usize {
+        let doomed: Vec<_> = self
+            .entries
+            .iter()
+            .filter(|(k, _)| matches(k.as_str().split('\n').next().unwrap_or_default()))
+            .map(|(k, _)| k)
+            .collect();
+        for key in &doomed {
+            self.entries.invalidate(key.as_ref());
+        }
+        self.entries.run_pending_tasks();
+        doomed.len()
+    }
+
+    /// Bytes held now (bodies and headers), as weighed.
+    pub fn bytes(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.weighted_size()
+    }
+
+    pub fn objects(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+}
+
+/// The request headers a response varies on, lower-case, in order.
+pub fn vary_names(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> = headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    names
+}

@@ -1,0 +1,445 @@
+//! Configuration: figment layers → [`RawConfig`] → [`Config::validate`] → [`Config`].
+//!
+//! Layers, each overriding the one before: embedded defaults, a TOML file
+//! (`--config` or `$OUTPOST_CONFIG`), `OUTPOST_<SECTION>__<KEY>` variables,
+//! then command-line flags. Every error names the key it is about.
+
+mod raw;
+pub mod units;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use http::uri::{Authority, Scheme};
+use http::Uri;
+
+pub use raw::{RawAdmin, RawCache, RawCluster, RawConfig, RawRoute, RawServer, RawUpstream};
+
+/// A config that failed to load or validate, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("config key `{key}`: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Command-line values that override every other layer.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    /// One catch-all route to this URL, replacing the configured routes.
+    pub origin: Option<String>,
+}
+
+/// The validated configuration the edge runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub cache: CacheConfig,
+    pub routes: Vec<RouteConfig>,
+    pub upstream: UpstreamConfig,
+    pub cluster: ClusterConfig,
+    /// The merged layers as written, for `outpost check`.
+    pub raw: RawConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsConfig>,
+    pub header_timeout: Duration,
+    pub max_header_size: usize,
+    pub max_connections: usize,
+    pub cors_origins: Vec<String>,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// `None` when empty: mutating admin calls are then disabled.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub memory: u64,
+    pub max_object: u64,
+    /// How long a key whose answer was not storable goes straight to the
+    /// origin (Varnish's hit-for-pass) instead of queueing behind one fetch.
+    pub pass_ttl: Duration,
+    /// How long an entry stays past its freshness, for revalidation and stale-if-error.
+    pub keep_stale: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamConfig {
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Lower-case host without port; `None` matches any host.
+    pub host: Option<String>,
+    pub prefix: String,
+    pub origin: OriginUrl,
+    pub backups: Vec<OriginUrl>,
+    pub timeout: Duration,
+    pub download_timeout: Duration,
+}
+
+/// An origin base URL, split so that request paths append without re-parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginUrl {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// The URL's path without a trailing slash (`""` for the root).
+    pub base_path: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ClusterConfig {
+    pub self_url: Option<OriginUrl>,
+    pub peers: Vec<OriginUrl>,
+    pub dns: Option<String>,
+    pub secret: Option<String>,
+}
+
+/// The largest object the cache can weigh: moka weighs entries with a `u32`.
+const MAX_OBJECT_LIMIT: u64 = u32::MAX as u64 - (64 << 10);
+
+impl Config {
+    /// Loads every layer: defaults, `file` (or `$OUTPOST_CONFIG`), environment, overrides.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
+        let env_file = std::env::var_os("OUTPOST_CONFIG").map(PathBuf::from);
+        if let Some(path) = file.map(Path::to_path_buf).or(env_file) {
+            if !path.is_file() {
+                return Err(ConfigError::new(
+                    "--config",
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("OUTPOST_").split("__").ignore(&["config"]));
+        let mut raw: RawConfig = figment.extract().map_err(from_figment)?;
+        if let Some(listen) = &overrides.listen {
+            raw.server.listen = listen.clone();
+        }
+        if let Some(origin) = &overrides.origin {
+            raw.routes = vec![RawRoute {
+                url: origin.clone(),
+                ..RawConfig::default().routes.remove(0)
+            }];
+        }
+        Self::validate(raw)
+    }
+
+    /// Parses a TOML text on top of the defaults, without env or files (for tests and `check`).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = Figment::from(Serialized::defaults(RawConfig::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(from_figment)?;
+        Self::validate(raw)
+    }
+
+    /// Turns the written config into typed values, refusing what cannot work.
+    pub fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
+        let s = &raw.server;
+        let tls = match (&s.tls_listen, &s.tls_cert, &s.tls_key) {
+            (None, _, _) => None,
+            (Some(listen), Some(cert), Some(key)) => Some(TlsConfig {
+                listen: socket_addr("server.tls_listen", listen)?,
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (Some(_), None, _) => {
+                return Err(ConfigError::new(
+                    "server.tls_cert",
+                    "required when server.tls_listen is set",
+                ))
+            }
+            (Some(_), _, None) => {
+                return Err(ConfigError::new(
+                    "server.tls_key",
+                    "required when server.tls_listen is set",
+                ))
+            }
+        };
+        if s.header_timeout.0.is_zero() {
+            return Err(ConfigError::new(
+                "server.header_timeout",
+                "must be more than 0",
+            ));
+        }
+        if s.max_connections == 0 {
+            return Err(ConfigError::new(
+                "server.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if s.max_header_size.0 < 1024 || s.max_header_size.0 > (1 << 20) {
+            return Err(ConfigError::new(
+                "server.max_header_size",
+                "must be between 1KiB and 1MiB",
+            ));
+        }
+        for origin in &s.cors_origins {
+            if origin != "*" && http::HeaderValue::from_str(origin).is_err() {
+                return Err(ConfigError::new(
+                    "server.cors_origins",
+                    format!("{origin:?} is not a valid Origin value"),
+                ));
+            }
+        }
+        let server = ServerConfig {
+            listen: socket_addr("server.listen", &s.listen)?,
+            tls,
+            header_timeout: s.header_timeout.0,
+            max_header_size: s.max_header_size.0 as usize,
+            max_connections: s.max_connections,
+            cors_origins: s.cors_origins.clone(),
+            shutdown_grace: s.shutdown_grace.0,
+        };
+
+        let admin = AdminConfig {
+            listen: socket_addr("admin.listen", &raw.admin.listen)?,
+            token: Some(raw.admin.token.clone()).filter(|t| !t.is_empty()),
+        };
+
+        let c = &raw.cache;
+        if c.memory.0 == 0 {
+            return Err(ConfigError::new("cache.memory", "must be more than 0"));
+        }
+        if c.max_object.0 > c.memory.0 {
+            return Err(ConfigError::new(
+                "cache.max_object",
+                "must not exceed cache.memory",
+            ));
+        }
+        if c.max_object.0 > MAX_OBJECT_LIMIT {
+            return Err(ConfigError::new("cache.max_object", "must be below 4GiB"));
+        }
+        let cache = CacheConfig {
+            memory: c.memory.0,
+            max_object: c.max_object.0,
+            pass_ttl: c.pass_ttl.0,
+            keep_stale: c.keep_stale.0,
+        };
+
+        if raw.routes.is_empty() {
+            return Err(ConfigError::new(
+                "routes",
+                "at least one [[routes]] entry is needed",
+            ));
+        }
+        let routes = raw
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| route(i, r))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        if let Some(ca) = &raw.upstream.ca_file {
+            if !ca.is_file() {
+                return Err(ConfigError::new(
+                    "upstream.ca_file",
+                    format!("{} is not a readable file", ca.display()),
+                ));
+            }
+        }
+        let upstream = UpstreamConfig {
+            ca_file: raw.upstream.ca_file.clone(),
+        };
+        let cluster = cluster(&raw.cluster)?;
+        Ok(Self {
+            server,
+            admin,
+            cache,
+            routes,
+            upstream,
+            cluster,
+            raw,
+        })
+    }
+
+    /// The effective config as TOML, with the admin token and cluster secret masked.
+    pub fn to_masked_toml(&self) -> String {
+        let mut raw = self.raw.clone();
+        if !raw.admin.token.is_empty() {
+            raw.admin.token = "********".into();
+        }
+        if raw.cluster.secret.is_some() {
+            raw.cluster.secret = Some("********".into());
+        }
+        toml::to_string_pretty(&raw).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+    }
+}
+
+fn route(i: usize, r: &RawRoute) -> Result<RouteConfig, ConfigError> {
+    let key = |name: &str| format!("routes[{i}].{name}");
+    let host = match r.host.trim() {
+        "" => {
+            return Err(ConfigError::new(
+                key("host"),
+                "must not be empty; use \"*\" for any host",
+            ))
+        }
+        "*" => None,
+        h if h.contains(['/', ':', ' ']) => {
+            return Err(ConfigError::new(
+                key("host"),
+                format!("{h:?} must be a host name without port"),
+            ))
+        }
+        h => Some(h.to_ascii_lowercase()),
+    };
+    if !r.prefix.starts_with('/') {
+        return Err(ConfigError::new(
+            key("prefix"),
+            format!("{:?} must start with /", r.prefix),
+        ));
+    }
+    let backups = r
+        .backups
+        .iter()
+        .map(|u| origin_url(&key("backups"), u))
+        .collect::<Result<_, _>>()?;
+    if r.timeout.0.is_zero() {
+        return Err(ConfigError::new(key("timeout"), "must be more than 0"));
+    }
+    if r.download_timeout.0.is_zero() {
+        return Err(ConfigError::new(
+            key("download_timeout"),
+            "must be more than 0",
+        ));
+    }
+    Ok(RouteConfig {
+        host,
+        prefix: r.prefix.clone(),
+        origin: origin_url(&key("url"), &r.url)?,
+        backups,
+        timeout: r.timeout.0,
+        download_timeout: r.download_timeout.0,
+    })
+}
+
+fn cluster(c: &RawCluster) -> Result<ClusterConfig, ConfigError> {
+    let peers = c
+        .peers
+        .iter()
+        .map(|u| origin_url("cluster.peers", u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let clustered = !peers.is_empty() || c.dns.is_some();
+    let secret = c.secret.clone().filter(|s| !s.is_empty());
+    if clustered && secret.is_none() {
+        return Err(ConfigError::new(
+            "cluster.secret",
+            "required when cluster.peers or cluster.dns is set",
+        ));
+    }
+    if let Some(dns) = &c.dns {
+        if !dns
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        {
+            return Err(ConfigError::new(
+                "cluster.dns",
+                format!("{dns:?} must be host:port"),
+            ));
+        }
+    }
+    Ok(ClusterConfig {
+        self_url: c
+            .self_url
+            .as_deref()
+            .map(|u| origin_url("cluster.self", u))
+            .transpose()?,
+        peers,
+        dns: c.dns.clone(),
+        secret,
+    })
+}
+
+fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse().map_err(|_| {
+        ConfigError::new(
+            key,
+            format!("{text:?} is not an address like 0.0.0.0:8080 or [::1]:8080"),
+        )
+    })
+}
+
+/// Parses an http or https base URL.
+pub fn origin_url(key: &str, text: &str) -> Result<OriginUrl, ConfigError> {
+    let bad = |why: &str| ConfigError::new(key, format!("{text:?} {why}"));
+    let uri: Uri = text.parse().map_err(|_| bad("is not a URL"))?;
+    let scheme = match uri.scheme() {
+        Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
+        _ => return Err(bad("must start with http:// or https://")),
+    };
+    let authority = uri.authority().cloned().ok_or_else(|| bad("has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(bad("must not carry credentials"));
+    }
+    if uri.query().is_some() {
+        return Err(bad("must not have a query"));
+    }
+    Ok(OriginUrl {
+        scheme,
+        authority,
+        base_path: uri.path().trim_end_matches('/').to_owned(),
+    })
+}
+
+/// Renders a figment error as the key it concerns and why.
+fn from_figment(err: figment::Error) -> ConfigError {
+    use figment::error::Kind;
+    let mut path = err.path.clone();
+    let reason = match &err.kind {
+        Kind::UnknownField(field, _) => {
+            if path.last() != Some(field) {
+                path.push(field.clone());
+            }
+            "unknown key".to_owned()
+        }
+        Kind::MissingField(field) => {
+            if path.last().map(String::as_str) != Some(field.as_ref()) {
+                path.push(field.to_string());
+            }
+            "required key is missing".to_owned()
+        }
+        kind => kind.to_string(),
+    };
+    let source = err
+        .metadata
+        .as_ref()
+        .map(|m| format!(" (from {})", m.name))
+        .unwrap_or_default();
+    ConfigError::new(path.join("."), format!("{reason}{source}"))
+}
+
+#[cfg(test)]
+mod tests;

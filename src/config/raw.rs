@@ -1,0 +1,167 @@
+//! The config as written: every key the layers may set, with its default.
+//!
+//! `deny_unknown_fields` everywhere, so a typo is an error that names the key
+//! rather than a setting silently ignored.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::units::{Dur, Size};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub admin: RawAdmin,
+    pub cache: RawCache,
+    pub routes: Vec<RawRoute>,
+    pub upstream: RawUpstream,
+    pub cluster: RawCluster,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUpstream {
+    /// Extra PEM roots trusted for https origins, beside the system's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    pub header_timeout: Dur,
+    pub max_header_size: Size,
+    pub max_connections: usize,
+    pub cors_origins: Vec<String>,
+    pub shutdown_grace: Dur,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    pub listen: String,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCache {
+    pub memory: Size,
+    pub max_object: Size,
+    pub pass_ttl: Dur,
+    pub keep_stale: Dur,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    #[serde(default = "any_host")]
+    pub host: String,
+    #[serde(default = "root_prefix")]
+    pub prefix: String,
+    pub url: String,
+    #[serde(default)]
+    pub backups: Vec<String>,
+    #[serde(default = "default_route_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "default_download_timeout")]
+    pub download_timeout: Dur,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCluster {
+    #[serde(rename = "self", skip_serializing_if = "Option::is_none")]
+    pub self_url: Option<String>,
+    pub peers: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+fn secs(n: u64) -> Dur {
+    Dur(Duration::from_secs(n))
+}
+
+fn any_host() -> String {
+    "*".into()
+}
+
+fn root_prefix() -> String {
+    "/".into()
+}
+
+fn default_route_timeout() -> Dur {
+    secs(10)
+}
+
+fn default_download_timeout() -> Dur {
+    secs(5)
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            server: RawServer::default(),
+            admin: RawAdmin::default(),
+            cache: RawCache::default(),
+            routes: vec![RawRoute {
+                host: any_host(),
+                prefix: root_prefix(),
+                url: "http://127.0.0.1:9000".into(),
+                backups: Vec::new(),
+                timeout: default_route_timeout(),
+                download_timeout: default_download_timeout(),
+            }],
+            upstream: RawUpstream::default(),
+            cluster: RawCluster::default(),
+        }
+    }
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            header_timeout: secs(10),
+            max_header_size: Size(16 << 10),
+            max_connections: 10_000,
+            cors_origins: vec!["*".into()],
+            shutdown_grace: secs(30),
+        }
+    }
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9090".into(),
+            token: String::new(),
+        }
+    }
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        Self {
+            memory: Size(1 << 30),
+            max_object: Size(256 << 20),
+            pass_ttl: secs(10),
+            keep_stale: secs(300),
+        }
+    }
+}

@@ -1,0 +1,92 @@
+use super::*;
+
+fn err(text: &str) -> ConfigError {
+    Config::from_toml(text).expect_err("config should be refused")
+}
+
+#[test]
+fn defaults_are_valid() {
+    let c = Config::from_toml("").expect("embedded defaults load");
+    assert_eq!(c.server.listen, "0.0.0.0:8080".parse().unwrap());
+    assert_eq!(c.admin.listen, "127.0.0.1:9090".parse().unwrap());
+    assert_eq!(c.cache.memory, 1 << 30);
+    assert_eq!(c.cache.max_object, 256 << 20);
+    assert_eq!(c.server.header_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.cors_origins, vec!["*".to_string()]);
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(c.routes[0].origin.authority.as_str(), "127.0.0.1:9000");
+    assert!(c.admin.token.is_none());
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let e = err("[server]\nlisten = \"127.0.0.1:1\"\nlisen = \"x\"\n");
+    assert_eq!(e.key, "server.lisen");
+    let e = err("[cache]\nmemroy = \"1GiB\"\n");
+    assert_eq!(e.key, "cache.memroy");
+    let e = err("[[routes]]\nurl = \"http://127.0.0.1:1\"\nhots = \"a\"\n");
+    assert!(e.key.ends_with("hots"), "{e}");
+}
+
+#[test]
+fn bad_values_are_named() {
+    let cases = [
+        (
+            "[server]\nheader_timeout = \"soon\"",
+            "server.header_timeout",
+        ),
+        ("[server]\nlisten = \"nowhere\"", "server.listen"),
+        ("[cache]\nmemory = \"lots\"", "cache.memory"),
+        (
+            "[cache]\nmemory = \"1MiB\"\nmax_object = \"2MiB\"",
+            "cache.max_object",
+        ),
+        ("[[routes]]\nurl = \"ftp://x\"", "routes[0].url"),
+        (
+            "[[routes]]\nurl = \"http://a\"\nprefix = \"live\"",
+            "routes[0].prefix",
+        ),
+        (
+            "[[routes]]\nurl = \"http://a\"\nbackups = [\"nope\"]",
+            "routes[0].backups",
+        ),
+        ("[server]\ntls_listen = \"127.0.0.1:0\"", "server.tls_cert"),
+        (
+            "[cluster]\npeers = [\"http://127.0.0.1:1\"]",
+            "cluster.secret",
+        ),
+        ("[cluster]\ndns = \"peers\"\nsecret = \"s\"", "cluster.dns"),
+        ("routes = []", "routes"),
+    ];
+    for (text, key) in cases {
+        let e = err(text);
+        assert_eq!(e.key, key, "for {text:?}: {e}");
+    }
+}
+
+#[test]
+fn routes_parse_into_parts() {
+    let c = Config::from_toml(
+        "[[routes]]\nhost = \"Live.Example.COM\"\nprefix = \"/live/\"\nurl = \"https://cdn.example.com/base/\"\ndownload_timeout = \"2s\"\n",
+    )
+    .unwrap();
+    let r = &c.routes[0];
+    assert_eq!(r.host.as_deref(), Some("live.example.com"));
+    assert_eq!(r.origin.scheme, Scheme::HTTPS);
+    assert_eq!(r.origin.base_path, "/base");
+    assert_eq!(r.download_timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn check_output_masks_secrets() {
+    let c = Config::from_toml("[admin]\ntoken = \"hunter2\"\n[cluster]\nsecret = \"s3cret\"\n")
+        .unwrap();
+    let text = c.to_masked_toml();
+    assert!(
+        !text.contains("hunter2") && !text.contains("s3cret"),
+        "{text}"
+    );
+    assert!(text.contains("********"));
+    // The printed config is itself a valid config.
+    Config::from_toml(&text.replace("********", "x")).expect("check output reloads");
+}

@@ -1,0 +1,149 @@
+//! The edge's shared state, and starting and stopping it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::cache::Store;
+use crate::coalesce::Inflight;
+use crate::config::Config;
+use crate::cors::Cors;
+use crate::metrics::Metrics;
+use crate::route::Routes;
+use crate::server::{self, Listener};
+use crate::upstream::{client_tls, Upstream};
+
+/// Everything a request needs, shared by all connections.
+pub struct Edge {
+    pub config: Config,
+    pub routes: Routes,
+    pub store: Store,
+    pub inflight: Inflight,
+    pub upstream: Upstream,
+    pub metrics: Arc<Metrics>,
+    pub cors: Cors,
+    pub started: Instant,
+    next_id: AtomicU64,
+    id_prefix: u32,
+}
+
+/// Why the edge could not start (exit code 1).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {key} = {addr}: {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+impl Edge {
+    pub fn new(config: Config) -> Result<Arc<Self>, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let tls = client_tls(config.upstream.ca_file.as_deref()).map_err(StartError::Tls)?;
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        Ok(Arc::new(Self {
+            routes: Routes::new(&config.routes),
+            store: Store::new(config.cache.memory),
+            inflight: Inflight::new(config.cache.pass_ttl),
+            upstream: Upstream::new(tls, Arc::clone(&metrics)),
+            cors: Cors::new(&config.server.cors_origins),
+            metrics,
+            started: Instant::now(),
+            next_id: AtomicU64::new(1),
+            id_prefix: nanos,
+            config,
+        }))
+    }
+
+    /// A short id for one request, unique within this process and unlikely to repeat across restarts.
+    pub fn next_request_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}-{n:x}", self.id_prefix)
+    }
+
+    /// Refreshes the gauges read from the cache, before `/metrics` or `/status`.
+    pub fn refresh_gauges(&self) {
+        self.metrics.cache_bytes.set(self.store.bytes() as i64);
+        self.metrics.cache_objects.set(self.store.objects() as i64);
+    }
+
+    /// Binds every listener and starts serving.
+    pub async fn start(config: Config) -> Result<RunningEdge, StartError> {
+        let edge = Edge::new(config)?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let cfg = &edge.config;
+        let plain = Listener::bind("server.listen", cfg.server.listen)?;
+        let admin = Listener::bind("admin.listen", cfg.admin.listen)?;
+        let tls = match &cfg.server.tls {
+            Some(t) => Some((
+                Listener::bind("server.tls_listen", t.listen)?,
+                server::tls_acceptor(t)?,
+            )),
+            None => None,
+        };
+        let addrs = Addresses {
+            listen: plain.addr,
+            tls_listen: tls.as_ref().map(|(l, _)| l.addr),
+            admin: admin.addr,
+        };
+        let mut tasks = JoinSet::new();
+        tasks.spawn(server::serve_edge(
+            Arc::clone(&edge),
+            plain,
+            None,
+            stop_rx.clone(),
+        ));
+        if let Some((listener, acceptor)) = tls {
+            tasks.spawn(server::serve_edge(
+                Arc::clone(&edge),
+                listener,
+                Some(acceptor),
+                stop_rx.clone(),
+            ));
+        }
+        tasks.spawn(server::serve_admin(Arc::clone(&edge), admin, stop_rx));
+        tracing::info!(listen = %addrs.listen, tls = ?addrs.tls_listen, admin = %addrs.admin, "outpost serving");
+        Ok(RunningEdge {
+            edge,
+            addrs,
+            stop: stop_tx,
+            tasks,
+        })
+    }
+}
+
+/// Where a running edge listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    pub listen: SocketAddr,
+    pub tls_listen: Option<SocketAddr>,
+    pub admin: SocketAddr,
+}
+
+/// A started edge: its addresses, and the way to stop it.
+pub struct RunningEdge {
+    pub edge: Arc<Edge>,
+    pub addrs: Addresses,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl RunningEdge {
+    /// Stops accepting, lets responses under way finish (up to
+    /// `server.shutdown_grace`), then returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

@@ -1,0 +1,252 @@
+//! The upstream fetch behind a fill. It is a task of its own, owned by the
+//! fill and not by the client that caused it: it goes on when that client
+//! leaves, and it alone decides what is stored.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, StatusCode};
+use http_body_util::BodyExt;
+use http_cache_semantics::AfterResponse;
+
+use crate::cache::policy::{self, Disposition};
+use crate::cache::{CacheKey, Entry, Head};
+use crate::edge::Edge;
+use crate::fill::{concat, FillHead, Writer};
+use crate::metrics::GaugeGuard;
+use crate::outcome::PassReason;
+use crate::upstream::{error_chain, FetchError, UpstreamRequest};
+
+/// What one fill fetches.
+pub struct FetchJob {
+    /// The key without `Vary` selection, under which variants are filed.
+    pub base: CacheKey,
+    /// The key the fill is registered under.
+    pub key: CacheKey,
+    pub request: UpstreamRequest,
+    /// A stored entry to revalidate (and to fall back on if the origin fails).
+    pub stale: Option<Arc<Entry>>,
+}
+
+/// Starts the fetch as a task of its own.
+pub fn spawn(edge: Arc<Edge>, job: FetchJob, writer: Writer) {
+    tokio::spawn(run(edge, job, writer));
+}
+
+async fn run(edge: Arc<Edge>, job: FetchJob, writer: Writer) {
+    let _inflight = GaugeGuard::new(&edge.metrics.inflight_fetches);
+    let fill = Arc::clone(writer.fill());
+    match fetch(&edge, &job, &writer).await {
+        Ok(entry) => {
+            // Store before leaving the in-flight map: see `Inflight::join`.
+            if let Some(entry) = entry {
+                edge.store.insert(&job.base, &job.request.headers, entry);
+            }
+            writer.finish(Ok(()));
+        }
+        Err(e) => {
+            tracing::warn!(key = job.key.as_str(), error = %e, "upstream fetch failed; nothing stored");
+            writer.finish(Err(e));
+        }
+    }
+    edge.inflight.close(&job.key, &fill);
+}
+
+/// Fetches, publishes head and body to the fill, and returns the entry to store, if any.
+async fn fetch(
+    edge: &Edge,
+    job: &FetchJob,
+    writer: &Writer,
+) -> Result<Option<Arc<Entry>>, FetchError> {
+    let mut request = job.request.clone();
+    if let Some(stale) = &job.stale {
+        add_validators(&mut request, stale);
+    }
+    let response = match edge.upstream.send(&request).await {
+        Ok(r) => r,
+        Err(e) => return serve_stale(job, writer).ok_or(e),
+    };
+    let now = SystemTime::now();
+    let (parts, body) = response.into_parts();
+    let origin = request.route.origin.authority.to_string();
+
+    if let Some(stale) = &job.stale {
+        if parts.status == StatusCode::NOT_MODIFIED {
+            return refreshed(stale, &request, &parts, now, writer)
+                .or_else(|e| serve_stale(job, writer).ok_or(e));
+        }
+        if parts.status.is_server_error() {
+            if let Some(served) = serve_stale(job, writer) {
+                return Ok(served);
+            }
+        }
+    }
+
+    let mut head = Head::from_upstream(parts.status, parts.headers, now);
+    let sent = request.to_request();
+    let policy = policy::policy(&sent, head.status, &head.headers, now);
+    let max_object = edge.config.cache.max_object;
+    let mut disposition = policy::judge(&sent, &policy, &head.headers, now, max_object);
+    if disposition.is_stored() {
+        // Stored only because the origin said public: one viewer's cookie is never handed to others.
+        head.headers.remove(header::SET_COOKIE);
+    }
+    let head = Arc::new(head);
+    writer.head(Arc::new(FillHead {
+        head: Arc::clone(&head),
+        disposition,
+        revalidated: false,
+        request_headers: request.headers.clone(),
+    }));
+    match disposition {
+        Disposition::Private => stop_sharing(edge, job, writer, PassReason::Private),
+        Disposition::TooLarge => stop_sharing(edge, job, writer, PassReason::TooLarge),
+        _ => {}
+    }
+
+    let stall = request.route.download_timeout;
+    let mut body = body;
+    let mut received: u64 = 0;
+    loop {
+        let frame = match tokio::time::timeout(stall, body.frame()).await {
+            Err(_) => {
+                return Err(FetchError::Stalled {
+                    origin,
+                    timeout: stall,
+                    received,
+                })
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(FetchError::Broken {
+                    origin,
+                    received,
+                    reason: error_chain(&e),
+                })
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        received += data.len() as u64;
+        edge.metrics.upstream_bytes("origin", data.len() as u64);
+        if disposition.is_stored() && received > max_object {
+            // Bigger than its headers said (or than they could say, chunked).
+            disposition = Disposition::TooLarge;
+            stop_sharing(edge, job, writer, PassReason::TooLarge);
+        }
+        writer.push(data);
+        if !shared(disposition) && writer.readers() == 0 {
+            // Nobody is left to read an answer that will not be kept.
+            return Err(FetchError::Abandoned);
+        }
+    }
+    if let Some(expected) = head.content_length {
+        if received != expected {
+            return Err(FetchError::Short {
+                origin,
+                received,
+                expected,
+            });
+        }
+    }
+    let Disposition::Store { ttl } = disposition else {
+        return Ok(None);
+    };
+    let Some(chunks) = writer.body_chunks() else {
+        return Ok(None);
+    };
+    Ok(Some(Arc::new(Entry {
+        head,
+        body: concat(chunks.iter()),
+        policy,
+        request: sent,
+        fresh_until: now + ttl,
+        keep_stale: edge.config.cache.keep_stale,
+    })))
+}
+
+fn shared(d: Disposition) -> bool {
+    matches!(d, Disposition::Store { .. } | Disposition::Share)
+}
+
+/// No one else may join this fill, and the key goes straight upstream for a while.
+fn stop_sharing(edge: &Edge, job: &FetchJob, writer: &Writer, reason: PassReason) {
+    edge.inflight.close(&job.key, writer.fill());
+    edge.inflight.remember_pass(&job.key, reason);
+    writer.stop_keeping();
+}
+
+fn add_validators(request: &mut UpstreamRequest, stale: &Entry) {
+    for (have, ask) in [
+        (header::ETAG, header::IF_NONE_MATCH),
+        (header::LAST_MODIFIED, header::IF_MODIFIED_SINCE),
+    ] {
+        if let Some(v) = stale.head.headers.get(&have) {
+            request.headers.insert(ask, v.clone());
+        }
+    }
+}
+
+/// The origin confirmed the stored entry (304): refresh its headers and freshness, keep its body.
+fn refreshed(
+    stale: &Entry,
+    request: &UpstreamRequest,
+    parts: &http::response::Parts,
+    now: SystemTime,
+    writer: &Writer,
+) -> Result<Option<Arc<Entry>>, FetchError> {
+    let sent = request.to_request();
+    let AfterResponse::NotModified(policy, merged) = stale.policy.after_response(&sent, parts, now)
+    else {
+        return Err(FetchError::Broken {
+            origin: request.route.origin.authority.to_string(),
+            received: 0,
+            reason: "304 Not Modified did not match the stored validators".into(),
+        });
+    };
+    let mut headers = merged.headers;
+    headers.remove(header::WARNING);
+    let mut head = Head::from_upstream(stale.head.status, headers, now);
+    head.content_length = Some(stale.body.len() as u64);
+    head.headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(stale.body.len()));
+    let ttl = policy.time_to_live(now);
+    let entry = Arc::new(Entry {
+        head: Arc::new(head),
+        body: stale.body.clone(),
+        policy,
+        request: stale.request.clone(),
+        fresh_until: now + ttl,
+        keep_stale: stale.keep_stale,
+    });
+    publish_entry(writer, &entry, Disposition::Store { ttl });
+    Ok(Some(entry))
+}
+
+/// Serves the stored entry when the origin failed, if the entry allows it
+/// (RFC 9111 §4.2.4). Returns `Some(None)`: served, nothing new to store.
+fn serve_stale(job: &FetchJob, writer: &Writer) -> Option<Option<Arc<Entry>>> {
+    let stale = job.stale.as_ref()?;
+    if !policy::may_serve_stale(&stale.head.headers) {
+        return None;
+    }
+    tracing::warn!(
+        key = job.key.as_str(),
+        "origin failed; serving the stored entry stale"
+    );
+    publish_entry(writer, stale, Disposition::Share);
+    Some(None)
+}
+
+fn publish_entry(writer: &Writer, entry: &Entry, disposition: Disposition) {
+    writer.head(Arc::new(FillHead {
+        head: Arc::clone(&entry.head),
+        disposition,
+        revalidated: true,
+        request_headers: entry.request.headers().clone(),
+    }));
+    writer.push(Bytes::clone(&entry.body));
+}

@@ -1,0 +1,380 @@
+//! A fill: one upstream fetch that any number of clients read while it arrives.
+//!
+//! The fetch task holds the [`Writer`]; every client holds a [`Reader`],
+//! created when it joins (even before the origin's headers are in). Readers
+//! wait on wakers, not on a timer, and each reads at its own pace from the
+//! same `Bytes` chunks: nothing is copied per client. If the writer fails,
+//! every reader gets an error, never an end of body, so a short body is
+//! never taken for a whole one (Pingora #932, ATS #9274, Squid #528).
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::cache::{Disposition, Head};
+use crate::upstream::FetchError;
+
+/// The upstream answer's head as every reader of the fill sees it.
+#[derive(Debug)]
+pub struct FillHead {
+    pub head: Arc<Head>,
+    pub disposition: Disposition,
+    /// The body is a stored entry that the origin confirmed (304), or that is
+    /// served because the origin failed and the entry allows it.
+    pub revalidated: bool,
+    /// Headers of the request the edge sent upstream (for `Vary` checks).
+    pub request_headers: HeaderMap,
+}
+
+/// An in-flight fetch.
+#[derive(Debug, Default)]
+pub struct Fill {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    head: Option<Result<Arc<FillHead>, FetchError>>,
+    chunks: VecDeque<Bytes>,
+    /// Chunks dropped from the front; `chunks[0]` has this absolute index.
+    dropped: usize,
+    end: Option<Result<(), FetchError>>,
+    wakers: Vec<Waker>,
+    /// Bumped whenever `wakers` is drained, so a reader knows whether its waker is still listed.
+    generation: u64,
+    /// Per reader slot: the absolute index of the next chunk it will read.
+    positions: Vec<Option<usize>>,
+    /// Not kept in the cache: drop chunks every reader has passed.
+    trim: bool,
+}
+
+impl State {
+    fn wake_all(&mut self) -> Vec<Waker> {
+        self.generation += 1;
+        std::mem::take(&mut self.wakers)
+    }
+
+    fn register(&mut self, reg: &mut Registration, cx: &Context<'_>) {
+        match reg.listed {
+            Some((generation, idx)) if generation == self.generation => {
+                self.wakers[idx].clone_from(cx.waker())
+            }
+            _ => {
+                reg.listed = Some((self.generation, self.wakers.len()));
+                self.wakers.push(cx.waker().clone());
+            }
+        }
+    }
+
+    fn trim(&mut self) {
+        if !self.trim {
+            return;
+        }
+        let keep_from = self
+            .positions
+            .iter()
+            .flatten()
+            .copied()
+            .min()
+            .unwrap_or(usize::MAX);
+        while self.dropped < keep_from && self.chunks.pop_front().is_some() {
+            self.dropped += 1;
+        }
+    }
+
+    fn live_readers(&self) -> usize {
+        self.positions.iter().flatten().count()
+    }
+}
+
+/// Where a reader's waker sits in the fill's list, if it is there.
+#[derive(Debug, Default)]
+struct Registration {
+    listed: Option<(u64, usize)>,
+}
+
+impl Fill {
+    /// A new fill with its writer and the first reader (the client that started it).
+    pub fn start() -> (Arc<Fill>, Writer, Reader) {
+        let fill = Arc::new(Fill::default());
+        let mut reader = fill.join();
+        reader.starter = true;
+        let writer = Writer {
+            fill: Arc::clone(&fill),
+            done: false,
+        };
+        (fill, writer, reader)
+    }
+
+    /// A reader that will see the whole answer from its first byte.
+    pub fn join(self: &Arc<Self>) -> Reader {
+        let mut st = self.lock();
+        let slot = match st.positions.iter().position(Option::is_none) {
+            Some(free) => free,
+            None => {
+                st.positions.push(None);
+                st.positions.len() - 1
+            }
+        };
+        st.positions[slot] = Some(st.dropped);
+        Reader {
+            fill: Arc::clone(self),
+            slot,
+            starter: false,
+            reg: Registration::default(),
+        }
+    }
+
+    /// Whether a new reader could still see the answer from its start.
+    pub fn joinable(&self) -> bool {
+        let st = self.lock();
+        st.dropped == 0 && !st.trim && !matches!(st.end, Some(Err(_)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave State half-updated in a
+        // way readers misread, so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut State)) {
+        let wakers = {
+            let mut st = self.lock();
+            f(&mut st);
+            st.wake_all()
+        };
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+/// The fetch task's handle: publishes the head, the body chunks and the end.
+#[derive(Debug)]
+pub struct Writer {
+    fill: Arc<Fill>,
+    done: bool,
+}
+
+impl Writer {
+    pub fn fill(&self) -> &Arc<Fill> {
+        &self.fill
+    }
+
+    pub fn head(&self, head: Arc<FillHead>) {
+        self.fill.update(|st| st.head = Some(Ok(head)));
+    }
+
+    pub fn push(&self, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        self.fill.update(|st| {
+            st.chunks.push_back(chunk);
+            st.trim();
+        });
+    }
+
+    /// Stops keeping the body for readers yet to come: only the readers there
+    /// now get it, and chunks they have all read are released.
+    pub fn stop_keeping(&self) {
+        self.fill.update(|st| {
+            st.trim = true;
+            st.trim();
+        });
+    }
+
+    /// How many readers are attached now.
+    pub fn readers(&self) -> usize {
+        self.fill.lock().live_readers()
+    }
+
+    /// The body received so far, as shared chunks (complete only when nothing was trimmed).
+    pub fn body_chunks(&self) -> Option<Vec<Bytes>> {
+        let st = self.fill.lock();
+        (st.dropped == 0 && !st.trim).then(|| st.chunks.iter().cloned().collect())
+    }
+
+    /// Ends the fill. An error reaches every reader, and any reader still waiting for the head.
+    pub fn finish(mut self, result: Result<(), FetchError>) {
+        self.done = true;
+        self.fill.update(|st| {
+            if let Err(e) = &result {
+                st.head.get_or_insert_with(|| Err(e.clone()));
+            }
+            st.end = Some(result);
+        });
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if !self.done {
+            // The fetch task ended without finishing (a panic, or its runtime
+            // stopping): readers must see a failure, not a clean end.
+            self.fill.update(|st| {
+                st.head.get_or_insert_with(|| Err(FetchError::Abandoned));
+                st.end = Some(Err(FetchError::Abandoned));
+            });
+        }
+    }
+}
+
+/// One client's view of a fill.
+#[derive(Debug)]
+pub struct Reader {
+    fill: Arc<Fill>,
+    slot: usize,
+    starter: bool,
+    reg: Registration,
+}
+
+impl Reader {
+    /// Whether this reader's request started the fetch.
+    pub fn is_starter(&self) -> bool {
+        self.starter
+    }
+
+    /// Waits for the upstream head (or the fetch's failure).
+    pub async fn head(&mut self) -> Result<Arc<FillHead>, FetchError> {
+        poll_fn(|cx| self.poll_head(cx)).await
+    }
+
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Arc<FillHead>, FetchError>> {
+        let mut st = self.fill.lock();
+        match &st.head {
+            Some(head) => Poll::Ready(head.clone()),
+            None => {
+                st.register(&mut self.reg, cx);
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Waits until the whole body is in, and returns it (for answers whose length is only known at the end).
+    pub async fn whole_body(&mut self) -> Result<Bytes, FetchError> {
+        poll_fn(|cx| {
+            let mut st = self.fill.lock();
+            match &st.end {
+                Some(Ok(())) if st.dropped == 0 => Poll::Ready(Ok(concat(st.chunks.iter()))),
+                Some(Ok(())) => Poll::Ready(Err(FetchError::Abandoned)),
+                Some(Err(e)) => Poll::Ready(Err(e.clone())),
+                None => {
+                    st.register(&mut self.reg, cx);
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// The body bytes `start..end` (`end` `None`: to the end) as they arrive.
+    pub fn into_body(self, start: u64, end: Option<u64>) -> FillBody {
+        FillBody {
+            reader: self,
+            next: 0,
+            offset: 0,
+            start,
+            end: end.unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let mut st = self.fill.lock();
+        if let Some(pos) = st.positions.get_mut(self.slot) {
+            *pos = None;
+        }
+        st.trim();
+    }
+}
+
+/// A response body fed by a fill.
+#[derive(Debug)]
+pub struct FillBody {
+    reader: Reader,
+    /// Absolute index of the next chunk to read.
+    next: usize,
+    /// Body offset at which chunk `next` begins.
+    offset: u64,
+    start: u64,
+    end: u64,
+}
+
+impl Body for FillBody {
+    type Data = Bytes;
+    type Error = FetchError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, FetchError>>> {
+        let this = self.get_mut();
+        let mut st = this.reader.fill.lock();
+        while this.offset < this.end {
+            let Some(chunk) = this
+                .next
+                .checked_sub(st.dropped)
+                .and_then(|i| st.chunks.get(i))
+                .cloned()
+            else {
+                if this.next < st.dropped {
+                    // Cannot happen while this reader's position holds trimming back.
+                    return Poll::Ready(Some(Err(FetchError::Abandoned)));
+                }
+                return match &st.end {
+                    Some(Ok(())) => Poll::Ready(None),
+                    Some(Err(e)) => Poll::Ready(Some(Err(e.clone()))),
+                    None => {
+                        st.register(&mut this.reader.reg, cx);
+                        Poll::Pending
+                    }
+                };
+            };
+            let chunk_start = this.offset;
+            let chunk_end = chunk_start + chunk.len() as u64;
+            this.next += 1;
+            this.offset = chunk_end;
+            st.positions[this.reader.slot] = Some(this.next);
+            st.trim();
+            let lo = this.start.max(chunk_start);
+            let hi = this.end.min(chunk_end);
+            if lo < hi {
+                let piece = chunk.slice((lo - chunk_start) as usize..(hi - chunk_start) as usize);
+                return Poll::Ready(Some(Ok(Frame::data(piece))));
+            }
+        }
+        Poll::Ready(None)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// Joins chunks into one buffer (one copy per object, when it is stored).
+pub fn concat<'a>(chunks: impl Iterator<Item = &'a Bytes> + Clone) -> Bytes {
+    let mut iter = chunks.clone();
+    match (iter.next(), iter.next()) {
+        (None, _) => Bytes::new(),
+        (Some(only), None) => only.clone(),
+        _ => {
+            let len = chunks.clone().map(Bytes::len).sum();
+            let mut buf = Vec::with_capacity(len);
+            for c in chunks {
+                buf.extend_from_slice(c);
+            }
+            Bytes::from(buf)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,142 @@
+use super::*;
+use http::StatusCode;
+use http_body_util::BodyExt;
+use std::time::SystemTime;
+
+fn head() -> Arc<FillHead> {
+    Arc::new(FillHead {
+        head: Arc::new(Head::from_upstream(
+            StatusCode::OK,
+            HeaderMap::new(),
+            SystemTime::now(),
+        )),
+        disposition: Disposition::Share,
+        revalidated: false,
+        request_headers: HeaderMap::new(),
+    })
+}
+
+async fn next_data(body: &mut FillBody) -> Option<Result<Bytes, FetchError>> {
+    let frame = body.frame().await?;
+    Some(frame.map(|f| f.into_data().expect("data frame")))
+}
+
+#[tokio::test]
+async fn readers_get_chunks_as_they_arrive() {
+    let (fill, writer, mut first) = Fill::start();
+    let mut second = fill.join();
+    assert!(first.is_starter() && !second.is_starter());
+    writer.head(head());
+    assert_eq!(first.head().await.unwrap().head.status, StatusCode::OK);
+    second.head().await.unwrap();
+    let mut a = first.into_body(0, None);
+    let b = second.into_body(0, None);
+    writer.push(Bytes::from_static(b"hello "));
+    assert_eq!(next_data(&mut a).await.unwrap().unwrap(), "hello ");
+    // `b` has not read yet; `a` waits for more without the writer finishing.
+    let pending =
+        tokio::time::timeout(std::time::Duration::from_millis(20), next_data(&mut a)).await;
+    assert!(pending.is_err(), "reader must wait for the next chunk");
+    writer.push(Bytes::from_static(b"world"));
+    writer.finish(Ok(()));
+    assert_eq!(next_data(&mut a).await.unwrap().unwrap(), "world");
+    assert!(next_data(&mut a).await.is_none());
+    let whole = b.collect().await.unwrap().to_bytes();
+    assert_eq!(whole, "hello world");
+}
+
+#[tokio::test]
+async fn a_failed_fill_is_an_error_for_every_reader_never_an_end() {
+    let (fill, writer, first) = Fill::start();
+    let mut late = fill.join();
+    writer.head(head());
+    let mut a = first.into_body(0, None);
+    writer.push(Bytes::from_static(b"partial"));
+    assert!(next_data(&mut a).await.unwrap().is_ok());
+    writer.finish(Err(FetchError::Abandoned));
+    assert!(next_data(&mut a).await.unwrap().is_err());
+    late.head().await.unwrap();
+    let mut b = late.into_body(0, None);
+    assert_eq!(next_data(&mut b).await.unwrap().unwrap(), "partial");
+    assert!(next_data(&mut b).await.unwrap().is_err());
+}
+
+#[tokio::test]
+async fn head_waiters_see_failure_before_head() {
+    let (_fill, writer, mut reader) = Fill::start();
+    writer.finish(Err(FetchError::Abandoned));
+    assert!(reader.head().await.is_err());
+}
+
+#[tokio::test]
+async fn dropped_writer_fails_readers() {
+    let (_fill, writer, mut reader) = Fill::start();
+    drop(writer);
+    assert!(matches!(reader.head().await, Err(FetchError::Abandoned)));
+}
+
+#[tokio::test]
+async fn ranges_cut_across_chunks() {
+    let (_fill, writer, reader) = Fill::start();
+    writer.head(head());
+    for part in ["0123", "4567", "89"] {
+        writer.push(Bytes::from(part));
+    }
+    writer.finish(Ok(()));
+    let body = reader
+        .into_body(3, Some(9))
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(body, "345678");
+}
+
+#[tokio::test]
+async fn trimmed_fill_releases_read_chunks() {
+    let (fill, writer, first) = Fill::start();
+    let second = fill.join();
+    writer.head(head());
+    writer.stop_keeping();
+    assert!(!fill.joinable());
+    let mut a = first.into_body(0, None);
+    let mut b = second.into_body(0, None);
+    writer.push(Bytes::from_static(b"one"));
+    writer.push(Bytes::from_static(b"two"));
+    next_data(&mut a).await.unwrap().unwrap();
+    next_data(&mut a).await.unwrap().unwrap();
+    // `b` still needs both chunks.
+    assert_eq!(fill.lock().chunks.len(), 2);
+    next_data(&mut b).await.unwrap().unwrap();
+    assert_eq!(fill.lock().chunks.len(), 1);
+    drop(b);
+    assert_eq!(fill.lock().chunks.len(), 0);
+    assert_eq!(writer.readers(), 1);
+    assert!(writer.body_chunks().is_none());
+}
+
+#[tokio::test]
+async fn whole_body_waits_for_the_end() {
+    let (_fill, writer, mut reader) = Fill::start();
+    writer.head(head());
+    writer.push(Bytes::from_static(b"ab"));
+    writer.push(Bytes::from_static(b"cd"));
+    let task = tokio::spawn(async move { reader.whole_body().await });
+    tokio::task::yield_now().await;
+    writer.finish(Ok(()));
+    assert_eq!(task.await.unwrap().unwrap(), "abcd");
+}
+
+#[test]
+fn concat_copies_only_when_needed() {
+    let one = Bytes::from_static(b"single");
+    let joined = concat([one.clone()].iter());
+    assert_eq!(
+        joined.as_ptr(),
+        one.as_ptr(),
+        "a single chunk is shared, not copied"
+    );
+    let parts = [Bytes::from_static(b"a"), Bytes::from_static(b"b")];
+    assert_eq!(concat(parts.iter()), "ab");
+    assert!(concat(std::iter::empty()).is_empty());
+}

@@ -1,0 +1,128 @@
+//! Header names the edge reads or writes, and hop-by-hop handling (RFC 9110 §7.6.1).
+
+use http::header::{self, HeaderMap, HeaderName};
+
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// The `Via` pseudonym this edge adds.
+pub const VIA_VALUE: &str = "1.1 outpost";
+
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Removes hop-by-hop headers, including any that `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Appends `value` to a comma-separated header, creating it when absent.
+pub fn append_list(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    let joined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(old) if !old.is_empty() => format!("{old}, {value}"),
+        _ => value.to_owned(),
+    };
+    if let Ok(v) = joined.parse() {
+        headers.insert(name, v);
+    }
+}
+
+/// The `Content-Length` header as a number, when present and valid.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Cache-Control directive names (lower-case) with their values, as written.
+pub fn cache_directives(
+    headers: &HeaderMap,
+) -> impl Iterator<Item = (String, Option<String>)> + '_ {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|d| {
+            let (name, value) = match d.split_once('=') {
+                Some((n, v)) => (n, Some(v.trim().trim_matches('"').to_owned())),
+                None => (d, None),
+            };
+            let name = name.trim().to_ascii_lowercase();
+            (!name.is_empty()).then_some((name, value))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, X-Secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert(KEEP_ALIVE, "timeout=5".parse().unwrap());
+        h.insert(header::ETAG, "\"a\"".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::ETAG));
+    }
+
+    #[test]
+    fn appends_to_lists() {
+        let mut h = HeaderMap::new();
+        append_list(&mut h, header::VIA, VIA_VALUE);
+        assert_eq!(h[header::VIA], "1.1 outpost");
+        append_list(&mut h, header::VIA, "1.1 other");
+        assert_eq!(h[header::VIA], "1.1 outpost, 1.1 other");
+    }
+
+    #[test]
+    fn parses_directives() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::CACHE_CONTROL,
+            "Public, max-age=\"60\"".parse().unwrap(),
+        );
+        h.append(
+            header::CACHE_CONTROL,
+            "no-cache=\"Set-Cookie\",,".parse().unwrap(),
+        );
+        let d: Vec<_> = cache_directives(&h).collect();
+        assert_eq!(
+            d,
+            vec![
+                ("public".into(), None),
+                ("max-age".into(), Some("60".into())),
+                ("no-cache".into(), Some("Set-Cookie".into())),
+            ]
+        );
+    }
+}

@@ -1,0 +1,30 @@
+//! outpost: a caching edge for live and on-demand video.
+//!
+//! The request path, in the order a request meets it: [`server`] accepts,
+//! [`proxy::handle`] routes ([`route`]), looks up the [`cache`], joins or
+//! starts a [`fill`] ([`coalesce`], [`fetch`], [`upstream`]), and answers
+//! ([`respond`]); [`body`] writes the access log line when the answer ends.
+
+pub mod admin;
+pub mod body;
+pub mod cache;
+pub mod cli;
+pub mod coalesce;
+pub mod config;
+pub mod cors;
+pub mod demo;
+pub mod edge;
+pub mod error;
+pub mod fetch;
+pub mod fill;
+pub mod headers;
+pub mod metrics;
+pub mod outcome;
+pub mod proxy;
+pub mod respond;
+pub mod route;
+pub mod server;
+pub mod upstream;
+
+pub use config::Config;
+pub use edge::{Edge, RunningEdge};

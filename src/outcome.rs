@@ -1,0 +1,72 @@
+//! What the cache did for a request: one type for `Cache-Status`, the log line and the metric label.
+
+/// Why a request went to the origin without the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassReason {
+    /// The origin's answer may not be shared (private, no-store, Set-Cookie, Vary: *).
+    Private,
+    /// The object is larger than `cache.max_object`.
+    TooLarge,
+    /// The key was recently uncacheable (hit-for-pass).
+    Remembered,
+    /// The fetch under way selects another variant (`Vary`) than this request.
+    Vary,
+}
+
+/// The cache outcome of one client request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served from a fresh cache entry.
+    Hit,
+    /// Started the upstream fetch.
+    Miss,
+    /// Joined a fetch already under way.
+    Collapsed,
+    /// Served a stored entry after revalidating it (or because the origin failed).
+    Stale,
+    /// Went upstream, uncached.
+    Pass(PassReason),
+    /// The edge answered with an error.
+    Error,
+}
+
+impl Outcome {
+    /// The metric label (`outpost_requests_total{cache=...}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Collapsed => "collapsed",
+            Outcome::Stale => "stale",
+            Outcome::Pass(_) => "pass",
+            Outcome::Error => "error",
+        }
+    }
+
+    /// The RFC 9211 `Cache-Status` value; `stored` says whether the answer was kept.
+    pub fn cache_status(self, stored: bool) -> &'static str {
+        match (self, stored) {
+            (Outcome::Hit, _) => "outpost; hit",
+            (Outcome::Miss, true) => "outpost; fwd=miss; stored",
+            (Outcome::Miss, false) => "outpost; fwd=miss",
+            (Outcome::Collapsed, _) => "outpost; fwd=miss; collapsed",
+            (Outcome::Stale, _) => "outpost; fwd=stale",
+            (Outcome::Pass(_), _) => "outpost; fwd=uri-miss",
+            (Outcome::Error, _) => "outpost; fwd=miss",
+        }
+    }
+
+    pub const ALL_LABELS: [&'static str; 6] =
+        ["hit", "miss", "collapsed", "stale", "pass", "error"];
+}
+
+impl PassReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PassReason::Private => "private",
+            PassReason::TooLarge => "too-large",
+            PassReason::Remembered => "hit-for-pass",
+            PassReason::Vary => "vary",
+        }
+    }
+}

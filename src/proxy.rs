@@ -1,0 +1,254 @@
+//! The life of a client request, top to bottom:
+//! route → cache lookup → coalesce (join or start a fill) → respond → log.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+
+use crate::body::{AccessLog, EdgeBody, PassBody};
+use crate::cache::Disposition;
+use crate::cache::{CacheKey, Entry};
+use crate::coalesce::Joined;
+use crate::edge::Edge;
+use crate::error::{rescue, EdgeError};
+use crate::fetch::{self, FetchJob};
+use crate::fill::Reader;
+use crate::headers::{self, append_list, X_FORWARDED_FOR, X_REQUEST_ID};
+use crate::outcome::{Outcome, PassReason};
+use crate::respond::{respond, Served, Source};
+use crate::route::Target;
+use crate::upstream::UpstreamRequest;
+
+type Answer = Result<(Response<EdgeBody>, Outcome), EdgeError>;
+
+/// Serves one client request. Never fails: errors become answers here.
+pub async fn handle(
+    edge: Arc<Edge>,
+    req: Request<Incoming>,
+    client: IpAddr,
+) -> Result<Response<EdgeBody>, Infallible> {
+    let started = Instant::now();
+    let id = edge.next_request_id();
+    let (parts, _body) = req.into_parts();
+    let (mut response, outcome) = match serve(&edge, &parts, client).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            tracing::warn!(id = %id, method = %parts.method, path = parts.uri.path(), error = %e, "request failed");
+            (rescue(&e, &id), Outcome::Error)
+        }
+    };
+    edge.cors.apply(&parts.headers, response.headers_mut());
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(X_REQUEST_ID, v);
+    }
+    edge.metrics.request(outcome);
+    let log = AccessLog {
+        id,
+        method: parts.method.clone(),
+        path: parts.uri.path().to_owned(),
+        status: response.status().as_u16(),
+        outcome,
+        started,
+        bytes: 0,
+        complete: false,
+        error: None,
+        metrics: Arc::clone(&edge.metrics),
+    };
+    Ok(response.map(|body| body.with_log(log)))
+}
+
+async fn serve(edge: &Arc<Edge>, parts: &Parts, client: IpAddr) -> Answer {
+    let target = Target::of(parts)?;
+    let Some((route, path_and_query)) = edge.routes.find(&target) else {
+        return Err(EdgeError::Misdirected {
+            host: target.host,
+            path: target.path,
+        });
+    };
+    if crate::cors::is_preflight(&parts.method) {
+        // Answered by the edge itself, without the origin: counted as a hit.
+        return Ok((edge.cors.preflight(&parts.headers), Outcome::Hit));
+    }
+    if parts.method != Method::GET && parts.method != Method::HEAD {
+        return Err(EdgeError::Method(parts.method.clone()));
+    }
+    // Shared fills always GET the whole object; HEAD and ranges are cut from it.
+    let upstream = UpstreamRequest {
+        route,
+        method: Method::GET,
+        path_and_query,
+        headers: forward_headers(&parts.headers, client, true),
+    };
+    let base = CacheKey::new(&upstream.to_request().uri().to_string());
+    lookup(edge, parts, client, base, upstream).await
+}
+
+async fn lookup(
+    edge: &Arc<Edge>,
+    parts: &Parts,
+    client: IpAddr,
+    base: CacheKey,
+    upstream: UpstreamRequest,
+) -> Answer {
+    let now = SystemTime::now();
+    let key = edge.store.resolve(&base, &upstream.headers);
+    if let Some(why) = edge.inflight.passed_for(&key) {
+        tracing::debug!(key = key.as_str(), why = why.as_str(), "hit-for-pass");
+        return pass(edge, parts, client, upstream, PassReason::Remembered).await;
+    }
+    let cached = edge.store.get(&key);
+    if let Some(entry) = cached.as_ref().filter(|e| e.is_fresh(now)) {
+        return from_entry(parts, entry, Outcome::Hit, now);
+    }
+    let joined = edge
+        .inflight
+        .join(&key, || edge.store.get(&key).filter(|e| e.is_fresh(now)));
+    match joined {
+        Joined::Hit(entry) => from_entry(parts, &entry, Outcome::Hit, now),
+        Joined::Started(reader, writer) => {
+            let job = FetchJob {
+                base,
+                key,
+                request: upstream.clone(),
+                stale: cached,
+            };
+            fetch::spawn(Arc::clone(edge), job, writer);
+            from_fill(edge, parts, client, reader, upstream, Outcome::Miss).await
+        }
+        Joined::Collapsed(reader) => {
+            from_fill(edge, parts, client, reader, upstream, Outcome::Collapsed).await
+        }
+    }
+}
+
+fn from_entry(parts: &Parts, entry: &Entry, outcome: Outcome, now: SystemTime) -> Answer {
+    let served = Served {
+        outcome,
+        stored: true,
+        now,
+    };
+    let response = respond(
+        parts,
+        &entry.head,
+        Source::Stored(entry.body.clone()),
+        served,
+    )?;
+    Ok((response, outcome))
+}
+
+/// Answers from a fill as its bytes arrive.
+async fn from_fill(
+    edge: &Arc<Edge>,
+    parts: &Parts,
+    client: IpAddr,
+    mut reader: Reader,
+    upstream: UpstreamRequest,
+    outcome: Outcome,
+) -> Answer {
+    let fill_head = reader.head().await?;
+    let starter = reader.is_starter();
+    if fill_head.disposition == Disposition::Private && !starter {
+        // The answer belongs to the client that fetched it; this one asks for its own.
+        drop(reader);
+        return pass(edge, parts, client, upstream, PassReason::Private).await;
+    }
+    if !starter
+        && !same_variant(
+            &fill_head.head.headers,
+            &upstream.headers,
+            &fill_head.request_headers,
+        )
+    {
+        drop(reader);
+        return pass(edge, parts, client, upstream, PassReason::Vary).await;
+    }
+    let outcome = match (fill_head.revalidated, fill_head.disposition) {
+        (true, _) => Outcome::Stale,
+        (false, Disposition::Private) => Outcome::Pass(PassReason::Private),
+        (false, Disposition::TooLarge) if starter => Outcome::Pass(PassReason::TooLarge),
+        _ => outcome,
+    };
+    let served = Served {
+        outcome,
+        stored: fill_head.disposition.is_stored(),
+        now: SystemTime::now(),
+    };
+    let response = respond(parts, &fill_head.head, Source::Fill(reader), served)?;
+    Ok((response, outcome))
+}
+
+/// Whether two requests select the same variant of an answer with these headers.
+fn same_variant(response: &HeaderMap, ours: &HeaderMap, theirs: &HeaderMap) -> bool {
+    let names = crate::cache::store::vary_names(response);
+    names.is_empty()
+        || names
+            .iter()
+            .all(|n| ours.get_all(n).iter().eq(theirs.get_all(n).iter()))
+}
+
+/// Sends the client's own request upstream and streams the answer back, uncached.
+async fn pass(
+    edge: &Arc<Edge>,
+    parts: &Parts,
+    client: IpAddr,
+    mut upstream: UpstreamRequest,
+    reason: PassReason,
+) -> Answer {
+    upstream.method = parts.method.clone();
+    upstream.headers = forward_headers(&parts.headers, client, false);
+    let response = edge.upstream.send(&upstream).await?;
+    let (mut head, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut head.headers);
+    let outcome = Outcome::Pass(reason);
+    append_list(&mut head.headers, header::VIA, headers::VIA_VALUE);
+    head.headers.insert(
+        headers::CACHE_STATUS,
+        HeaderValue::from_static(outcome.cache_status(false)),
+    );
+    let has_body = parts.method != Method::HEAD && !matches!(head.status.as_u16(), 204 | 304);
+    let expected = if has_body {
+        headers::content_length(&head.headers)
+    } else {
+        None
+    };
+    let body = PassBody::new(
+        body,
+        upstream.route.origin.authority.to_string(),
+        upstream.route.download_timeout,
+        expected,
+        Arc::clone(&edge.metrics),
+    );
+    Ok((Response::from_parts(head, EdgeBody::pass(body)), outcome))
+}
+
+/// The client's headers as sent upstream. For a shared fill, the headers that
+/// would make the answer one client's (ranges, conditionals, cache directives)
+/// are left out: the fill fetches the whole object for everyone.
+fn forward_headers(client_headers: &HeaderMap, client: IpAddr, shared: bool) -> HeaderMap {
+    let mut h = client_headers.clone();
+    headers::strip_hop_by_hop(&mut h);
+    h.remove(header::HOST);
+    if shared {
+        for name in [
+            header::RANGE,
+            header::IF_RANGE,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_MATCH,
+            header::IF_UNMODIFIED_SINCE,
+            header::CACHE_CONTROL,
+            header::PRAGMA,
+        ] {
+            h.remove(name);
+        }
+    }
+    append_list(&mut h, X_FORWARDED_FOR, &client.to_string());
+    append_list(&mut h, header::VIA, headers::VIA_VALUE);
+    h
+}

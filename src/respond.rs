@@ -1,0 +1,208 @@
+//! Building the client's answer from a stored entry or a fill: conditional
+//! requests (304), single byte ranges (206/416), HEAD, and the edge's headers.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Method, Response, StatusCode};
+
+use crate::body::EdgeBody;
+use crate::cache::Head;
+use crate::error::EdgeError;
+use crate::fill::Reader;
+use crate::headers::{append_list, CACHE_STATUS, VIA_VALUE};
+use crate::outcome::Outcome;
+
+/// Where the body comes from.
+pub enum Source {
+    /// A complete stored body.
+    Stored(Bytes),
+    /// A fill still arriving (or just finished).
+    Fill(Reader),
+}
+
+/// How the answer was obtained, for the edge's own headers.
+#[derive(Clone, Copy)]
+pub struct Served {
+    pub outcome: Outcome,
+    /// Whether the answer is (or will be) kept in the cache.
+    pub stored: bool,
+    pub now: SystemTime,
+}
+
+/// The answer to `request` from `head` and its body.
+pub fn respond(
+    request: &Parts,
+    head: &Head,
+    source: Source,
+    served: Served,
+) -> Result<Response<EdgeBody>, EdgeError> {
+    if head.status == StatusCode::OK && not_modified(&request.headers, &head.headers) {
+        return Ok(not_modified_response(head, served));
+    }
+    let total = match &source {
+        Source::Stored(body) => Some(body.len() as u64),
+        Source::Fill(_) => head.content_length,
+    };
+    let range = match (head.status, &request.method, total) {
+        (StatusCode::OK, &Method::GET, Some(total)) => {
+            select_range(&request.headers, &head.headers, total)?
+        }
+        _ => None,
+    };
+    let mut headers = head.headers.clone();
+    let mut status = head.status;
+    let (start, end) = match (range, total) {
+        (Some((first, last)), Some(total)) => {
+            status = StatusCode::PARTIAL_CONTENT;
+            let content_range = format!("bytes {first}-{last}/{total}");
+            headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&content_range).expect("digits are valid"),
+            );
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(last - first + 1));
+            (first, Some(last + 1))
+        }
+        (_, Some(total)) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+            (0, None)
+        }
+        (_, None) => {
+            headers.remove(header::CONTENT_LENGTH);
+            (0, None)
+        }
+    };
+    if head.status == StatusCode::OK && total.is_some() {
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
+    decorate(&mut headers, head, served);
+    let bodyless = request.method == Method::HEAD
+        || status == StatusCode::NOT_MODIFIED
+        || status == StatusCode::NO_CONTENT;
+    let body = match source {
+        _ if bodyless => EdgeBody::empty(),
+        Source::Stored(bytes) => {
+            let end = end.map_or(bytes.len(), |e| e as usize);
+            EdgeBody::full(bytes.slice(start as usize..end))
+        }
+        Source::Fill(reader) => EdgeBody::fill(reader.into_body(start, end)),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+/// `Age`, `Via` and `Cache-Status` (RFC 9211).
+pub fn decorate(headers: &mut HeaderMap, head: &Head, served: Served) {
+    if !matches!(served.outcome, Outcome::Pass(_)) {
+        headers.insert(
+            header::AGE,
+            HeaderValue::from(head.age(served.now).as_secs()),
+        );
+    }
+    append_list(headers, header::VIA, VIA_VALUE);
+    headers.insert(
+        CACHE_STATUS,
+        HeaderValue::from_static(served.outcome.cache_status(served.stored)),
+    );
+}
+
+fn not_modified_response(head: &Head, served: Served) -> Response<EdgeBody> {
+    // RFC 9110 §15.4.5: the headers a 200 would have carried that describe the representation.
+    const KEEP: [header::HeaderName; 6] = [
+        header::ETAG,
+        header::CACHE_CONTROL,
+        header::CONTENT_LOCATION,
+        header::DATE,
+        header::EXPIRES,
+        header::VARY,
+    ];
+    let mut headers = HeaderMap::new();
+    for name in KEEP.iter().chain([&header::LAST_MODIFIED]) {
+        for value in head.headers.get_all(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    decorate(&mut headers, head, served);
+    let mut response = Response::new(EdgeBody::empty());
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// Whether the client's validators match (RFC 9110 §13.1.2–3): If-None-Match
+/// by weak comparison, else If-Modified-Since against Last-Modified.
+pub fn not_modified(request: &HeaderMap, response: &HeaderMap) -> bool {
+    if let Some(inm) = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        let Some(etag) = response.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        return inm.trim() == "*" || inm.split(',').any(|tag| weak_eq(tag.trim(), etag.trim()));
+    }
+    let since = request
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    let modified = response
+        .get(header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
+}
+
+fn weak_eq(a: &str, b: &str) -> bool {
+    a.trim_start_matches("W/") == b.trim_start_matches("W/")
+}
+
+/// The single byte range to answer with, as inclusive offsets, if the request
+/// has one that applies. A malformed or multi-range header is ignored (the
+/// whole object is sent, as RFC 9110 §14.2 allows); an unsatisfiable one is 416.
+pub fn select_range(
+    request: &HeaderMap,
+    response: &HeaderMap,
+    total: u64,
+) -> Result<Option<(u64, u64)>, EdgeError> {
+    let Some(raw) = request.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    if let Some(if_range) = request.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+        if !if_range_matches(if_range.trim(), response) {
+            return Ok(None);
+        }
+    }
+    let Ok(parsed) = http_range_header::parse_range_header(raw) else {
+        return Ok(None);
+    };
+    if parsed.len() != 1 {
+        return Ok(None);
+    }
+    match parsed.validate(total) {
+        Ok(ranges) => Ok(ranges.first().map(|r| (*r.start(), *r.end()))),
+        Err(_) => Err(EdgeError::Range { len: total }),
+    }
+}
+
+/// If-Range (RFC 9110 §13.1.5): a strong ETag match, or the exact Last-Modified date.
+fn if_range_matches(if_range: &str, response: &HeaderMap) -> bool {
+    let get = |name| {
+        response
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if if_range.starts_with('"') {
+        get(header::ETAG).is_some_and(|etag| etag == if_range)
+    } else if if_range.starts_with("W/") {
+        false
+    } else {
+        get(header::LAST_MODIFIED).is_some_and(|lm| lm == if_range)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,234 @@
+//! Routing: which origin serves a request, by Host and path prefix.
+//!
+//! A request that matches no route is refused (421), never forwarded: the edge
+//! is not an open proxy, whatever the Host or absolute-form target says.
+
+use std::sync::Arc;
+
+use http::request::Parts;
+
+use crate::config::RouteConfig;
+use crate::error::EdgeError;
+
+/// The host and normalised path a request is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Lower-case, without port.
+    pub host: String,
+    /// Absolute, with dot segments resolved.
+    pub path: String,
+    pub query: Option<String>,
+}
+
+impl Target {
+    /// Reads the target from an absolute-form URI's authority, else the Host header.
+    pub fn of(parts: &Parts) -> Result<Self, EdgeError> {
+        let authority = match parts.uri.authority() {
+            Some(a) => a.as_str().to_owned(),
+            None => parts
+                .headers
+                .get(http::header::HOST)
+                .ok_or(EdgeError::BadRequest("the request has no Host"))?
+                .to_str()
+                .map_err(|_| EdgeError::BadRequest("the Host header is not text"))?
+                .to_owned(),
+        };
+        let host = host_without_port(&authority)
+            .ok_or(EdgeError::BadRequest("the Host header is malformed"))?;
+        let path = normalize_path(parts.uri.path())?;
+        Ok(Self {
+            host,
+            path,
+            query: parts.uri.query().map(str::to_owned),
+        })
+    }
+}
+
+fn host_without_port(authority: &str) -> Option<String> {
+    let authority = authority.rsplit('@').next()?;
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        // An IPv6 literal: keep the brackets, drop the port.
+        let end = rest.find(']')?;
+        &authority[..end + 2]
+    } else {
+        authority.split(':').next()?
+    };
+    let valid = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
+    valid.then(|| host.to_ascii_lowercase())
+}
+
+/// Resolves `.` and `..` segments (RFC 3986 §5.2.4), also when percent-encoded,
+/// and refuses a path that climbs above the root or hides separators in
+/// percent-encoding (`%2F`, `%5C`), which an origin could decode into an escape.
+pub fn normalize_path(raw: &str) -> Result<String, EdgeError> {
+    if !raw.starts_with('/') {
+        return Err(EdgeError::BadRequest("the path must start with /"));
+    }
+    let lower = raw.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") || raw.contains('\\')
+    {
+        return Err(EdgeError::BadRequest("the path holds an encoded separator"));
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = raw[1..].split('/').collect();
+    let last = segments.len() - 1;
+    for (i, segment) in segments.iter().enumerate() {
+        match decode_dots(segment) {
+            Some(1) => {
+                if i == last {
+                    out.push("");
+                }
+            }
+            Some(2) => {
+                if out.pop().is_none() {
+                    return Err(EdgeError::BadRequest("the path climbs above the root"));
+                }
+                if i == last {
+                    out.push("");
+                }
+            }
+            _ => out.push(segment),
+        }
+    }
+    Ok(format!("/{}", out.join("/")))
+}
+
+/// `Some(n)` when the segment is `n` dots (1 or 2), literal or as `%2e`.
+fn decode_dots(segment: &str) -> Option<usize> {
+    let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+    match decoded.as_str() {
+        "." => Some(1),
+        ".." => Some(2),
+        _ => None,
+    }
+}
+
+/// The configured routes, tried in order.
+pub struct Routes(Vec<Arc<RouteConfig>>);
+
+impl Routes {
+    pub fn new(routes: &[RouteConfig]) -> Self {
+        Self(routes.iter().cloned().map(Arc::new).collect())
+    }
+
+    /// The first route for `target`, and the path-and-query to ask its origin for.
+    pub fn find(&self, target: &Target) -> Option<(Arc<RouteConfig>, String)> {
+        self.0.iter().find_map(|route| {
+            if route.host.as_ref().is_some_and(|h| *h != target.host) {
+                return None;
+            }
+            let rest = strip_prefix(&target.path, &route.prefix)?;
+            let mut path_and_query = rest;
+            if let Some(q) = &target.query {
+                path_and_query.push('?');
+                path_and_query.push_str(q);
+            }
+            Some((Arc::clone(route), path_and_query))
+        })
+    }
+}
+
+/// The path below `prefix`, starting with `/`, when `prefix` matches whole segments.
+fn strip_prefix(path: &str, prefix: &str) -> Option<String> {
+    let rest = path.strip_prefix(prefix)?;
+    if prefix.ends_with('/') {
+        Some(format!("/{rest}"))
+    } else if rest.is_empty() || rest.starts_with('/') {
+        Some(if rest.is_empty() {
+            "/".into()
+        } else {
+            rest.to_owned()
+        })
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_paths() {
+        let ok = [
+            ("/a/b.ts", "/a/b.ts"),
+            ("/a/./b.ts", "/a/b.ts"),
+            ("/a/x/../b.ts", "/a/b.ts"),
+            ("/a/%2e%2E/b", "/b"),
+            ("/a/.", "/a/"),
+            ("/a/b/..", "/a/"),
+            ("/", "/"),
+            ("/live//x", "/live//x"),
+        ];
+        for (raw, want) in ok {
+            assert_eq!(normalize_path(raw).unwrap(), want, "{raw}");
+        }
+        for bad in [
+            "/..",
+            "/a/../../etc/passwd",
+            "/%2e%2e/x",
+            "/a%2f..%2fb",
+            "/a\\b",
+            "x",
+        ] {
+            assert!(normalize_path(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn hosts_lose_ports_and_case() {
+        assert_eq!(
+            host_without_port("Edge.Example:8080").as_deref(),
+            Some("edge.example")
+        );
+        assert_eq!(host_without_port("[::1]:80").as_deref(), Some("[::1]"));
+        assert_eq!(host_without_port("a b"), None);
+        assert_eq!(host_without_port(""), None);
+    }
+
+    #[test]
+    fn prefixes_match_whole_segments() {
+        assert_eq!(
+            strip_prefix("/live/a.ts", "/live/").as_deref(),
+            Some("/a.ts")
+        );
+        assert_eq!(
+            strip_prefix("/live/a.ts", "/live").as_deref(),
+            Some("/a.ts")
+        );
+        assert_eq!(strip_prefix("/live", "/live").as_deref(), Some("/"));
+        assert_eq!(strip_prefix("/livestream/a", "/live"), None);
+        assert_eq!(strip_prefix("/x", "/").as_deref(), Some("/x"));
+    }
+
+    #[test]
+    fn routes_by_host_then_prefix() {
+        let config = crate::config::Config::from_toml(
+            r#"
+            [[routes]]
+            host = "a.example"
+            prefix = "/live/"
+            url = "http://127.0.0.1:1/origin-a"
+            [[routes]]
+            prefix = "/"
+            url = "http://127.0.0.1:2"
+            "#,
+        )
+        .unwrap();
+        let routes = Routes::new(&config.routes);
+        let target = |host: &str, path: &str| Target {
+            host: host.into(),
+            path: path.into(),
+            query: Some("x=1".into()),
+        };
+        let (r, pq) = routes.find(&target("a.example", "/live/s.m3u8")).unwrap();
+        assert_eq!(r.origin.base_path, "/origin-a");
+        assert_eq!(pq, "/s.m3u8?x=1");
+        let (r, pq) = routes.find(&target("b.example", "/live/s.m3u8")).unwrap();
+        assert_eq!(r.origin.authority.as_str(), "127.0.0.1:2");
+        assert_eq!(pq, "/live/s.m3u8?x=1");
+    }
+}

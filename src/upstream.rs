@@ -1,0 +1,207 @@
+//! Requests to origins: one pooled client, the route's timeouts, failover to backups.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::{OriginUrl, RouteConfig};
+use crate::metrics::Metrics;
+
+/// Why an upstream fetch failed. Cloned to every client reading the fetch.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    #[error("origin {origin} unreachable: {reason}")]
+    Unreachable { origin: String, reason: String },
+    #[error("origin {origin} sent no response headers within {}", humantime::format_duration(*.timeout))]
+    HeaderTimeout { origin: String, timeout: Duration },
+    #[error("origin {origin} body stalled for {} after {received} bytes", humantime::format_duration(*.timeout))]
+    Stalled {
+        origin: String,
+        timeout: Duration,
+        received: u64,
+    },
+    #[error("origin {origin} body ended after {received} of {expected} bytes")]
+    Short {
+        origin: String,
+        received: u64,
+        expected: u64,
+    },
+    #[error("origin {origin} body failed after {received} bytes: {reason}")]
+    Broken {
+        origin: String,
+        received: u64,
+        reason: String,
+    },
+    #[error("the upstream fetch was abandoned before it finished")]
+    Abandoned,
+}
+
+impl FetchError {
+    /// The status a client gets when this happens before its response began.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            FetchError::HeaderTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+/// What to ask upstream: the path below the route's prefix, and the headers to send.
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
+    pub route: Arc<RouteConfig>,
+    pub method: Method,
+    /// Path (starting with `/`) and query, appended to each origin's base path.
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+}
+
+impl UpstreamRequest {
+    /// The request as sent to the primary origin, for cache policy decisions.
+    pub fn to_request(&self) -> Request<()> {
+        let mut req = Request::new(());
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = origin_uri(&self.route.origin, &self.path_and_query);
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// The full URL of `path_and_query` at `origin`.
+pub fn origin_uri(origin: &OriginUrl, path_and_query: &str) -> Uri {
+    let text = format!(
+        "{}://{}{}{}",
+        origin.scheme, origin.authority, origin.base_path, path_and_query
+    );
+    // Both parts were validated when parsed; a failure here is a bug worth seeing.
+    text.parse()
+        .unwrap_or_else(|e| panic!("origin URL {text:?} did not parse: {e}"))
+}
+
+/// The pooled client for every origin.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Upstream {
+    pub fn new(tls: rustls::ClientConfig, metrics: Arc<Metrics>) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build(https);
+        Self { client, metrics }
+    }
+
+    /// Sends `req` to the route's origin, then to each backup in turn while the
+    /// answer is a failure to connect, a timeout or a 5xx.
+    pub async fn send(&self, req: &UpstreamRequest) -> Result<Response<Incoming>, FetchError> {
+        let route = &req.route;
+        let origins: Vec<&OriginUrl> = std::iter::once(&route.origin)
+            .chain(&route.backups)
+            .collect();
+        let mut last_error = FetchError::Abandoned;
+        for (i, origin) in origins.iter().enumerate() {
+            let more = i + 1 < origins.len();
+            let mut outgoing = Request::new(Empty::new());
+            *outgoing.method_mut() = req.method.clone();
+            *outgoing.uri_mut() = origin_uri(origin, &req.path_and_query);
+            *outgoing.headers_mut() = req.headers.clone();
+            self.metrics.upstream_request("origin");
+            let name = origin.authority.to_string();
+            match tokio::time::timeout(route.timeout, self.client.request(outgoing)).await {
+                Ok(Ok(resp)) if resp.status().is_server_error() && more => {
+                    tracing::warn!(origin = %name, status = resp.status().as_u16(), "origin failed, trying backup");
+                    last_error = FetchError::Unreachable {
+                        origin: name,
+                        reason: format!("answered {}", resp.status()),
+                    };
+                }
+                Ok(Ok(resp)) => return Ok(resp),
+                Ok(Err(e)) => {
+                    last_error = FetchError::Unreachable {
+                        origin: name,
+                        reason: error_chain(&e),
+                    }
+                }
+                Err(_) => {
+                    last_error = FetchError::HeaderTimeout {
+                        origin: name,
+                        timeout: route.timeout,
+                    }
+                }
+            }
+            if more {
+                tracing::warn!(error = %last_error, "trying backup origin");
+            }
+        }
+        Err(last_error)
+    }
+}
+
+/// An error with its causes, for logs and error bodies.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// TLS settings for origins: the system's roots, falling back to the webpki
+/// set where the system has none, plus any extra PEM roots in `extra_ca`.
+pub fn client_tls(extra_ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    if added == 0 {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    if let Some(path) = extra_ca {
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no PEM certificates", path.display()));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
