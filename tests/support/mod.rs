@@ -1,0 +1,423 @@
+//! Test support: a real origin server and helpers to run the edge in front of it.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use outpost::{Config, Edge, RunningEdge};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+
+/// How a scripted body ends.
+#[derive(Clone, Debug)]
+pub enum End {
+    Complete,
+    /// Declare the full Content-Length but close after this many bytes.
+    Truncate(usize),
+    /// Send this many bytes, then fail the stream (connection reset).
+    Reset(usize),
+    /// Send this many bytes, then go silent for a minute.
+    Stall(usize),
+}
+
+/// What the origin answers for one path (and query).
+#[derive(Clone)]
+pub struct Script {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    pub head_delay: Duration,
+    pub chunk: usize,
+    pub chunk_delay: Duration,
+    pub end: End,
+    /// Omit Content-Length (chunked on HTTP/1.1).
+    pub chunked: bool,
+    /// Send the first chunk, then wait for this before sending the rest.
+    pub gate: Option<Arc<Notify>>,
+    /// Answer 304 to a request whose If-None-Match holds this ETag.
+    pub etag_304: Option<String>,
+}
+
+impl Script {
+    pub fn ok(body: impl Into<Bytes>) -> Self {
+        Self {
+            status: 200,
+            headers: vec![("cache-control".into(), "max-age=60".into())],
+            body: body.into(),
+            head_delay: Duration::ZERO,
+            chunk: 16 << 10,
+            chunk_delay: Duration::ZERO,
+            end: End::Complete,
+            chunked: false,
+            gate: None,
+            etag_304: None,
+        }
+    }
+
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Replaces all headers.
+    pub fn headers(mut self, headers: &[(&str, &str)]) -> Self {
+        self.headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn delay(mut self, d: Duration) -> Self {
+        self.head_delay = d;
+        self
+    }
+
+    pub fn throttle(mut self, chunk: usize, every: Duration) -> Self {
+        self.chunk = chunk;
+        self.chunk_delay = every;
+        self
+    }
+
+    pub fn end(mut self, end: End) -> Self {
+        self.end = end;
+        self
+    }
+
+    pub fn chunked(mut self) -> Self {
+        self.chunked = true;
+        self
+    }
+
+    pub fn gated(mut self, gate: Arc<Notify>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    pub fn revalidates(mut self, etag: &str) -> Self {
+        self.etag_304 = Some(etag.into());
+        self.headers.push(("etag".into(), etag.into()));
+        self
+    }
+}
+
+#[derive(Default)]
+struct State {
+    scripts: Mutex<HashMap<String, Script>>,
+    hits: Mutex<HashMap<String, usize>>,
+    requests: Mutex<Vec<(String, HeaderMap)>>,
+    active: Mutex<HashMap<String, usize>>,
+    peak: Mutex<HashMap<String, usize>>,
+    total: AtomicUsize,
+    arrived: Notify,
+}
+
+/// A real HTTP origin on 127.0.0.1:0 that counts requests per path.
+pub struct TestOrigin {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for TestOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestOrigin {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State::default());
+        let st = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let st = Arc::clone(&st);
+                conns.spawn(async move {
+                    let service = service_fn(move |req| answer(Arc::clone(&st), req));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, state, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set(&self, path: &str, script: Script) {
+        self.state.scripts.lock().unwrap().insert(path.into(), script);
+    }
+
+    /// Requests seen for `path` (with query, as sent).
+    pub fn hits(&self, path: &str) -> usize {
+        self.state.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> usize {
+        self.state.total.load(Ordering::SeqCst)
+    }
+
+    /// The most requests for `path` that were being answered at the same time.
+    pub fn peak_concurrency(&self, path: &str) -> usize {
+        self.state.peak.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    /// Headers of every request for `path`, in arrival order.
+    pub fn requests(&self, path: &str) -> Vec<HeaderMap> {
+        let all = self.state.requests.lock().unwrap();
+        all.iter().filter(|(p, _)| p == path).map(|(_, h)| h.clone()).collect()
+    }
+
+    /// Waits until `path` has been requested `n` times (at most 10 s).
+    pub async fn wait_hits(&self, path: &str, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let notified = self.state.arrived.notified();
+            if self.hits(path) >= n {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("origin saw {} requests for {path}, expected {n}", self.hits(path));
+            }
+        }
+    }
+}
+
+async fn answer(st: Arc<State>, req: Request<Incoming>) -> Result<Response<ScriptBody>, Infallible> {
+    let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    {
+        *st.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+        st.requests.lock().unwrap().push((path.clone(), req.headers().clone()));
+        let mut active = st.active.lock().unwrap();
+        let now = active.entry(path.clone()).or_default();
+        *now += 1;
+        let mut peak = st.peak.lock().unwrap();
+        let p = peak.entry(path.clone()).or_default();
+        *p = (*p).max(*now);
+    }
+    st.total.fetch_add(1, Ordering::SeqCst);
+    st.arrived.notify_waiters();
+    let script = st.scripts.lock().unwrap().get(&path).cloned();
+    let Some(script) = script else {
+        *st.active.lock().unwrap().get_mut(&path).unwrap() -= 1;
+        let mut r = Response::new(ScriptBody::done(Bytes::from_static(b"no script\n")));
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        return Ok(r);
+    };
+    tokio::time::sleep(script.head_delay).await;
+    let conditional_hit = script.etag_304.as_ref().is_some_and(|etag| {
+        req.headers()
+            .get("if-none-match")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains(etag.as_str()))
+    });
+    let mut builder = Response::builder().status(if conditional_hit { 304 } else { script.status });
+    for (k, v) in &script.headers {
+        builder = builder.header(k, v);
+    }
+    if conditional_hit || req.method() == http::Method::HEAD {
+        *st.active.lock().unwrap().get_mut(&path).unwrap() -= 1;
+        return Ok(builder.body(ScriptBody::done(Bytes::new())).unwrap());
+    }
+    if !script.chunked {
+        builder = builder.header("content-length", script.body.len());
+    }
+    let (tx, rx) = mpsc::channel(4);
+    let state = Arc::clone(&st);
+    tokio::spawn(async move {
+        let body = script.body.clone();
+        let limit = match script.end {
+            End::Complete => body.len(),
+            End::Truncate(n) | End::Reset(n) | End::Stall(n) => n.min(body.len()),
+        };
+        let mut sent = 0;
+        while sent < limit {
+            let take = script.chunk.min(limit - sent);
+            if tx.send(Ok(body.slice(sent..sent + take))).await.is_err() {
+                break;
+            }
+            sent += take;
+            if sent == take {
+                if let Some(gate) = &script.gate {
+                    gate.notified().await;
+                }
+            }
+            if !script.chunk_delay.is_zero() && sent < limit {
+                tokio::time::sleep(script.chunk_delay).await;
+            }
+        }
+        match script.end {
+            End::Reset(_) => {
+                let _ = tx.send(Err(std::io::Error::other("scripted reset"))).await;
+            }
+            End::Stall(_) => tokio::time::sleep(Duration::from_secs(60)).await,
+            _ => {}
+        }
+        *state.active.lock().unwrap().get_mut(&path).unwrap() -= 1;
+    });
+    Ok(builder.body(ScriptBody::channel(rx)).unwrap())
+}
+
+/// The origin's response body: fixed, or fed chunk by chunk.
+pub struct ScriptBody {
+    fixed: Option<Bytes>,
+    rx: Option<mpsc::Receiver<Result<Bytes, std::io::Error>>>,
+}
+
+impl ScriptBody {
+    fn done(b: Bytes) -> Self {
+        Self {
+            fixed: Some(b),
+            rx: None,
+        }
+    }
+
+    fn channel(rx: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Self {
+        Self {
+            fixed: None,
+            rx: Some(rx),
+        }
+    }
+}
+
+impl Body for ScriptBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if let Some(b) = self.fixed.take() {
+            return Poll::Ready((!b.is_empty()).then(|| Ok(Frame::data(b))));
+        }
+        match self.rx.as_mut() {
+            None => Poll::Ready(None),
+            Some(rx) => rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))),
+        }
+    }
+}
+
+/// Starts an edge from `toml` (`{origin}` is replaced by the origin URL) with
+/// every listener on 127.0.0.1:0.
+pub async fn start_edge(toml: &str, origin: &TestOrigin) -> RunningEdge {
+    let text = toml.replace("{origin}", &origin.url());
+    let mut config = Config::from_toml(&text).expect("test config is valid");
+    config.raw.server.listen = "127.0.0.1:0".into();
+    config.raw.admin.listen = "127.0.0.1:0".into();
+    if config.raw.server.tls_listen.is_some() {
+        config.raw.server.tls_listen = Some("127.0.0.1:0".into());
+    }
+    let config = Config::validate(config.raw).expect("test config is valid");
+    Edge::start(config).await.expect("edge starts")
+}
+
+/// The usual edge for tests: one route to the origin, short timeouts.
+pub async fn edge_for(origin: &TestOrigin) -> RunningEdge {
+    start_edge(
+        "[[routes]]\nurl = \"{origin}\"\ntimeout = \"2s\"\ndownload_timeout = \"500ms\"\n",
+        origin,
+    )
+    .await
+}
+
+pub fn url(edge: &RunningEdge, path: &str) -> String {
+    format!("http://{}{}", edge.addrs.listen, path)
+}
+
+pub fn admin_url(edge: &RunningEdge, path: &str) -> String {
+    format!("http://{}{}", edge.addrs.admin, path)
+}
+
+pub type TestClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+
+pub fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn h2_client() -> TestClient {
+    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+}
+
+/// A finished response: status, headers and the whole body (or the error that cut it).
+pub struct Got {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Result<Bytes, String>,
+}
+
+impl Got {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        self.body.as_ref().unwrap_or_else(|e| panic!("body failed: {e}"))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(self.bytes()).into_owned()
+    }
+}
+
+pub async fn send(client: &TestClient, method: &str, url: &str, headers: &[(&str, &str)]) -> Got {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req.body(Empty::new()).unwrap()))
+        .await
+        .expect("response within 20 s")
+        .expect("request succeeds");
+    let (parts, body) = resp.into_parts();
+    let body = tokio::time::timeout(Duration::from_secs(20), body.collect())
+        .await
+        .expect("body within 20 s")
+        .map(|c| c.to_bytes())
+        .map_err(|e| format!("{e:?}"));
+    Got {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(client: &TestClient, url: &str) -> Got {
+    send(client, "GET", url, &[]).await
+}
+
+/// Deterministic test bytes.
+pub fn payload(len: usize, seed: u8) -> Bytes {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect::<Vec<u8>>().into()
+}
+
+/// Writes raw bytes to `addr` and reads what comes back until the server closes (at most 5 s).
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
