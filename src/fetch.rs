@@ -83,14 +83,18 @@ async fn fetch(
         }
     }
 
-    let mut head = Head::from_upstream(parts.status, parts.headers, now);
     let sent = request.to_request();
-    let policy = policy::policy(&sent, head.status, &head.headers, now);
+    // The policy sees the origin's headers as sent, `Age` included.
+    let policy = policy::policy(&sent, parts.status, &parts.headers, now);
+    let mut head = Head::from_upstream(parts.status, parts.headers, now);
     let max_object = edge.config.cache.max_object;
     let mut disposition = policy::judge(&sent, &policy, &head.headers, now, max_object);
-    if disposition.is_stored() {
-        // Stored only because the origin said public: one viewer's cookie is never handed to others.
-        head.headers.remove(header::SET_COOKIE);
+    let mut starter_cookies = Vec::new();
+    if disposition != Disposition::Private {
+        // Shared only because the origin said public: one viewer's cookie is never handed to others.
+        if let header::Entry::Occupied(cookies) = head.headers.entry(header::SET_COOKIE) {
+            starter_cookies = cookies.remove_entry_mult().1.collect();
+        }
     }
     let head = Arc::new(head);
     writer.head(Arc::new(FillHead {
@@ -98,6 +102,7 @@ async fn fetch(
         disposition,
         revalidated: false,
         request_headers: request.headers.clone(),
+        starter_cookies,
     }));
     match disposition {
         Disposition::Private => stop_sharing(edge, job, writer, PassReason::Private),
@@ -247,6 +252,7 @@ fn publish_entry(writer: &Writer, entry: &Entry, disposition: Disposition) {
         disposition,
         revalidated: true,
         request_headers: entry.request.headers().clone(),
+        starter_cookies: Vec::new(),
     }));
     writer.push(Bytes::clone(&entry.body));
 }

@@ -30,6 +30,8 @@ pub struct FillHead {
     pub revalidated: bool,
     /// Headers of the request the edge sent upstream (for `Vary` checks).
     pub request_headers: HeaderMap,
+    /// `Set-Cookie` values of a shared answer: for the client that fetched it only.
+    pub starter_cookies: Vec<http::HeaderValue>,
 }
 
 /// An in-flight fetch.
@@ -134,7 +136,9 @@ impl Fill {
     /// Whether a new reader could still see the answer from its start.
     pub fn joinable(&self) -> bool {
         let st = self.lock();
-        st.dropped == 0 && !st.trim && !matches!(st.end, Some(Err(_)))
+        // A finished fill is not joined: its answer is in the cache if it may be
+        // reused, and a new request must not get a stale copy that was never stored.
+        st.dropped == 0 && !st.trim && st.end.is_none()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

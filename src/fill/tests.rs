@@ -13,6 +13,7 @@ fn head() -> Arc<FillHead> {
         disposition: Disposition::Share,
         revalidated: false,
         request_headers: HeaderMap::new(),
+        starter_cookies: Vec::new(),
     })
 }
 
