@@ -403,6 +403,20 @@ pub async fn send(client: &TestClient, method: &str, url: &str, headers: &[(&str
     }
 }
 
+/// A GET whose failure (at the head or in the body) is returned, not a panic.
+pub async fn try_get(client: &TestClient, url: &str) -> Result<Bytes, String> {
+    let req = Request::get(url).body(Empty::new()).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("response within 20 s")
+        .map_err(|e| format!("{e:?}"))?;
+    tokio::time::timeout(Duration::from_secs(20), resp.into_body().collect())
+        .await
+        .expect("body within 20 s")
+        .map(|c| c.to_bytes())
+        .map_err(|e| format!("{e:?}"))
+}
+
 pub async fn get(client: &TestClient, url: &str) -> Got {
     send(client, "GET", url, &[]).await
 }
