@@ -144,6 +144,15 @@ impl Drop for TestOrigin {
 
 impl TestOrigin {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// An HTTPS origin with this certificate.
+    pub async fn start_tls(tls: &TestCert) -> Self {
+        Self::start_with(Some(tls.acceptor())).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
@@ -153,11 +162,20 @@ impl TestOrigin {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 let st = Arc::clone(&st);
+                let tls = tls.clone();
                 conns.spawn(async move {
                     let service = service_fn(move |req| answer(Arc::clone(&st), req));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -166,6 +184,10 @@ impl TestOrigin {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     pub fn set(&self, path: &str, script: Script) {
@@ -434,4 +456,78 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A self-signed certificate for 127.0.0.1, written to a temporary folder.
+pub struct TestCert {
+    pub dir: std::path::PathBuf,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub cert_der: Vec<u8>,
+}
+
+impl TestCert {
+    pub fn new(name: &str) -> Self {
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        let dir = std::env::temp_dir().join(format!("outpost-test-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert_pem = certified.cert.pem();
+        let key_pem = certified.key_pair.serialize_pem();
+        std::fs::write(dir.join("cert.pem"), &cert_pem).unwrap();
+        std::fs::write(dir.join("key.pem"), &key_pem).unwrap();
+        Self {
+            dir,
+            cert_pem,
+            key_pem,
+            cert_der: certified.cert.der().to_vec(),
+        }
+    }
+
+    pub fn cert_path(&self) -> String {
+        self.dir.join("cert.pem").display().to_string()
+    }
+
+    pub fn key_path(&self) -> String {
+        self.dir.join("key.pem").display().to_string()
+    }
+
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        use rustls::pki_types::pem::PemObject;
+        let certs = vec![rustls::pki_types::CertificateDer::from(self.cert_der.clone())];
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+
+    /// A client trusting only this certificate, offering `alpn` (e.g. h2 and http/1.1).
+    pub fn client(&self, h2: bool) -> Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Empty<Bytes>> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from(self.cert_der.clone())).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_only();
+        let connector = if h2 {
+            builder.enable_http1().enable_http2().build()
+        } else {
+            builder.enable_http1().build()
+        };
+        Client::builder(TokioExecutor::new()).build(connector)
+    }
+}
+
+impl Drop for TestCert {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

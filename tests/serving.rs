@@ -1,0 +1,173 @@
+//! TLS, HTTPS origins, CORS, the admin listener and graceful shutdown.
+
+mod support;
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use support::*;
+
+#[tokio::test]
+async fn tls_listener_speaks_h2_and_http11_by_alpn() {
+    let origin = TestOrigin::start().await;
+    origin.set("/t.ts", Script::ok("over tls"));
+    let cert = TestCert::new("listener");
+    let toml = format!(
+        "[server]\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n[[routes]]\nurl = \"{{origin}}\"\n",
+        cert.cert_path(),
+        cert.key_path()
+    );
+    let edge = start_edge(&toml, &origin).await;
+    let tls_addr = edge.addrs.tls_listen.expect("tls listener bound");
+    for (h2, version) in [(true, http::Version::HTTP_2), (false, http::Version::HTTP_11)] {
+        let c = cert.client(h2);
+        let resp = c
+            .request(http::Request::get(format!("https://127.0.0.1:{}/t.ts", tls_addr.port())).body(Empty::new()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), version);
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "over tls");
+    }
+    assert_eq!(origin.hits("/t.ts"), 1);
+    edge.shutdown().await;
+}
+
+#[tokio::test]
+async fn https_origins_are_fetched_with_verified_tls() {
+    let cert = TestCert::new("origin");
+    let origin = TestOrigin::start_tls(&cert).await;
+    origin.set("/s.ts", Script::ok("secure origin"));
+    let trusted = format!(
+        "[upstream]\nca_file = \"{}\"\n[[routes]]\nurl = \"{}\"\n",
+        cert.cert_path(),
+        origin.https_url()
+    );
+    let edge = start_edge(&trusted, &origin).await;
+    assert_eq!(get(&client(), &url(&edge, "/s.ts")).await.text(), "secure origin");
+    edge.shutdown().await;
+    // Without the CA the certificate is refused: 502, and the origin never answers a request.
+    let untrusted = format!("[[routes]]\nurl = \"{}\"\n", origin.https_url());
+    let edge = start_edge(&untrusted, &origin).await;
+    let got = get(&client(), &url(&edge, "/s.ts")).await;
+    assert_eq!(got.status, 502);
+    assert_eq!(origin.hits("/s.ts"), 1);
+    edge.shutdown().await;
+}
+
+#[tokio::test]
+async fn cors_for_browser_players() {
+    let origin = TestOrigin::start().await;
+    origin.set("/p.m3u8", Script::ok("#EXTM3U\n"));
+    let edge = edge_for(&origin).await;
+    let c = client();
+    let pre = send(
+        &c,
+        "OPTIONS",
+        &url(&edge, "/p.m3u8"),
+        &[
+            ("origin", "https://player.example"),
+            ("access-control-request-method", "GET"),
+            ("access-control-request-headers", "range, cmcd-request"),
+        ],
+    )
+    .await;
+    assert_eq!(pre.status, 204);
+    assert_eq!(pre.header("access-control-allow-origin"), "*");
+    assert_eq!(pre.header("access-control-allow-headers"), "range, cmcd-request");
+    assert_eq!(origin.total(), 0, "the preflight is answered by the edge");
+    let got = send(&c, "GET", &url(&edge, "/p.m3u8"), &[("origin", "https://player.example")]).await;
+    assert_eq!(got.header("access-control-allow-origin"), "*");
+    let exposed = got.header("access-control-expose-headers");
+    assert!(exposed.contains("Cache-Status") && exposed.contains("Age") && exposed.contains("Content-Range"));
+    // Error answers carry CORS too, so a player can read why it failed.
+    let err = send(&c, "POST", &url(&edge, "/p.m3u8"), &[("origin", "https://player.example")]).await;
+    assert_eq!(err.header("access-control-allow-origin"), "*");
+
+    let strict = start_edge("[server]\ncors_origins = [\"https://ok.example\"]\n[[routes]]\nurl = \"{origin}\"\n", &origin).await;
+    let denied = send(&c, "GET", &url(&strict, "/p.m3u8"), &[("origin", "https://evil.example")]).await;
+    assert_eq!(denied.header("access-control-allow-origin"), "");
+    let allowed = send(&c, "GET", &url(&strict, "/p.m3u8"), &[("origin", "https://ok.example")]).await;
+    assert_eq!(allowed.header("access-control-allow-origin"), "https://ok.example");
+    edge.shutdown().await;
+    strict.shutdown().await;
+}
+
+#[tokio::test]
+async fn admin_health_metrics_and_status() {
+    let origin = TestOrigin::start().await;
+    origin.set("/m.ts", Script::ok(payload(1000, 1)));
+    let edge = edge_for(&origin).await;
+    let c = client();
+    for _ in 0..4 {
+        get(&c, &url(&edge, "/m.ts")).await;
+    }
+    assert_eq!(get(&c, &admin_url(&edge, "/healthz")).await.text(), "ok\n");
+    let metrics = get(&c, &admin_url(&edge, "/metrics")).await.text();
+    for line in [
+        "outpost_requests_total{cache=\"miss\"} 1",
+        "outpost_requests_total{cache=\"hit\"} 3",
+        "outpost_response_bytes_total 4000",
+        "outpost_upstream_requests_total{source=\"origin\"} 1",
+        "outpost_upstream_bytes_total{source=\"origin\"} 1000",
+        "outpost_cache_objects 1",
+        "outpost_inflight_fetches 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
+    }
+    let status: serde_json::Value = serde_json::from_slice(get(&c, &admin_url(&edge, "/status.json")).await.bytes()).unwrap();
+    assert_eq!(status["origin_offload"], 0.75);
+    let page = get(&c, &admin_url(&edge, "/status")).await;
+    assert!(page.header("content-type").starts_with("text/html"));
+    assert_eq!(get(&c, &admin_url(&edge, "/nope")).await.status, 404);
+    edge.shutdown().await;
+}
+
+#[tokio::test]
+async fn purge_needs_the_token_and_drops_entries() {
+    let origin = TestOrigin::start().await;
+    for p in ["/live/a.ts", "/live/b.ts", "/vod/c.ts"] {
+        origin.set(p, Script::ok("x"));
+    }
+    let c = client();
+    let open = edge_for(&origin).await;
+    let disabled = send(&c, "POST", &admin_url(&open, "/purge?url=http://x/live/a.ts"), &[]).await;
+    assert_eq!(disabled.status, 404, "purge is off without admin.token");
+    open.shutdown().await;
+
+    let edge = start_edge("[admin]\ntoken = \"s3cret\"\n[[routes]]\nurl = \"{origin}\"\n", &origin).await;
+    for p in ["/live/a.ts", "/live/b.ts", "/vod/c.ts"] {
+        get(&c, &url(&edge, p)).await;
+    }
+    let purge = |q: &str| admin_url(&edge, &format!("/purge?{q}"));
+    assert_eq!(send(&c, "POST", &purge("url=http://x/live/a.ts"), &[]).await.status, 401);
+    assert_eq!(send(&c, "POST", &purge("url=http://x/live/a.ts"), &[("authorization", "Bearer nope")]).await.status, 401);
+    let auth = [("authorization", "Bearer s3cret")];
+    let one = send(&c, "POST", &purge("url=http://x/live/a.ts"), &auth).await;
+    assert_eq!((one.status.as_u16(), one.text()), (200, "purged 1\n".to_string()));
+    assert_eq!(get(&c, &url(&edge, "/live/a.ts")).await.header("cache-status"), "outpost; fwd=miss; stored");
+    assert_eq!(get(&c, &url(&edge, "/vod/c.ts")).await.header("cache-status"), "outpost; hit");
+    let prefix = send(&c, "POST", &purge("prefix=http%3A%2F%2Fx%2Flive%2F"), &auth).await;
+    assert_eq!(prefix.text(), "purged 2\n");
+    assert_eq!(get(&c, &url(&edge, "/live/b.ts")).await.header("cache-status"), "outpost; fwd=miss; stored");
+    assert_eq!(get(&c, &url(&edge, "/vod/c.ts")).await.header("cache-status"), "outpost; hit");
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_responses_under_way() {
+    let origin = TestOrigin::start().await;
+    let body = payload(400_000, 3);
+    origin.set("/slow.ts", Script::ok(body.clone()).throttle(40_000, Duration::from_millis(40)));
+    let edge = edge_for(&origin).await;
+    let addr = edge.addrs.listen;
+    let c = client();
+    let resp = c
+        .request(http::Request::get(url(&edge, "/slow.ts")).body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    let stopping = tokio::spawn(edge.shutdown());
+    let rest = resp.into_body().collect().await.expect("the response under way completes").to_bytes();
+    assert_eq!(rest, body);
+    stopping.await.unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+}
