@@ -56,7 +56,9 @@ impl EdgeBody {
     }
 
     /// Attaches the access log line, written when the body ends or is dropped.
-    pub fn with_log(mut self, log: AccessLog) -> Self {
+    pub fn with_log(mut self, mut log: AccessLog) -> Self {
+        // An empty body is never polled: it is complete as it stands.
+        log.complete = matches!(self.inner, Inner::Full(None));
         self.log = Some(log);
         self
     }
@@ -84,6 +86,10 @@ impl Body for EdgeBody {
                 Poll::Ready(Some(Err(e))) => log.error = Some(e.to_string()),
                 Poll::Ready(None) => log.complete = true,
                 Poll::Pending => {}
+            }
+            // hyper stops polling a body that says it has ended.
+            if matches!(this.inner, Inner::Full(None)) {
+                log.complete = true;
             }
         }
         polled
@@ -135,11 +141,11 @@ impl Drop for AccessLog {
             method = %self.method,
             path = %self.path,
             status = self.status,
-            cache = self.outcome.as_str(),
+            cache = %self.outcome.as_str(),
             bytes = self.bytes,
             ms = format_args!("{ms:.1}"),
-            end,
-            error = self.error.as_deref().unwrap_or(""),
+            end = %end,
+            error = %self.error.as_deref().unwrap_or("-"),
             "request"
         );
     }

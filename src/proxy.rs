@@ -179,7 +179,11 @@ async fn from_fill(
         stored: fill_head.disposition.is_stored(),
         now: SystemTime::now(),
     };
-    let cookies = if starter { fill_head.starter_cookies.clone() } else { Vec::new() };
+    let cookies = if starter {
+        fill_head.starter_cookies.clone()
+    } else {
+        Vec::new()
+    };
     let mut response = respond(parts, &fill_head.head, Source::Fill(reader), served)?;
     for cookie in cookies {
         response.headers_mut().append(header::SET_COOKIE, cookie);

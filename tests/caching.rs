@@ -30,15 +30,24 @@ async fn miss_then_hit_with_edge_headers() {
 async fn origin_age_counts_against_freshness() {
     let origin = TestOrigin::start().await;
     // Already 59 of its 60 seconds old when it arrives.
-    origin.set("/old.ts", Script::ok("x").headers(&[("cache-control", "max-age=60"), ("age", "59")]));
+    origin.set(
+        "/old.ts",
+        Script::ok("x").headers(&[("cache-control", "max-age=60"), ("age", "59")]),
+    );
     // Already older than its lifetime: stored only if it could be revalidated, so fetched again.
-    origin.set("/expired.ts", Script::ok("x").headers(&[("cache-control", "max-age=60"), ("age", "61")]));
+    origin.set(
+        "/expired.ts",
+        Script::ok("x").headers(&[("cache-control", "max-age=60"), ("age", "61")]),
+    );
     let edge = edge_for(&origin).await;
     let c = client();
     get(&c, &url(&edge, "/old.ts")).await;
     let hit = get(&c, &url(&edge, "/old.ts")).await;
     assert_eq!(hit.header("cache-status"), "outpost; hit");
-    assert!(hit.header("age").parse::<u64>().unwrap() >= 59, "Age includes the origin's");
+    assert!(
+        hit.header("age").parse::<u64>().unwrap() >= 59,
+        "Age includes the origin's"
+    );
     get(&c, &url(&edge, "/expired.ts")).await;
     get(&c, &url(&edge, "/expired.ts")).await;
     assert_eq!(origin.hits("/expired.ts"), 2);
@@ -61,12 +70,19 @@ async fn stale_entries_are_revalidated_with_validators() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let again = get(&c, &url(&edge, "/v.m3u8")).await;
     assert_eq!(again.header("cache-status"), "outpost; fwd=stale");
-    assert_eq!(again.bytes(), &body, "the stored body is served after a 304");
+    assert_eq!(
+        again.bytes(),
+        &body,
+        "the stored body is served after a 304"
+    );
     let sent = origin.requests("/v.m3u8");
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[1]["if-none-match"], "\"v1\"");
     // The 304 refreshed the entry: fresh again.
-    assert_eq!(get(&c, &url(&edge, "/v.m3u8")).await.header("cache-status"), "outpost; hit");
+    assert_eq!(
+        get(&c, &url(&edge, "/v.m3u8")).await.header("cache-status"),
+        "outpost; hit"
+    );
     assert_eq!(origin.hits("/v.m3u8"), 2);
     edge.shutdown().await;
 }
@@ -74,7 +90,10 @@ async fn stale_entries_are_revalidated_with_validators() {
 #[tokio::test]
 async fn stale_entry_is_served_when_the_origin_fails() {
     let origin = TestOrigin::start().await;
-    origin.set("/s.ts", Script::ok("kept").headers(&[("cache-control", "max-age=1"), ("etag", "\"e\"")]));
+    origin.set(
+        "/s.ts",
+        Script::ok("kept").headers(&[("cache-control", "max-age=1"), ("etag", "\"e\"")]),
+    );
     let edge = edge_for(&origin).await;
     let c = client();
     get(&c, &url(&edge, "/s.ts")).await;
@@ -92,7 +111,10 @@ async fn must_revalidate_entries_are_not_served_stale() {
     let origin = TestOrigin::start().await;
     origin.set(
         "/m.ts",
-        Script::ok("kept").headers(&[("cache-control", "max-age=1, must-revalidate"), ("etag", "\"e\"")]),
+        Script::ok("kept").headers(&[
+            ("cache-control", "max-age=1, must-revalidate"),
+            ("etag", "\"e\""),
+        ]),
     );
     let edge = edge_for(&origin).await;
     let c = client();
@@ -117,13 +139,31 @@ async fn client_conditionals_are_answered_from_cache() {
     let edge = edge_for(&origin).await;
     let c = client();
     get(&c, &url(&edge, "/c.ts")).await;
-    let inm = send(&c, "GET", &url(&edge, "/c.ts"), &[("if-none-match", "\"abc\"")]).await;
+    let inm = send(
+        &c,
+        "GET",
+        &url(&edge, "/c.ts"),
+        &[("if-none-match", "\"abc\"")],
+    )
+    .await;
     assert_eq!(inm.status, 304);
     assert_eq!(inm.header("etag"), "\"abc\"");
     assert!(inm.bytes().is_empty());
-    let ims = send(&c, "GET", &url(&edge, "/c.ts"), &[("if-modified-since", "Wed, 02 Oct 2024 10:00:00 GMT")]).await;
+    let ims = send(
+        &c,
+        "GET",
+        &url(&edge, "/c.ts"),
+        &[("if-modified-since", "Wed, 02 Oct 2024 10:00:00 GMT")],
+    )
+    .await;
     assert_eq!(ims.status, 304);
-    let changed = send(&c, "GET", &url(&edge, "/c.ts"), &[("if-none-match", "\"other\"")]).await;
+    let changed = send(
+        &c,
+        "GET",
+        &url(&edge, "/c.ts"),
+        &[("if-none-match", "\"other\"")],
+    )
+    .await;
     assert_eq!(changed.status, 200);
     assert_eq!(changed.text(), "body");
     // Client conditionals never reach the origin.
@@ -158,41 +198,93 @@ async fn head_is_served_from_cache_metadata_and_fills_on_miss() {
 async fn set_cookie_and_authorization_are_not_shared() {
     let origin = TestOrigin::start().await;
     origin.set("/cookie", Script::ok("c").header("set-cookie", "session=1"));
-    origin.set("/public-cookie", Script::ok("p").headers(&[("cache-control", "public, max-age=60"), ("set-cookie", "s=1")]));
+    origin.set(
+        "/public-cookie",
+        Script::ok("p").headers(&[
+            ("cache-control", "public, max-age=60"),
+            ("set-cookie", "s=1"),
+        ]),
+    );
     origin.set("/auth", Script::ok("secret"));
-    origin.set("/auth-public", Script::ok("open").headers(&[("cache-control", "public, max-age=60")]));
+    origin.set(
+        "/auth-public",
+        Script::ok("open").headers(&[("cache-control", "public, max-age=60")]),
+    );
     let edge = edge_for(&origin).await;
     let c = client();
     for _ in 0..2 {
         get(&c, &url(&edge, "/cookie")).await;
-        send(&c, "GET", &url(&edge, "/auth"), &[("authorization", "Bearer t")]).await;
-        send(&c, "GET", &url(&edge, "/auth-public"), &[("authorization", "Bearer t")]).await;
+        send(
+            &c,
+            "GET",
+            &url(&edge, "/auth"),
+            &[("authorization", "Bearer t")],
+        )
+        .await;
+        send(
+            &c,
+            "GET",
+            &url(&edge, "/auth-public"),
+            &[("authorization", "Bearer t")],
+        )
+        .await;
     }
     assert_eq!(origin.hits("/cookie"), 2);
     assert_eq!(origin.hits("/auth"), 2);
     assert_eq!(origin.hits("/auth-public"), 1);
     let first = get(&c, &url(&edge, "/public-cookie")).await;
-    assert_eq!(first.header("set-cookie"), "s=1", "the client that fetched it gets its cookie");
+    assert_eq!(
+        first.header("set-cookie"),
+        "s=1",
+        "the client that fetched it gets its cookie"
+    );
     let hit = get(&c, &url(&edge, "/public-cookie")).await;
     assert_eq!(hit.header("cache-status"), "outpost; hit");
-    assert_eq!(hit.header("set-cookie"), "", "a stored cookie is never handed to others");
+    assert_eq!(
+        hit.header("set-cookie"),
+        "",
+        "a stored cookie is never handed to others"
+    );
     edge.shutdown().await;
 }
 
 #[tokio::test]
 async fn vary_keeps_variants_apart_and_vary_star_is_never_stored() {
     let origin = TestOrigin::start().await;
-    origin.set("/v", Script::ok("variant").header("vary", "Accept-Language"));
+    origin.set(
+        "/v",
+        Script::ok("variant").header("vary", "Accept-Language"),
+    );
     origin.set("/star", Script::ok("star").header("vary", "*"));
     let edge = edge_for(&origin).await;
     let c = client();
     let en = [("accept-language", "en")];
     let fr = [("accept-language", "fr")];
     send(&c, "GET", &url(&edge, "/v"), &en).await;
-    assert_eq!(send(&c, "GET", &url(&edge, "/v"), &en).await.header("cache-status"), "outpost; hit");
-    assert_eq!(send(&c, "GET", &url(&edge, "/v"), &fr).await.header("cache-status"), "outpost; fwd=miss; stored");
-    assert_eq!(send(&c, "GET", &url(&edge, "/v"), &fr).await.header("cache-status"), "outpost; hit");
-    assert_eq!(send(&c, "GET", &url(&edge, "/v"), &en).await.header("cache-status"), "outpost; hit");
+    assert_eq!(
+        send(&c, "GET", &url(&edge, "/v"), &en)
+            .await
+            .header("cache-status"),
+        "outpost; hit"
+    );
+    assert_eq!(
+        send(&c, "GET", &url(&edge, "/v"), &fr)
+            .await
+            .header("cache-status"),
+        "outpost; fwd=miss; stored"
+    );
+    assert_eq!(
+        send(&c, "GET", &url(&edge, "/v"), &fr)
+            .await
+            .header("cache-status"),
+        "outpost; hit"
+    );
+    assert_eq!(
+        send(&c, "GET", &url(&edge, "/v"), &en)
+            .await
+            .header("cache-status"),
+        "outpost; hit"
+    );
     assert_eq!(origin.hits("/v"), 2);
     get(&c, &url(&edge, "/star")).await;
     get(&c, &url(&edge, "/star")).await;
@@ -216,13 +308,22 @@ async fn hop_by_hop_headers_are_stripped() {
     let edge = edge_for(&origin).await;
     let c = client();
     for _ in 0..2 {
-        let got = send(&c, "GET", &url(&edge, "/hop"), &[("connection", "x-client-hop"), ("x-client-hop", "1")]).await;
+        let got = send(
+            &c,
+            "GET",
+            &url(&edge, "/hop"),
+            &[("connection", "x-client-hop"), ("x-client-hop", "1")],
+        )
+        .await;
         assert_eq!(got.header("x-internal"), "");
         assert_eq!(got.header("keep-alive"), "");
         assert_eq!(got.header("x-kept"), "1");
     }
     let sent = &origin.requests("/hop")[0];
-    assert!(sent.get("x-client-hop").is_none(), "client hop-by-hop headers are not forwarded");
+    assert!(
+        sent.get("x-client-hop").is_none(),
+        "client hop-by-hop headers are not forwarded"
+    );
     assert_eq!(sent["via"], "1.1 outpost");
     assert_eq!(sent["x-forwarded-for"], "127.0.0.1");
     edge.shutdown().await;
@@ -246,7 +347,11 @@ async fn objects_over_max_object_stream_through_uncached() {
         assert_eq!(first.bytes(), &big, "{path} streamed whole");
         let second = get(&c, &url(&edge, path)).await;
         assert_eq!(second.bytes(), &big);
-        assert_eq!(second.header("cache-status"), "outpost; fwd=uri-miss", "{path}");
+        assert_eq!(
+            second.header("cache-status"),
+            "outpost; fwd=uri-miss",
+            "{path}"
+        );
         assert_eq!(origin.hits(path), 2, "{path} was not stored");
     }
     edge.shutdown().await;
@@ -258,13 +363,26 @@ async fn memory_budget_is_kept_by_eviction() {
     for i in 0..12 {
         origin.set(&format!("/e{i}.ts"), Script::ok(payload(200_000, i as u8)));
     }
-    let edge = start_edge("[cache]\nmemory = \"1MiB\"\nmax_object = \"512KiB\"\n[[routes]]\nurl = \"{origin}\"\n", &origin).await;
+    let edge = start_edge(
+        "[cache]\nmemory = \"1MiB\"\nmax_object = \"512KiB\"\n[[routes]]\nurl = \"{origin}\"\n",
+        &origin,
+    )
+    .await;
     let c = client();
     for i in 0..12 {
-        assert_eq!(get(&c, &url(&edge, &format!("/e{i}.ts"))).await.bytes().len(), 200_000);
+        assert_eq!(
+            get(&c, &url(&edge, &format!("/e{i}.ts")))
+                .await
+                .bytes()
+                .len(),
+            200_000
+        );
     }
     let held = edge.edge.store.bytes();
-    assert!(held <= 1 << 20, "cache holds {held} bytes, over its 1 MiB budget");
+    assert!(
+        held <= 1 << 20,
+        "cache holds {held} bytes, over its 1 MiB budget"
+    );
     assert!(held >= 200_000, "cache still holds something ({held})");
     let objects = edge.edge.store.objects();
     assert!((1..12).contains(&objects), "{objects} objects held");
@@ -280,6 +398,9 @@ async fn h2c_clients_are_served() {
     let got = get(&c, &url(&edge, "/h2.ts")).await;
     assert_eq!(got.status, 200);
     assert_eq!(got.bytes(), &payload(70_000, 4));
-    assert_eq!(get(&c, &url(&edge, "/h2.ts")).await.header("cache-status"), "outpost; hit");
+    assert_eq!(
+        get(&c, &url(&edge, "/h2.ts")).await.header("cache-status"),
+        "outpost; hit"
+    );
     edge.shutdown().await;
 }

@@ -33,13 +33,25 @@ async fn storm_of_200_cold_requests_makes_one_origin_request() {
     for t in tasks {
         let got = t.await.unwrap();
         assert_eq!(got.status, 200);
-        assert!(got.bytes() == &body, "every body is byte-identical to the origin's");
-        *statuses.entry(got.header("cache-status").to_owned()).or_insert(0) += 1;
+        assert!(
+            got.bytes() == &body,
+            "every body is byte-identical to the origin's"
+        );
+        *statuses
+            .entry(got.header("cache-status").to_owned())
+            .or_insert(0) += 1;
     }
     assert_eq!(origin.hits("/storm.ts"), 1, "exactly one origin request");
-    assert_eq!(statuses.get("outpost; fwd=miss; stored"), Some(&1), "{statuses:?}");
     assert_eq!(
-        statuses.get("outpost; fwd=miss; collapsed").copied().unwrap_or(0)
+        statuses.get("outpost; fwd=miss; stored"),
+        Some(&1),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .get("outpost; fwd=miss; collapsed")
+            .copied()
+            .unwrap_or(0)
             + statuses.get("outpost; hit").copied().unwrap_or(0),
         199,
         "{statuses:?}"
@@ -56,13 +68,22 @@ async fn waiters_read_bytes_before_the_origin_finishes() {
     let origin = TestOrigin::start().await;
     let gate = Arc::new(Notify::new());
     let body = payload(256 << 10, 3);
-    origin.set("/live.ts", Script::ok(body.clone()).throttle(16 << 10, Duration::ZERO).gated(Arc::clone(&gate)));
+    origin.set(
+        "/live.ts",
+        Script::ok(body.clone())
+            .throttle(16 << 10, Duration::ZERO)
+            .gated(Arc::clone(&gate)),
+    );
     let edge = edge_for(&origin).await;
     let client = client();
     let mut readers = Vec::new();
     for _ in 0..5 {
         let resp = client
-            .request(http::Request::get(url(&edge, "/live.ts")).body(Default::default()).unwrap())
+            .request(
+                http::Request::get(url(&edge, "/live.ts"))
+                    .body(Default::default())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
@@ -77,7 +98,10 @@ async fn waiters_read_bytes_before_the_origin_finishes() {
             .unwrap()
             .unwrap();
         let data = first.into_data().unwrap();
-        assert!(data.len() <= 16 << 10, "only the first origin chunk exists yet");
+        assert!(
+            data.len() <= 16 << 10,
+            "only the first origin chunk exists yet"
+        );
         assert_eq!(&data[..], &body[..data.len()]);
         firsts.push(data);
     }
@@ -85,7 +109,11 @@ async fn waiters_read_bytes_before_the_origin_finishes() {
     gate.notify_one();
     for (i, (body_stream, first)) in readers.into_iter().zip(firsts).enumerate() {
         let rest = body_stream.collect().await.unwrap().to_bytes();
-        assert_eq!([&first[..], &rest[..]].concat(), body, "reader {i} gets the whole body");
+        assert_eq!(
+            [&first[..], &rest[..]].concat(),
+            body,
+            "reader {i} gets the whole body"
+        );
     }
     edge.shutdown().await;
 }
@@ -94,11 +122,18 @@ async fn waiters_read_bytes_before_the_origin_finishes() {
 async fn the_fetch_survives_the_client_that_started_it() {
     let origin = TestOrigin::start().await;
     let body = payload(512 << 10, 9);
-    origin.set("/seg.ts", Script::ok(body.clone()).throttle(32 << 10, Duration::from_millis(10)));
+    origin.set(
+        "/seg.ts",
+        Script::ok(body.clone()).throttle(32 << 10, Duration::from_millis(10)),
+    );
     let edge = edge_for(&origin).await;
     let client = client();
     let first = client
-        .request(http::Request::get(url(&edge, "/seg.ts")).body(Default::default()).unwrap())
+        .request(
+            http::Request::get(url(&edge, "/seg.ts"))
+                .body(Default::default())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(first.headers()["cache-status"], "outpost; fwd=miss; stored");
@@ -113,7 +148,10 @@ async fn the_fetch_survives_the_client_that_started_it() {
             assert_eq!(again.bytes(), &body);
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "object never stored");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "object never stored"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(origin.hits("/seg.ts"), 1);
@@ -125,10 +163,15 @@ async fn the_fetch_survives_the_client_that_started_it() {
 async fn a_stalled_client_does_not_hold_up_the_others() {
     let origin = TestOrigin::start().await;
     let body = payload(4 << 20, 1);
-    origin.set("/big.ts", Script::ok(body.clone()).throttle(256 << 10, Duration::from_millis(2)));
+    origin.set(
+        "/big.ts",
+        Script::ok(body.clone()).throttle(256 << 10, Duration::from_millis(2)),
+    );
     let edge = edge_for(&origin).await;
     // The stalled client: sends its request on a raw socket and never reads.
-    let mut stalled = tokio::net::TcpStream::connect(edge.addrs.listen).await.unwrap();
+    let mut stalled = tokio::net::TcpStream::connect(edge.addrs.listen)
+        .await
+        .unwrap();
     tokio::io::AsyncWriteExt::write_all(&mut stalled, b"GET /big.ts HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
@@ -175,10 +218,16 @@ async fn private_answers_go_only_to_the_client_that_asked() {
         })
         .collect();
     for t in tasks {
-        assert_eq!(t.await.unwrap().header("cache-status"), "outpost; fwd=uri-miss");
+        assert_eq!(
+            t.await.unwrap().header("cache-status"),
+            "outpost; fwd=uri-miss"
+        );
     }
     assert_eq!(origin.hits("/me"), 9);
-    assert!(origin.peak_concurrency("/me") >= 2, "passes ran in parallel");
+    assert!(
+        origin.peak_concurrency("/me") >= 2,
+        "passes ran in parallel"
+    );
     edge.shutdown().await;
 }
 
@@ -187,7 +236,10 @@ async fn uncacheable_but_shareable_answers_are_coalesced_not_stored() {
     let origin = TestOrigin::start().await;
     origin.set(
         "/err",
-        Script::ok("origin trouble").status(500).headers(&[]).delay(Duration::from_millis(300)),
+        Script::ok("origin trouble")
+            .status(500)
+            .headers(&[])
+            .delay(Duration::from_millis(300)),
     );
     let edge = edge_for(&origin).await;
     let client = client();

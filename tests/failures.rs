@@ -47,12 +47,22 @@ async fn truncated_body_is_an_error_for_every_reader_and_is_not_stored() {
 #[tokio::test]
 async fn reset_of_a_chunked_body_is_an_error() {
     let origin = TestOrigin::start().await;
-    origin.set("/reset.ts", Script::ok(payload(100_000, 1)).chunked().end(End::Reset(30_000)));
+    origin.set(
+        "/reset.ts",
+        Script::ok(payload(100_000, 1))
+            .chunked()
+            .end(End::Reset(30_000)),
+    );
     let edge = edge_for(&origin).await;
     // The failure may reach the client before or after the response head: either way it is an error.
     assert!(try_get(&client(), &url(&edge, "/reset.ts")).await.is_err());
     // Over HTTP/2 the stream is reset rather than ended.
-    assert!(try_get(&h2_client(), &url(&edge, "/reset.ts")).await.is_err(), "h2 stream must be reset");
+    assert!(
+        try_get(&h2_client(), &url(&edge, "/reset.ts"))
+            .await
+            .is_err(),
+        "h2 stream must be reset"
+    );
     assert_eq!(origin.hits("/reset.ts"), 2);
     edge.shutdown().await;
 }
@@ -60,7 +70,10 @@ async fn reset_of_a_chunked_body_is_an_error() {
 #[tokio::test]
 async fn stalled_body_fails_after_download_timeout() {
     let origin = TestOrigin::start().await;
-    origin.set("/stall.ts", Script::ok(payload(100_000, 1)).end(End::Stall(10_000)));
+    origin.set(
+        "/stall.ts",
+        Script::ok(payload(100_000, 1)).end(End::Stall(10_000)),
+    );
     let edge = edge_for(&origin).await; // download_timeout = 500ms
     let c = client();
     let (status, result) = body_result(&c, &url(&edge, "/stall.ts")).await;
@@ -79,8 +92,15 @@ async fn unreachable_origin_is_502_and_slow_headers_504() {
     let c = client();
     let slow = get(&c, &url(&edge, "/slow")).await;
     assert_eq!(slow.status, 504);
-    assert!(slow.text().contains("no response headers within 2s"), "{}", slow.text());
-    assert!(slow.text().contains(slow.header("x-request-id")), "the body names the request id");
+    assert!(
+        slow.text().contains("no response headers within 2s"),
+        "{}",
+        slow.text()
+    );
+    assert!(
+        slow.text().contains(slow.header("x-request-id")),
+        "the body names the request id"
+    );
 
     // An origin port with nothing listening.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -89,7 +109,11 @@ async fn unreachable_origin_is_502_and_slow_headers_504() {
     let edge2 = start_edge(&format!("[[routes]]\nurl = \"{dead}\"\n"), &origin).await;
     let got = get(&c, &url(&edge2, "/x")).await;
     assert_eq!(got.status, 502);
-    assert!(got.text().starts_with("502 Bad Gateway: origin"), "{}", got.text());
+    assert!(
+        got.text().starts_with("502 Bad Gateway: origin"),
+        "{}",
+        got.text()
+    );
     edge.shutdown().await;
     edge2.shutdown().await;
 }
@@ -100,7 +124,10 @@ async fn backups_take_over_when_the_origin_fails() {
     let backup = TestOrigin::start().await;
     origin.set("/b.ts", Script::ok("primary down").status(503).headers(&[]));
     backup.set("/b.ts", Script::ok("from backup"));
-    let toml = format!("[[routes]]\nurl = \"{{origin}}\"\nbackups = [\"{}\"]\n", backup.url());
+    let toml = format!(
+        "[[routes]]\nurl = \"{{origin}}\"\nbackups = [\"{}\"]\n",
+        backup.url()
+    );
     let edge = start_edge(&toml, &origin).await;
     let got = get(&client(), &url(&edge, "/b.ts")).await;
     assert_eq!(got.text(), "from backup");
@@ -112,14 +139,22 @@ async fn backups_take_over_when_the_origin_fails() {
 async fn never_an_open_proxy() {
     let origin = TestOrigin::start().await;
     origin.set("/x", Script::ok("x"));
-    let edge = start_edge("[[routes]]\nhost = \"video.example\"\nurl = \"{origin}\"\n", &origin).await;
+    let edge = start_edge(
+        "[[routes]]\nhost = \"video.example\"\nurl = \"{origin}\"\n",
+        &origin,
+    )
+    .await;
     let c = client();
     let wrong_host = get(&c, &url(&edge, "/x")).await;
     assert_eq!(wrong_host.status, 421);
     // Absolute-form targets are routed by their authority, like Host.
     let absolute = raw_exchange(
         edge.addrs.listen,
-        format!("GET http://{}/x HTTP/1.1\r\nHost: video.example\r\nConnection: close\r\n\r\n", origin.addr).as_bytes(),
+        format!(
+            "GET http://{}/x HTTP/1.1\r\nHost: video.example\r\nConnection: close\r\n\r\n",
+            origin.addr
+        )
+        .as_bytes(),
     )
     .await;
     assert!(absolute.starts_with("HTTP/1.1 421"), "{absolute}");
@@ -129,7 +164,11 @@ async fn never_an_open_proxy() {
     )
     .await;
     assert!(routed.starts_with("HTTP/1.1 200"), "{routed}");
-    assert_eq!(origin.total(), 1, "only the routed request reached the origin");
+    assert_eq!(
+        origin.total(),
+        1,
+        "only the routed request reached the origin"
+    );
     edge.shutdown().await;
 }
 
@@ -137,13 +176,24 @@ async fn never_an_open_proxy() {
 async fn hostile_requests_get_clean_refusals() {
     let origin = TestOrigin::start().await;
     origin.set("/ok", Script::ok("ok"));
-    let edge = start_edge("[server]\nmax_header_size = \"8KiB\"\n[[routes]]\nurl = \"{origin}\"\n", &origin).await;
+    let edge = start_edge(
+        "[server]\nmax_header_size = \"8KiB\"\n[[routes]]\nurl = \"{origin}\"\n",
+        &origin,
+    )
+    .await;
     let addr = edge.addrs.listen;
-    let escape = raw_exchange(addr, b"GET /a/../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let escape = raw_exchange(
+        addr,
+        b"GET /a/../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(escape.starts_with("HTTP/1.1 400"), "{escape}");
     let garbage = raw_exchange(addr, b"GARBAGE\r\n\r\n").await;
     assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
-    let huge = format!("GET /ok HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    let huge = format!(
+        "GET /ok HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
     let too_big = raw_exchange(addr, huge.as_bytes()).await;
     assert!(too_big.starts_with("HTTP/1.1 431"), "{too_big}");
     let post = send(&client(), "POST", &url(&edge, "/ok"), &[]).await;
@@ -157,14 +207,25 @@ async fn hostile_requests_get_clean_refusals() {
 async fn slow_clients_are_cut_off_at_header_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let origin = TestOrigin::start().await;
-    let edge = start_edge("[server]\nheader_timeout = \"300ms\"\n[[routes]]\nurl = \"{origin}\"\n", &origin).await;
-    let mut slow = tokio::net::TcpStream::connect(edge.addrs.listen).await.unwrap();
+    let edge = start_edge(
+        "[server]\nheader_timeout = \"300ms\"\n[[routes]]\nurl = \"{origin}\"\n",
+        &origin,
+    )
+    .await;
+    let mut slow = tokio::net::TcpStream::connect(edge.addrs.listen)
+        .await
+        .unwrap();
     slow.write_all(b"GET /x HTTP/1.1\r\nHost:").await.unwrap();
     let mut buf = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
-    assert!(closed.is_ok(), "the edge closed the connection of a client that never finished its headers");
+    assert!(
+        closed.is_ok(),
+        "the edge closed the connection of a client that never finished its headers"
+    );
     // A client that connects and sends nothing is dropped too.
-    let mut silent = tokio::net::TcpStream::connect(edge.addrs.listen).await.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(edge.addrs.listen)
+        .await
+        .unwrap();
     let closed = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut buf)).await;
     assert!(closed.is_ok());
     assert_eq!(origin.total(), 0);
@@ -176,11 +237,19 @@ async fn connections_past_the_limit_are_refused_with_503() {
     use tokio::io::AsyncWriteExt;
     let origin = TestOrigin::start().await;
     origin.set("/ok", Script::ok("ok"));
-    let edge = start_edge("[server]\nmax_connections = 2\n[[routes]]\nurl = \"{origin}\"\n", &origin).await;
+    let edge = start_edge(
+        "[server]\nmax_connections = 2\n[[routes]]\nurl = \"{origin}\"\n",
+        &origin,
+    )
+    .await;
     let mut held = Vec::new();
     for _ in 0..2 {
-        let mut s = tokio::net::TcpStream::connect(edge.addrs.listen).await.unwrap();
-        s.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(edge.addrs.listen)
+            .await
+            .unwrap();
+        s.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         held.push(s);
     }
     origin.wait_hits("/ok", 1).await;
@@ -196,12 +265,21 @@ async fn connections_past_the_limit_are_refused_with_503() {
 #[tokio::test]
 async fn h2_body_failure_resets_only_that_stream() {
     let origin = TestOrigin::start().await;
-    origin.set("/bad.ts", Script::ok(payload(50_000, 1)).end(End::Truncate(20_000)));
+    origin.set(
+        "/bad.ts",
+        Script::ok(payload(50_000, 1)).end(End::Truncate(20_000)),
+    );
     origin.set("/good.ts", Script::ok(payload(50_000, 2)));
     let edge = edge_for(&origin).await;
     let c = h2_client();
-    assert!(try_get(&c, &url(&edge, "/bad.ts")).await.is_err(), "stream reset, not a clean end");
+    assert!(
+        try_get(&c, &url(&edge, "/bad.ts")).await.is_err(),
+        "stream reset, not a clean end"
+    );
     // The same h2 connection still serves other streams.
-    assert_eq!(get(&c, &url(&edge, "/good.ts")).await.bytes(), &payload(50_000, 2));
+    assert_eq!(
+        get(&c, &url(&edge, "/good.ts")).await.bytes(),
+        &payload(50_000, 2)
+    );
     edge.shutdown().await;
 }

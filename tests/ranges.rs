@@ -17,14 +17,26 @@ async fn ranges_from_cache() {
     let edge = edge_for(&origin).await;
     let c = client();
     get(&c, &url(&edge, "/r.mp4")).await;
-    let part = send(&c, "GET", &url(&edge, "/r.mp4"), &[("range", "bytes=100-199")]).await;
+    let part = send(
+        &c,
+        "GET",
+        &url(&edge, "/r.mp4"),
+        &[("range", "bytes=100-199")],
+    )
+    .await;
     assert_eq!(part.status, 206);
     assert_eq!(part.header("content-range"), "bytes 100-199/10000");
     assert_eq!(part.header("content-length"), "100");
     assert_eq!(part.bytes(), &body.slice(100..200));
     let tail = send(&c, "GET", &url(&edge, "/r.mp4"), &[("range", "bytes=-10")]).await;
     assert_eq!(tail.bytes(), &body.slice(9_990..));
-    let bad = send(&c, "GET", &url(&edge, "/r.mp4"), &[("range", "bytes=20000-")]).await;
+    let bad = send(
+        &c,
+        "GET",
+        &url(&edge, "/r.mp4"),
+        &[("range", "bytes=20000-")],
+    )
+    .await;
     assert_eq!(bad.status, 416);
     assert_eq!(bad.header("content-range"), "bytes */10000");
     assert_eq!(origin.hits("/r.mp4"), 1);
@@ -38,7 +50,12 @@ async fn ranges_on_a_miss_are_cut_from_the_one_fill() {
     let origin = TestOrigin::start().await;
     let gate = Arc::new(Notify::new());
     let body = payload(300_000, 6);
-    origin.set("/m.mp4", Script::ok(body.clone()).throttle(50_000, Duration::ZERO).gated(Arc::clone(&gate)));
+    origin.set(
+        "/m.mp4",
+        Script::ok(body.clone())
+            .throttle(50_000, Duration::ZERO)
+            .gated(Arc::clone(&gate)),
+    );
     let edge = edge_for(&origin).await;
     let c = client();
     // Bytes within the first origin chunk arrive while the origin holds the rest.
@@ -75,7 +92,14 @@ async fn ranges_on_a_miss_are_cut_from_the_one_fill() {
         let start = 200_000 + i * 100;
         assert_eq!(got.bytes(), &body.slice(start..start + 100));
     }
-    assert_eq!(origin.hits("/m.mp4"), 1, "ranges never cause a second origin fetch");
-    assert!(origin.requests("/m.mp4")[0].get("range").is_none(), "the edge fetched the whole object");
+    assert_eq!(
+        origin.hits("/m.mp4"),
+        1,
+        "ranges never cause a second origin fetch"
+    );
+    assert!(
+        origin.requests("/m.mp4")[0].get("range").is_none(),
+        "the edge fetched the whole object"
+    );
     edge.shutdown().await;
 }

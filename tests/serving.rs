@@ -19,14 +19,24 @@ async fn tls_listener_speaks_h2_and_http11_by_alpn() {
     );
     let edge = start_edge(&toml, &origin).await;
     let tls_addr = edge.addrs.tls_listen.expect("tls listener bound");
-    for (h2, version) in [(true, http::Version::HTTP_2), (false, http::Version::HTTP_11)] {
+    for (h2, version) in [
+        (true, http::Version::HTTP_2),
+        (false, http::Version::HTTP_11),
+    ] {
         let c = cert.client(h2);
         let resp = c
-            .request(http::Request::get(format!("https://127.0.0.1:{}/t.ts", tls_addr.port())).body(Empty::new()).unwrap())
+            .request(
+                http::Request::get(format!("https://127.0.0.1:{}/t.ts", tls_addr.port()))
+                    .body(Empty::new())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(resp.version(), version);
-        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "over tls");
+        assert_eq!(
+            resp.into_body().collect().await.unwrap().to_bytes(),
+            "over tls"
+        );
     }
     assert_eq!(origin.hits("/t.ts"), 1);
     edge.shutdown().await;
@@ -43,7 +53,10 @@ async fn https_origins_are_fetched_with_verified_tls() {
         origin.https_url()
     );
     let edge = start_edge(&trusted, &origin).await;
-    assert_eq!(get(&client(), &url(&edge, "/s.ts")).await.text(), "secure origin");
+    assert_eq!(
+        get(&client(), &url(&edge, "/s.ts")).await.text(),
+        "secure origin"
+    );
     edge.shutdown().await;
     // Without the CA the certificate is refused: 502, and the origin never answers a request.
     let untrusted = format!("[[routes]]\nurl = \"{}\"\n", origin.https_url());
@@ -73,21 +86,59 @@ async fn cors_for_browser_players() {
     .await;
     assert_eq!(pre.status, 204);
     assert_eq!(pre.header("access-control-allow-origin"), "*");
-    assert_eq!(pre.header("access-control-allow-headers"), "range, cmcd-request");
+    assert_eq!(
+        pre.header("access-control-allow-headers"),
+        "range, cmcd-request"
+    );
     assert_eq!(origin.total(), 0, "the preflight is answered by the edge");
-    let got = send(&c, "GET", &url(&edge, "/p.m3u8"), &[("origin", "https://player.example")]).await;
+    let got = send(
+        &c,
+        "GET",
+        &url(&edge, "/p.m3u8"),
+        &[("origin", "https://player.example")],
+    )
+    .await;
     assert_eq!(got.header("access-control-allow-origin"), "*");
     let exposed = got.header("access-control-expose-headers");
-    assert!(exposed.contains("Cache-Status") && exposed.contains("Age") && exposed.contains("Content-Range"));
+    assert!(
+        exposed.contains("Cache-Status")
+            && exposed.contains("Age")
+            && exposed.contains("Content-Range")
+    );
     // Error answers carry CORS too, so a player can read why it failed.
-    let err = send(&c, "POST", &url(&edge, "/p.m3u8"), &[("origin", "https://player.example")]).await;
+    let err = send(
+        &c,
+        "POST",
+        &url(&edge, "/p.m3u8"),
+        &[("origin", "https://player.example")],
+    )
+    .await;
     assert_eq!(err.header("access-control-allow-origin"), "*");
 
-    let strict = start_edge("[server]\ncors_origins = [\"https://ok.example\"]\n[[routes]]\nurl = \"{origin}\"\n", &origin).await;
-    let denied = send(&c, "GET", &url(&strict, "/p.m3u8"), &[("origin", "https://evil.example")]).await;
+    let strict = start_edge(
+        "[server]\ncors_origins = [\"https://ok.example\"]\n[[routes]]\nurl = \"{origin}\"\n",
+        &origin,
+    )
+    .await;
+    let denied = send(
+        &c,
+        "GET",
+        &url(&strict, "/p.m3u8"),
+        &[("origin", "https://evil.example")],
+    )
+    .await;
     assert_eq!(denied.header("access-control-allow-origin"), "");
-    let allowed = send(&c, "GET", &url(&strict, "/p.m3u8"), &[("origin", "https://ok.example")]).await;
-    assert_eq!(allowed.header("access-control-allow-origin"), "https://ok.example");
+    let allowed = send(
+        &c,
+        "GET",
+        &url(&strict, "/p.m3u8"),
+        &[("origin", "https://ok.example")],
+    )
+    .await;
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        "https://ok.example"
+    );
     edge.shutdown().await;
     strict.shutdown().await;
 }
@@ -112,9 +163,13 @@ async fn admin_health_metrics_and_status() {
         "outpost_cache_objects 1",
         "outpost_inflight_fetches 0",
     ] {
-        assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in\n{metrics}"
+        );
     }
-    let status: serde_json::Value = serde_json::from_slice(get(&c, &admin_url(&edge, "/status.json")).await.bytes()).unwrap();
+    let status: serde_json::Value =
+        serde_json::from_slice(get(&c, &admin_url(&edge, "/status.json")).await.bytes()).unwrap();
     assert_eq!(status["origin_offload"], 0.75);
     let page = get(&c, &admin_url(&edge, "/status")).await;
     assert!(page.header("content-type").starts_with("text/html"));
@@ -130,26 +185,74 @@ async fn purge_needs_the_token_and_drops_entries() {
     }
     let c = client();
     let open = edge_for(&origin).await;
-    let disabled = send(&c, "POST", &admin_url(&open, "/purge?url=http://x/live/a.ts"), &[]).await;
+    let disabled = send(
+        &c,
+        "POST",
+        &admin_url(&open, "/purge?url=http://x/live/a.ts"),
+        &[],
+    )
+    .await;
     assert_eq!(disabled.status, 404, "purge is off without admin.token");
     open.shutdown().await;
 
-    let edge = start_edge("[admin]\ntoken = \"s3cret\"\n[[routes]]\nurl = \"{origin}\"\n", &origin).await;
+    let edge = start_edge(
+        "[admin]\ntoken = \"s3cret\"\n[[routes]]\nurl = \"{origin}\"\n",
+        &origin,
+    )
+    .await;
     for p in ["/live/a.ts", "/live/b.ts", "/vod/c.ts"] {
         get(&c, &url(&edge, p)).await;
     }
     let purge = |q: &str| admin_url(&edge, &format!("/purge?{q}"));
-    assert_eq!(send(&c, "POST", &purge("url=http://x/live/a.ts"), &[]).await.status, 401);
-    assert_eq!(send(&c, "POST", &purge("url=http://x/live/a.ts"), &[("authorization", "Bearer nope")]).await.status, 401);
+    assert_eq!(
+        send(&c, "POST", &purge("url=http://x/live/a.ts"), &[])
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        send(
+            &c,
+            "POST",
+            &purge("url=http://x/live/a.ts"),
+            &[("authorization", "Bearer nope")]
+        )
+        .await
+        .status,
+        401
+    );
     let auth = [("authorization", "Bearer s3cret")];
     let one = send(&c, "POST", &purge("url=http://x/live/a.ts"), &auth).await;
-    assert_eq!((one.status.as_u16(), one.text()), (200, "purged 1\n".to_string()));
-    assert_eq!(get(&c, &url(&edge, "/live/a.ts")).await.header("cache-status"), "outpost; fwd=miss; stored");
-    assert_eq!(get(&c, &url(&edge, "/vod/c.ts")).await.header("cache-status"), "outpost; hit");
+    assert_eq!(
+        (one.status.as_u16(), one.text()),
+        (200, "purged 1\n".to_string())
+    );
+    assert_eq!(
+        get(&c, &url(&edge, "/live/a.ts"))
+            .await
+            .header("cache-status"),
+        "outpost; fwd=miss; stored"
+    );
+    assert_eq!(
+        get(&c, &url(&edge, "/vod/c.ts"))
+            .await
+            .header("cache-status"),
+        "outpost; hit"
+    );
     let prefix = send(&c, "POST", &purge("prefix=http%3A%2F%2Fx%2Flive%2F"), &auth).await;
     assert_eq!(prefix.text(), "purged 2\n");
-    assert_eq!(get(&c, &url(&edge, "/live/b.ts")).await.header("cache-status"), "outpost; fwd=miss; stored");
-    assert_eq!(get(&c, &url(&edge, "/vod/c.ts")).await.header("cache-status"), "outpost; hit");
+    assert_eq!(
+        get(&c, &url(&edge, "/live/b.ts"))
+            .await
+            .header("cache-status"),
+        "outpost; fwd=miss; stored"
+    );
+    assert_eq!(
+        get(&c, &url(&edge, "/vod/c.ts"))
+            .await
+            .header("cache-status"),
+        "outpost; hit"
+    );
     edge.shutdown().await;
 }
 
@@ -157,17 +260,32 @@ async fn purge_needs_the_token_and_drops_entries() {
 async fn shutdown_finishes_responses_under_way() {
     let origin = TestOrigin::start().await;
     let body = payload(400_000, 3);
-    origin.set("/slow.ts", Script::ok(body.clone()).throttle(40_000, Duration::from_millis(40)));
+    origin.set(
+        "/slow.ts",
+        Script::ok(body.clone()).throttle(40_000, Duration::from_millis(40)),
+    );
     let edge = edge_for(&origin).await;
     let addr = edge.addrs.listen;
     let c = client();
     let resp = c
-        .request(http::Request::get(url(&edge, "/slow.ts")).body(Empty::new()).unwrap())
+        .request(
+            http::Request::get(url(&edge, "/slow.ts"))
+                .body(Empty::new())
+                .unwrap(),
+        )
         .await
         .unwrap();
     let stopping = tokio::spawn(edge.shutdown());
-    let rest = resp.into_body().collect().await.expect("the response under way completes").to_bytes();
+    let rest = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("the response under way completes")
+        .to_bytes();
     assert_eq!(rest, body);
     stopping.await.unwrap();
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
 }

@@ -142,7 +142,7 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed("OUTPOST_").split("__").ignore(&["config"]));
+        figment = figment.merge(env_layer());
         let mut raw: RawConfig = figment.extract().map_err(from_figment)?;
         if let Some(listen) = &overrides.listen {
             raw.server.listen = listen.clone();
@@ -411,6 +411,16 @@ pub fn origin_url(key: &str, text: &str) -> Result<OriginUrl, ConfigError> {
         scheme,
         authority,
         base_path: uri.path().trim_end_matches('/').to_owned(),
+    })
+}
+
+/// `OUTPOST_<SECTION>__<KEY>` variables. Others with the prefix (`OUTPOST_LOG`,
+/// `OUTPOST_CONFIG`) are not config keys and are left alone.
+fn env_layer() -> Env {
+    Env::raw().filter_map(|key| {
+        let rest = key.as_str().strip_prefix("OUTPOST_")?;
+        rest.contains("__")
+            .then(|| rest.replace("__", ".").to_ascii_lowercase().into())
     })
 }
 

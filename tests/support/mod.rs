@@ -76,7 +76,10 @@ impl Script {
 
     /// Replaces all headers.
     pub fn headers(mut self, headers: &[(&str, &str)]) -> Self {
-        self.headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         self
     }
 
@@ -160,19 +163,26 @@ impl TestOrigin {
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let st = Arc::clone(&st);
                 let tls = tls.clone();
                 conns.spawn(async move {
                     let service = service_fn(move |req| answer(Arc::clone(&st), req));
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     match tls {
                         None => {
-                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
                         }
                         Some(acceptor) => {
                             if let Ok(stream) = acceptor.accept(stream).await {
-                                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
                             }
                         }
                     }
@@ -191,12 +201,22 @@ impl TestOrigin {
     }
 
     pub fn set(&self, path: &str, script: Script) {
-        self.state.scripts.lock().unwrap().insert(path.into(), script);
+        self.state
+            .scripts
+            .lock()
+            .unwrap()
+            .insert(path.into(), script);
     }
 
     /// Requests seen for `path` (with query, as sent).
     pub fn hits(&self, path: &str) -> usize {
-        self.state.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+        self.state
+            .hits
+            .lock()
+            .unwrap()
+            .get(path)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn total(&self) -> usize {
@@ -205,13 +225,22 @@ impl TestOrigin {
 
     /// The most requests for `path` that were being answered at the same time.
     pub fn peak_concurrency(&self, path: &str) -> usize {
-        self.state.peak.lock().unwrap().get(path).copied().unwrap_or(0)
+        self.state
+            .peak
+            .lock()
+            .unwrap()
+            .get(path)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Headers of every request for `path`, in arrival order.
     pub fn requests(&self, path: &str) -> Vec<HeaderMap> {
         let all = self.state.requests.lock().unwrap();
-        all.iter().filter(|(p, _)| p == path).map(|(_, h)| h.clone()).collect()
+        all.iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, h)| h.clone())
+            .collect()
     }
 
     /// Waits until `path` has been requested `n` times (at most 10 s).
@@ -223,17 +252,30 @@ impl TestOrigin {
                 return;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("origin saw {} requests for {path}, expected {n}", self.hits(path));
+                panic!(
+                    "origin saw {} requests for {path}, expected {n}",
+                    self.hits(path)
+                );
             }
         }
     }
 }
 
-async fn answer(st: Arc<State>, req: Request<Incoming>) -> Result<Response<ScriptBody>, Infallible> {
-    let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+async fn answer(
+    st: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<ScriptBody>, Infallible> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     {
         *st.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
-        st.requests.lock().unwrap().push((path.clone(), req.headers().clone()));
+        st.requests
+            .lock()
+            .unwrap()
+            .push((path.clone(), req.headers().clone()));
         let mut active = st.active.lock().unwrap();
         let now = active.entry(path.clone()).or_default();
         *now += 1;
@@ -330,7 +372,10 @@ impl Body for ScriptBody {
     type Data = Bytes;
     type Error = std::io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         if let Some(b) = self.fixed.take() {
             return Poll::Ready((!b.is_empty()).then(|| Ok(Frame::data(b))));
         }
@@ -379,7 +424,9 @@ pub fn client() -> TestClient {
 }
 
 pub fn h2_client() -> TestClient {
-    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
 }
 
 /// A finished response: status, headers and the whole body (or the error that cut it).
@@ -391,11 +438,16 @@ pub struct Got {
 
 impl Got {
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
     }
 
     pub fn bytes(&self) -> &Bytes {
-        self.body.as_ref().unwrap_or_else(|e| panic!("body failed: {e}"))
+        self.body
+            .as_ref()
+            .unwrap_or_else(|e| panic!("body failed: {e}"))
     }
 
     pub fn text(&self) -> String {
@@ -408,10 +460,13 @@ pub async fn send(client: &TestClient, method: &str, url: &str, headers: &[(&str
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req.body(Empty::new()).unwrap()))
-        .await
-        .expect("response within 20 s")
-        .expect("request succeeds");
+    let resp = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.request(req.body(Empty::new()).unwrap()),
+    )
+    .await
+    .expect("response within 20 s")
+    .expect("request succeeds");
     let (parts, body) = resp.into_parts();
     let body = tokio::time::timeout(Duration::from_secs(20), body.collect())
         .await
@@ -445,7 +500,10 @@ pub async fn get(client: &TestClient, url: &str) -> Got {
 
 /// Deterministic test bytes.
 pub fn payload(len: usize, seed: u8) -> Bytes {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect::<Vec<u8>>().into()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect::<Vec<u8>>()
+        .into()
 }
 
 /// Writes raw bytes to `addr` and reads what comes back until the server closes (at most 5 s).
@@ -468,7 +526,11 @@ pub struct TestCert {
 
 impl TestCert {
     pub fn new(name: &str) -> Self {
-        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        let certified = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_string(),
+            "localhost".to_string(),
+        ])
+        .unwrap();
         let dir = std::env::temp_dir().join(format!("outpost-test-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let cert_pem = certified.cert.pem();
@@ -493,8 +555,11 @@ impl TestCert {
 
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         use rustls::pki_types::pem::PemObject;
-        let certs = vec![rustls::pki_types::CertificateDer::from(self.cert_der.clone())];
-        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).unwrap();
+        let certs = vec![rustls::pki_types::CertificateDer::from(
+            self.cert_der.clone(),
+        )];
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -507,16 +572,28 @@ impl TestCert {
     }
 
     /// A client trusting only this certificate, offering `alpn` (e.g. h2 and http/1.1).
-    pub fn client(&self, h2: bool) -> Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Empty<Bytes>> {
+    pub fn client(
+        &self,
+        h2: bool,
+    ) -> Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Empty<Bytes>,
+    > {
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(rustls::pki_types::CertificateDer::from(self.cert_der.clone())).unwrap();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(
+                self.cert_der.clone(),
+            ))
+            .unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_only();
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_only();
         let connector = if h2 {
             builder.enable_http1().enable_http2().build()
         } else {

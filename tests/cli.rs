@@ -1,0 +1,226 @@
+//! The binary: `check`, `serve` with SIGTERM, `demo`, exit codes.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_outpost");
+
+/// Kills the child if a test fails before stopping it.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn outpost(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("OUTPOST_CONFIG")
+        .env("OUTPOST_LOG", "info");
+    cmd
+}
+
+/// Lines of a child's output, read on a thread so that waiting for one is bounded.
+fn lines_of(reader: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The first line (within 30 s) for which `pick` returns something.
+fn wait_line<T>(
+    rx: &std::sync::mpsc::Receiver<String>,
+    what: &str,
+    pick: impl Fn(&str) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no {what} within 30 s"));
+        if let Some(found) = pick(&line) {
+            return found;
+        }
+    }
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().expect("exited, not killed");
+        }
+        assert!(Instant::now() < deadline, "process did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn every_shipped_config_passes_check() {
+    let mut checked = 0;
+    for dir in ["conf", "docker"] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let out = outpost(&["check", "--config", path.to_str().unwrap()])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}: {}",
+                    path.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 2, "conf/ and docker/ configs were found");
+}
+
+#[test]
+fn check_names_the_bad_key_and_exits_2() {
+    let dir = std::env::temp_dir().join(format!("outpost-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        ("[server]\nheader_timout = \"1s\"\n", "server.header_timout"),
+        ("[cache]\nmemory = \"a lot\"\n", "cache.memory"),
+        ("[[routes]]\nurl = \"gopher://x\"\n", "routes[0].url"),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let path = dir.join(format!("bad{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = outpost(&["check", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "error names {key}: {err}");
+    }
+    // Environment layers are checked too.
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "[admin]\ntoken = \"hunter2\"\n").unwrap();
+    let out = outpost(&["check", "--config", good.to_str().unwrap()])
+        .env("OUTPOST_SERVER__LISTEN", "nowhere")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
+    let out = outpost(&["check", "--config", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        !printed.contains("hunter2") && printed.contains("token = \"********\""),
+        "{printed}"
+    );
+    let usage = outpost(&["serve", "--no-such-flag"]).output().unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn serve_runs_until_sigterm_and_exits_0() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let origin = rt.block_on(TestOrigin::start());
+    origin.set("/x", Script::ok("through the binary"));
+    let child = outpost(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--origin",
+        &origin.url(),
+    ])
+    .env("OUTPOST_ADMIN__LISTEN", "127.0.0.1:0")
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut child = Running(child);
+    let lines = lines_of(child.0.stderr.take().unwrap());
+    let listen = wait_line(&lines, "startup log line", |line| {
+        let rest = line.split("listen=").nth(1)?;
+        Some(rest.split_whitespace().next()?.to_owned())
+    });
+    let got = rt.block_on(async { get(&client(), &format!("http://{listen}/x")).await });
+    assert_eq!(got.text(), "through the binary");
+    sigterm(&child.0);
+    assert_eq!(wait_exit(&mut child.0), 0);
+    // The access log line for the request was written.
+    wait_line(&lines, "access log line", |l| {
+        (l.contains("request")
+            && l.contains("path=/x")
+            && l.contains("status=200")
+            && l.contains("cache=miss")
+            && l.contains("end=complete")
+            && l.contains("id="))
+        .then_some(())
+    });
+}
+
+#[test]
+fn demo_serves_a_live_stream_through_the_edge() {
+    let child = outpost(&["demo"])
+        .env("OUTPOST_SERVER__LISTEN", "127.0.0.1:0")
+        .env("OUTPOST_ADMIN__LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Running(child);
+    let lines = lines_of(child.0.stdout.take().unwrap());
+    let playlist = wait_line(&lines, "demo URLs", |line| {
+        line.trim_start()
+            .starts_with("live playlist")
+            .then(|| line.split_whitespace().last().unwrap().to_owned())
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = client();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let segment = loop {
+            let got = get(&c, &playlist).await;
+            assert_eq!(got.status, 200);
+            let text = got.text();
+            assert!(text.starts_with("#EXTM3U"));
+            if let Some(seg) = text.lines().find(|l| l.ends_with(".ts")) {
+                break seg.to_owned();
+            }
+            assert!(Instant::now() < deadline, "no segment published");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        let seg_url = playlist.replace("stream.m3u8", &segment);
+        let first = get(&c, &seg_url).await;
+        assert_eq!(first.status, 200);
+        assert_eq!(first.bytes().len(), 188_000);
+        assert_eq!(
+            get(&c, &seg_url).await.header("cache-status"),
+            "outpost; hit"
+        );
+    });
+    sigterm(&child.0);
+    assert_eq!(wait_exit(&mut child.0), 0);
+}
