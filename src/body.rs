@@ -58,7 +58,7 @@ impl EdgeBody {
     /// Attaches the access log line, written when the body ends or is dropped.
     pub fn with_log(mut self, mut log: AccessLog) -> Self {
         // An empty body is never polled: it is complete as it stands.
-        log.complete = matches!(self.inner, Inner::Full(None));
+        log.complete = self.is_end_stream();
         self.log = Some(log);
         self
     }
@@ -87,8 +87,10 @@ impl Body for EdgeBody {
                 Poll::Ready(None) => log.complete = true,
                 Poll::Pending => {}
             }
-            // hyper stops polling a body that says it has ended.
-            if matches!(this.inner, Inner::Full(None)) {
+        }
+        // hyper stops polling a body that says it has ended (or has sent its Content-Length).
+        if this.is_end_stream() {
+            if let Some(log) = &mut this.log {
                 log.complete = true;
             }
         }
@@ -96,7 +98,11 @@ impl Body for EdgeBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.inner, Inner::Full(None))
+        match &self.inner {
+            Inner::Full(bytes) => bytes.is_none(),
+            Inner::Fill(body) => body.is_end_stream(),
+            Inner::Pass(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -358,8 +358,15 @@ impl Body for FillBody {
         Poll::Ready(None)
     }
 
+    fn is_end_stream(&self) -> bool {
+        self.offset >= self.end
+    }
+
     fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
+        match self.end {
+            u64::MAX => SizeHint::default(),
+            end => SizeHint::with_exact(end.saturating_sub(self.offset.max(self.start))),
+        }
     }
 }
 

@@ -67,7 +67,7 @@ pub fn respond(
         }
         (_, Some(total)) => {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
-            (0, None)
+            (0, Some(total))
         }
         (_, None) => {
             headers.remove(header::CONTENT_LENGTH);
