@@ -27,11 +27,21 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// Binds with a deep accept queue: a storm of players connecting at once
+    /// must not overflow it (the kernel drops SYNs past it, and clients retry
+    /// only after a second).
     pub fn bind(key: &'static str, addr: SocketAddr) -> Result<Self, StartError> {
+        const BACKLOG: u32 = 4096;
         let bind_error = |source| StartError::Bind { key, addr, source };
-        let std = std::net::TcpListener::bind(addr).map_err(bind_error)?;
-        std.set_nonblocking(true).map_err(bind_error)?;
-        let inner = TcpListener::from_std(std).map_err(bind_error)?;
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(bind_error)?;
+        socket.set_reuseaddr(true).map_err(bind_error)?;
+        socket.bind(addr).map_err(bind_error)?;
+        let inner = socket.listen(BACKLOG).map_err(bind_error)?;
         let addr = inner.local_addr().map_err(bind_error)?;
         Ok(Self { addr, inner })
     }
