@@ -81,6 +81,9 @@ impl Edge {
     /// Binds every listener and starts serving.
     pub async fn start(config: Config) -> Result<RunningEdge, StartError> {
         let edge = Edge::new(config)?;
+        if !edge.config.cluster.peers.is_empty() || edge.config.cluster.dns.is_some() {
+            tracing::warn!("[cluster] is set, but peering with sibling edges is not built yet: every fetch goes to the origin");
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let cfg = &edge.config;
         let plain = Listener::bind("server.listen", cfg.server.listen)?;
