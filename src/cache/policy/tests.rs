@@ -46,7 +46,15 @@ fn store(secs: u64) -> Disposition {
 #[test]
 fn table() {
     let later = date(t0() + Duration::from_secs(30));
-    let cases: Vec<(&str, &[(&str, &str)], u16, Vec<(&str, String)>, Disposition)> = vec![
+    /// Name, request headers, status, response headers, expected disposition.
+    type Case<'a> = (
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        u16,
+        Vec<(&'a str, String)>,
+        Disposition,
+    );
+    let cases: Vec<Case> = vec![
         (
             "max-age",
             &[],
