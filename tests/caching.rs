@@ -80,7 +80,7 @@ async fn stale_entries_are_revalidated_with_validators() {
     assert_eq!(sent[1]["if-none-match"], "\"v1\"");
     // The 304 refreshed the entry: fresh again.
     assert_eq!(
-        get(&c, &url(&edge, "/v.m3u8")).await.header("cache-status"),
+        cache_status(&c, &url(&edge, "/v.m3u8")).await,
         "outpost; hit"
     );
     assert_eq!(origin.hits("/v.m3u8"), 2);
@@ -399,7 +399,7 @@ async fn h2c_clients_are_served() {
     assert_eq!(got.status, 200);
     assert_eq!(got.bytes(), &payload(70_000, 4));
     assert_eq!(
-        get(&c, &url(&edge, "/h2.ts")).await.header("cache-status"),
+        cache_status(&c, &url(&edge, "/h2.ts")).await,
         "outpost; hit"
     );
     edge.shutdown().await;

@@ -197,14 +197,7 @@ async fn private_answers_go_only_to_the_client_that_asked() {
     );
     let edge = edge_for(&origin).await;
     let client = client();
-    let tasks: Vec<_> = (0..5)
-        .map(|_| {
-            let (client, url) = (client.clone(), url(&edge, "/me"));
-            tokio::spawn(async move { get(&client, &url).await })
-        })
-        .collect();
-    for t in tasks {
-        let got = t.await.unwrap();
+    for got in get_many(&client, &url(&edge, "/me"), 5).await {
         assert_eq!(got.text(), "alice's data");
         assert_eq!(got.header("cache-status"), "outpost; fwd=uri-miss");
     }
@@ -243,14 +236,7 @@ async fn uncacheable_but_shareable_answers_are_coalesced_not_stored() {
     );
     let edge = edge_for(&origin).await;
     let client = client();
-    let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let (client, url) = (client.clone(), url(&edge, "/err"));
-            tokio::spawn(async move { get(&client, &url).await })
-        })
-        .collect();
-    for t in tasks {
-        let got = t.await.unwrap();
+    for got in get_many(&client, &url(&edge, "/err"), 20).await {
         assert_eq!(got.status, 500);
         assert_eq!(got.text(), "origin trouble");
     }

@@ -228,29 +228,21 @@ async fn purge_needs_the_token_and_drops_entries() {
         (200, "purged 1\n".to_string())
     );
     assert_eq!(
-        get(&c, &url(&edge, "/live/a.ts"))
-            .await
-            .header("cache-status"),
+        cache_status(&c, &url(&edge, "/live/a.ts")).await,
         "outpost; fwd=miss; stored"
     );
     assert_eq!(
-        get(&c, &url(&edge, "/vod/c.ts"))
-            .await
-            .header("cache-status"),
+        cache_status(&c, &url(&edge, "/vod/c.ts")).await,
         "outpost; hit"
     );
     let prefix = send(&c, "POST", &purge("prefix=http%3A%2F%2Fx%2Flive%2F"), &auth).await;
     assert_eq!(prefix.text(), "purged 2\n");
     assert_eq!(
-        get(&c, &url(&edge, "/live/b.ts"))
-            .await
-            .header("cache-status"),
+        cache_status(&c, &url(&edge, "/live/b.ts")).await,
         "outpost; fwd=miss; stored"
     );
     assert_eq!(
-        get(&c, &url(&edge, "/vod/c.ts"))
-            .await
-            .header("cache-status"),
+        cache_status(&c, &url(&edge, "/vod/c.ts")).await,
         "outpost; hit"
     );
     edge.shutdown().await;

@@ -498,6 +498,26 @@ pub async fn get(client: &TestClient, url: &str) -> Got {
     send(client, "GET", url, &[]).await
 }
 
+/// The `Cache-Status` of a GET.
+pub async fn cache_status(client: &TestClient, url: &str) -> String {
+    get(client, url).await.header("cache-status").to_owned()
+}
+
+/// `n` GETs of `url` at once; their answers in order.
+pub async fn get_many(client: &TestClient, url: &str, n: usize) -> Vec<Got> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.to_owned());
+            tokio::spawn(async move { get(&client, &url).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.expect("request task"));
+    }
+    out
+}
+
 /// Deterministic test bytes.
 pub fn payload(len: usize, seed: u8) -> Bytes {
     (0..len)
