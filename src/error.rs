@@ -12,6 +12,9 @@ pub enum EdgeError {
     /// 400: the request itself is unusable.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// 431: the request head is over `server.max_header_size`.
+    #[error("request headers of {size} bytes exceed the limit of {limit}")]
+    HeadersTooLarge { size: usize, limit: usize },
     /// 421: no route for this host and path; never forwarded.
     #[error("no route for host {host:?} and path {path:?}")]
     Misdirected { host: String, path: String },
@@ -30,6 +33,7 @@ impl EdgeError {
     pub fn status(&self) -> StatusCode {
         match self {
             EdgeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            EdgeError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             EdgeError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             EdgeError::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
             EdgeError::Range { .. } => StatusCode::RANGE_NOT_SATISFIABLE,

@@ -64,6 +64,11 @@ pub async fn handle(
 }
 
 async fn serve(edge: &Arc<Edge>, parts: &Parts, client: IpAddr) -> Answer {
+    let limit = edge.config.server.max_header_size;
+    let size = head_size(parts);
+    if size > limit {
+        return Err(EdgeError::HeadersTooLarge { size, limit });
+    }
     let target = Target::of(parts)?;
     let Some((route, path_and_query)) = edge.routes.find(&target) else {
         return Err(EdgeError::Misdirected {
@@ -189,6 +194,17 @@ async fn from_fill(
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     Ok((response, outcome))
+}
+
+/// The size of a request head as written on the wire, near enough.
+fn head_size(parts: &Parts) -> usize {
+    let target = parts.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let fields: usize = parts
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    parts.method.as_str().len() + target + 12 + fields
 }
 
 /// Whether two requests select the same variant of an answer with these headers.

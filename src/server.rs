@@ -74,13 +74,14 @@ fn edge_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         // Also bounds how long an idle keep-alive connection is held.
         .header_read_timeout(cfg.header_timeout)
-        // hyper answers 431 to a head larger than its read buffer.
-        .max_buf_size(cfg.max_header_size.max(8192))
+        // The edge answers 431 itself (with a text body and a request id) past
+        // max_header_size; hyper's bare 431 is only for heads twice as large.
+        .max_buf_size((2 * cfg.max_header_size).max(8192))
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(cfg.max_header_size as u32)
+        .max_header_list_size(2 * cfg.max_header_size as u32)
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10));
@@ -114,8 +115,10 @@ pub async fn serve_edge(
         let header_timeout = cfg.header_timeout;
         Box::pin(async move {
             let _permit = permit;
-            let service =
-                service_fn(move |req| crate::proxy::handle(Arc::clone(&edge), req, peer.ip()));
+            let for_service = Arc::clone(&edge);
+            let service = service_fn(move |req| {
+                crate::proxy::handle(Arc::clone(&for_service), req, peer.ip())
+            });
             match tls {
                 None => {
                     // hyper's header timeout starts once it knows the protocol: a
@@ -125,7 +128,7 @@ pub async fn serve_edge(
                         Ok(Ok(n)) if n > 0 => {}
                         _ => return,
                     }
-                    serve_io(&builder, stream, service, watcher).await;
+                    serve_io(&edge, peer, &builder, stream, service, watcher).await;
                 }
                 Some(acceptor) => {
                     let Ok(Ok(stream)) =
@@ -134,7 +137,7 @@ pub async fn serve_edge(
                         tracing::debug!(peer = %peer, "TLS handshake failed or timed out");
                         return;
                     };
-                    serve_io(&builder, stream, service, watcher).await;
+                    serve_io(&edge, peer, &builder, stream, service, watcher).await;
                 }
             }
         })
@@ -142,8 +145,14 @@ pub async fn serve_edge(
     accept_loop(listener, stop, cfg.shutdown_grace, serve).await;
 }
 
-async fn serve_io<I, S>(builder: &auto::Builder<TokioExecutor>, io: I, service: S, watcher: Watcher)
-where
+async fn serve_io<I, S>(
+    edge: &Edge,
+    peer: SocketAddr,
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    watcher: Watcher,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
@@ -155,7 +164,16 @@ where
 {
     let conn = builder.serve_connection(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(error = %e, "client connection ended with an error");
+        // hyper answered these itself (400, 431) before any request reached the
+        // edge: give them a log line and an id like every other error.
+        let protocol = e
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_parse() || h.is_timeout());
+        if protocol {
+            tracing::info!(id = %edge.next_request_id(), peer = %peer, error = %e, "request refused by the HTTP parser");
+        } else {
+            tracing::debug!(peer = %peer, error = %e, "client connection ended with an error");
+        }
     }
 }
 

@@ -86,3 +86,83 @@ fn ranges() {
         Err(EdgeError::Range { len: 1000 })
     ));
 }
+
+fn request(headers: &[(&str, &str)]) -> Parts {
+    let mut req = http::Request::get("/seg.ts").body(()).unwrap();
+    *req.headers_mut() = h(headers);
+    req.into_parts().0
+}
+
+/// The first data frame of an answer, polled by hand.
+fn first_frame(response: Response<EdgeBody>) -> Bytes {
+    use http_body::Body;
+    let mut body = std::pin::pin!(response.into_body());
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    match body.as_mut().poll_frame(&mut cx) {
+        std::task::Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap(),
+        _ => panic!("a stored body is ready at once"),
+    }
+}
+
+#[test]
+fn hits_share_the_stored_bytes_without_copying() {
+    let now = std::time::SystemTime::now();
+    let head = Head::from_upstream(StatusCode::OK, h(&[("etag", "\"v1\"")]), now);
+    let stored = Bytes::from(vec![7u8; 4096]);
+    let served = Served {
+        outcome: Outcome::Hit,
+        stored: true,
+        now,
+    };
+    let whole = respond(&request(&[]), &head, Source::Stored(stored.clone()), served).unwrap();
+    assert_eq!(whole.headers()["content-length"], "4096");
+    assert_eq!(
+        first_frame(whole).as_ptr(),
+        stored.as_ptr(),
+        "the hit points into the stored buffer"
+    );
+    let part = respond(
+        &request(&[("range", "bytes=100-199")]),
+        &head,
+        Source::Stored(stored.clone()),
+        served,
+    )
+    .unwrap();
+    assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+    let frame = first_frame(part);
+    assert_eq!(frame.len(), 100);
+    assert_eq!(
+        frame.as_ptr(),
+        stored[100..].as_ptr(),
+        "a range is a slice of the stored buffer"
+    );
+}
+
+#[test]
+fn head_and_not_modified_have_no_body() {
+    let now = std::time::SystemTime::now();
+    let head = Head::from_upstream(StatusCode::OK, h(&[("etag", "\"v1\"")]), now);
+    let served = Served {
+        outcome: Outcome::Hit,
+        stored: true,
+        now,
+    };
+    let body = Bytes::from_static(b"0123456789");
+    let mut req = request(&[]);
+    req.method = Method::HEAD;
+    let resp = respond(&req, &head, Source::Stored(body.clone()), served).unwrap();
+    assert_eq!(resp.headers()["content-length"], "10");
+    assert!(http_body::Body::is_end_stream(resp.body()));
+    let resp = respond(
+        &request(&[("if-none-match", "\"v1\"")]),
+        &head,
+        Source::Stored(body),
+        served,
+    )
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(resp.headers()["etag"], "\"v1\"");
+    assert_eq!(resp.headers()["cache-status"], "outpost; hit");
+    assert!(http_body::Body::is_end_stream(resp.body()));
+}
