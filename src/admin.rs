@@ -9,10 +9,9 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::body::EdgeBody;
-use crate::cache::CacheKey;
 use crate::edge::Edge;
 use crate::route::Target;
-use crate::upstream::origin_uri;
+use crate::upstream::origin_url;
 
 pub async fn handle(
     edge: Arc<Edge>,
@@ -166,11 +165,7 @@ fn upstream_url(edge: &Edge, url: &str) -> Option<String> {
     parts.uri = uri;
     let target = Target::of(&parts).ok()?;
     let (route, path_and_query) = edge.routes.find(&target)?;
-    Some(
-        CacheKey::new(&origin_uri(&route.origin, &path_and_query).to_string())
-            .as_str()
-            .to_owned(),
-    )
+    Some(origin_url(&route.origin, &path_and_query))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -23,7 +23,7 @@ use crate::headers::{self, append_list, X_FORWARDED_FOR, X_REQUEST_ID};
 use crate::outcome::{Outcome, PassReason};
 use crate::respond::{respond, Served, Source};
 use crate::route::Target;
-use crate::upstream::UpstreamRequest;
+use crate::upstream::{origin_url, UpstreamRequest};
 
 type Answer = Result<(Response<EdgeBody>, Outcome), EdgeError>;
 
@@ -90,7 +90,10 @@ async fn serve(edge: &Arc<Edge>, parts: &Parts, client: IpAddr) -> Answer {
         path_and_query,
         headers: forward_headers(&parts.headers, client, true),
     };
-    let base = CacheKey::new(&upstream.to_request().uri().to_string());
+    let base = CacheKey::new(&origin_url(
+        &upstream.route.origin,
+        &upstream.path_and_query,
+    ));
     lookup(edge, parts, client, base, upstream).await
 }
 

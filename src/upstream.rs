@@ -75,12 +75,17 @@ impl UpstreamRequest {
     }
 }
 
-/// The full URL of `path_and_query` at `origin`.
-pub fn origin_uri(origin: &OriginUrl, path_and_query: &str) -> Uri {
-    let text = format!(
+/// The full URL of `path_and_query` at `origin`, as text (also the cache key).
+pub fn origin_url(origin: &OriginUrl, path_and_query: &str) -> String {
+    format!(
         "{}://{}{}{}",
         origin.scheme, origin.authority, origin.base_path, path_and_query
-    );
+    )
+}
+
+/// The full URL of `path_and_query` at `origin`.
+pub fn origin_uri(origin: &OriginUrl, path_and_query: &str) -> Uri {
+    let text = origin_url(origin, path_and_query);
     // Both parts were validated when parsed; a failure here is a bug worth seeing.
     text.parse()
         .unwrap_or_else(|e| panic!("origin URL {text:?} did not parse: {e}"))
