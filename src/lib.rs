@@ -18,6 +18,7 @@ pub mod error;
 pub mod fetch;
 pub mod fill;
 pub mod headers;
+pub mod media;
 pub mod metrics;
 pub mod outcome;
 pub mod proxy;

@@ -16,7 +16,9 @@ use figment::Figment;
 use http::uri::{Authority, Scheme};
 use http::Uri;
 
-pub use raw::{RawAdmin, RawCache, RawCluster, RawConfig, RawRoute, RawServer, RawUpstream};
+pub use raw::{
+    RawAdmin, RawCache, RawCluster, RawConfig, RawMedia, RawRoute, RawServer, RawUpstream,
+};
 
 /// A config that failed to load or validate, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub cache: CacheConfig,
     pub routes: Vec<RouteConfig>,
+    pub media: MediaConfig,
     pub upstream: UpstreamConfig,
     pub cluster: ClusterConfig,
     /// The merged layers as written, for `outpost check`.
@@ -92,6 +95,21 @@ pub struct CacheConfig {
     pub keep_stale: Duration,
 }
 
+/// How the edge treats playlists and segments.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// Longest a live playlist is cached; `None`: half its target duration.
+    pub playlist_max_ttl: Option<Duration>,
+    /// Freshness of segments and VOD playlists whose origin gives none.
+    pub segment_default_ttl: Duration,
+    /// How long a 404 for a segment is kept (a live segment not yet published).
+    pub negative_ttl: Duration,
+    /// VOD: how many segments after the one requested are prefetched.
+    pub prefetch_ahead: usize,
+    /// Prefetches under way at once.
+    pub prefetch_concurrency: usize,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
@@ -106,6 +124,8 @@ pub struct RouteConfig {
     pub backups: Vec<OriginUrl>,
     pub timeout: Duration,
     pub download_timeout: Duration,
+    /// Query argument names left out of the cache key.
+    pub ignore_query: Vec<String>,
 }
 
 /// An origin base URL, split so that request paths append without re-parsing.
@@ -262,6 +282,26 @@ impl Config {
             .map(|(i, r)| route(i, r))
             .collect::<Result<Vec<_>, _>>()?;
 
+        let m = &raw.media;
+        if m.playlist_max_ttl.is_some_and(|t| t.0.is_zero()) {
+            return Err(ConfigError::new(
+                "media.playlist_max_ttl",
+                "must be more than 0 (leave it unset for half the target duration)",
+            ));
+        }
+        if m.prefetch_concurrency == 0 && m.prefetch_ahead > 0 {
+            return Err(ConfigError::new(
+                "media.prefetch_concurrency",
+                "must be at least 1 while prefetch_ahead is set",
+            ));
+        }
+        let media = MediaConfig {
+            playlist_max_ttl: m.playlist_max_ttl.map(|d| d.0),
+            segment_default_ttl: m.segment_default_ttl.0,
+            negative_ttl: m.negative_ttl.0,
+            prefetch_ahead: m.prefetch_ahead,
+            prefetch_concurrency: m.prefetch_concurrency,
+        };
         if let Some(ca) = &raw.upstream.ca_file {
             if !ca.is_file() {
                 return Err(ConfigError::new(
@@ -279,6 +319,7 @@ impl Config {
             admin,
             cache,
             routes,
+            media,
             upstream,
             cluster,
             raw,
@@ -343,6 +384,7 @@ fn route(i: usize, r: &RawRoute) -> Result<RouteConfig, ConfigError> {
         backups,
         timeout: r.timeout.0,
         download_timeout: r.download_timeout.0,
+        ignore_query: r.ignore_query.clone(),
     })
 }
 

@@ -17,8 +17,33 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     pub cache: RawCache,
     pub routes: Vec<RawRoute>,
+    pub media: RawMedia,
     pub upstream: RawUpstream,
     pub cluster: RawCluster,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMedia {
+    /// Longest a live playlist is cached; unset: half its target duration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub playlist_max_ttl: Option<Dur>,
+    pub segment_default_ttl: Dur,
+    pub negative_ttl: Dur,
+    pub prefetch_ahead: usize,
+    pub prefetch_concurrency: usize,
+}
+
+impl Default for RawMedia {
+    fn default() -> Self {
+        Self {
+            playlist_max_ttl: None,
+            segment_default_ttl: secs(600),
+            negative_ttl: Dur(Duration::from_millis(250)),
+            prefetch_ahead: 2,
+            prefetch_concurrency: 4,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -76,6 +101,9 @@ pub struct RawRoute {
     pub timeout: Dur,
     #[serde(default = "default_download_timeout")]
     pub download_timeout: Dur,
+    /// Query arguments left out of the cache key (CDN tokens, session ids).
+    #[serde(default)]
+    pub ignore_query: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -123,7 +151,9 @@ impl Default for RawConfig {
                 backups: Vec::new(),
                 timeout: default_route_timeout(),
                 download_timeout: default_download_timeout(),
+                ignore_query: Vec::new(),
             }],
+            media: RawMedia::default(),
             upstream: RawUpstream::default(),
             cluster: RawCluster::default(),
         }

@@ -1,0 +1,115 @@
+//! What the edge knows about video: which objects are playlists and
+//! segments, what a playlist says, and the freshness rules that follow.
+
+pub mod freshness;
+pub mod hls;
+
+use http::{header, HeaderMap};
+
+/// What an object is, for video purposes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    /// An HLS playlist (master or media).
+    HlsPlaylist,
+    /// A DASH manifest.
+    DashManifest,
+    /// A media segment, part or init section.
+    Segment,
+    Other,
+}
+
+impl MediaKind {
+    pub fn is_playlist(self) -> bool {
+        matches!(self, MediaKind::HlsPlaylist | MediaKind::DashManifest)
+    }
+}
+
+const HLS_TYPES: [&str; 4] = [
+    "application/vnd.apple.mpegurl",
+    "application/x-mpegurl",
+    "audio/mpegurl",
+    "audio/x-mpegurl",
+];
+const SEGMENT_EXTENSIONS: [&str; 14] = [
+    "ts", "m4s", "mp4", "m4a", "m4v", "aac", "mp3", "ac3", "ec3", "vtt", "webvtt", "cmfv", "cmfa",
+    "webm",
+];
+
+/// Classifies an object by its path's extension, else by its `Content-Type`.
+pub fn kind_of(path: &str, headers: &HeaderMap) -> MediaKind {
+    let path = path.split('?').next().unwrap_or_default();
+    let extension = path
+        .rsplit('/')
+        .next()
+        .and_then(|name| name.rsplit_once('.'))
+        .map(|(_, ext)| ext.to_ascii_lowercase());
+    match extension.as_deref() {
+        Some("m3u8" | "m3u") => return MediaKind::HlsPlaylist,
+        Some("mpd") => return MediaKind::DashManifest,
+        Some(ext) if SEGMENT_EXTENSIONS.contains(&ext) => return MediaKind::Segment,
+        _ => {}
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    if HLS_TYPES.contains(&content_type.as_str()) {
+        MediaKind::HlsPlaylist
+    } else if content_type == "application/dash+xml" {
+        MediaKind::DashManifest
+    } else if content_type.starts_with("video/") || content_type.starts_with("audio/") {
+        MediaKind::Segment
+    } else {
+        MediaKind::Other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_by_extension_then_type() {
+        let none = HeaderMap::new();
+        let typed = |t: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, t.parse().unwrap());
+            h
+        };
+        let cases = [
+            ("/live/index.m3u8", &none, MediaKind::HlsPlaylist),
+            ("/live/index.M3U8?token=1", &none, MediaKind::HlsPlaylist),
+            ("/dash/manifest.mpd", &none, MediaKind::DashManifest),
+            ("/live/seg-12.ts", &none, MediaKind::Segment),
+            ("/v/chunk.m4s", &none, MediaKind::Segment),
+            (
+                "/play",
+                &typed("application/vnd.apple.mpegurl"),
+                MediaKind::HlsPlaylist,
+            ),
+            (
+                "/play",
+                &typed("audio/mpegurl; charset=utf-8"),
+                MediaKind::HlsPlaylist,
+            ),
+            (
+                "/manifest",
+                &typed("application/dash+xml"),
+                MediaKind::DashManifest,
+            ),
+            ("/s/1", &typed("video/mp2t"), MediaKind::Segment),
+            ("/index.html", &typed("text/html"), MediaKind::Other),
+            ("/a.d/file", &none, MediaKind::Other),
+        ];
+        for (path, headers, want) in cases {
+            assert_eq!(kind_of(path, headers), want, "{path}");
+        }
+    }
+}
