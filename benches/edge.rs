@@ -27,22 +27,16 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-async fn hit_path(
-    edge: &outpost::RunningEdge,
-    path: &str,
-    connections: usize,
-    seconds: u64,
-) -> (f64, f64) {
+async fn hit_path(edge: &outpost::RunningEdge, path: &str, connections: usize, seconds: u64) -> (f64, f64) {
     let done = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(seconds);
     let tasks: Vec<_> = (0..connections)
         .map(|_| {
             // One client per connection: keep-alive, one request at a time.
-            let c =
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                    .pool_max_idle_per_host(1)
-                    .build_http::<Empty<bytes::Bytes>>();
+            let c = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_max_idle_per_host(1)
+                .build_http::<Empty<bytes::Bytes>>();
             let u: http::Uri = url(edge, path).parse().unwrap();
             let (done, bytes) = (Arc::clone(&done), Arc::clone(&bytes));
             tokio::spawn(async move {

@@ -11,12 +11,8 @@ use serde_json::json;
 use crate::body::EdgeBody;
 use crate::edge::Edge;
 use crate::route::Target;
-use crate::upstream::origin_url;
 
-pub async fn handle(
-    edge: Arc<Edge>,
-    req: Request<Incoming>,
-) -> Result<Response<EdgeBody>, Infallible> {
+pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Result<Response<EdgeBody>, Infallible> {
     let path = req.uri().path();
     let response = match (req.method(), path) {
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
@@ -31,10 +27,8 @@ pub async fn handle(
         }
         (&Method::GET | &Method::HEAD, "/status.json") => {
             let mut r = text(StatusCode::OK, status_json(&edge).to_string());
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }
         (&Method::GET | &Method::HEAD, "/status") => {
@@ -126,11 +120,7 @@ fn purge(edge: &Edge, req: &Request<Incoming>) -> Response<EdgeBody> {
     let arg = |name: &str| {
         query.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=')?;
-            (k == name).then(|| {
-                percent_encoding::percent_decode_str(v)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
+            (k == name).then(|| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
         })
     };
     let (url, exact) = match (arg("url"), arg("prefix")) {
@@ -165,7 +155,7 @@ fn upstream_url(edge: &Edge, url: &str) -> Option<String> {
     parts.uri = uri;
     let target = Target::of(&parts).ok()?;
     let (route, path_and_query) = edge.routes.find(&target)?;
-    Some(origin_url(&route.origin, &path_and_query))
+    Some(crate::cache::key::key_url(&route, &path_and_query))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -68,10 +68,7 @@ impl Body for EdgeBody {
     type Data = Bytes;
     type Error = FetchError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, FetchError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, FetchError>>> {
         let this = self.get_mut();
         let polled = match &mut this.inner {
             Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
@@ -80,9 +77,7 @@ impl Body for EdgeBody {
         };
         if let Some(log) = &mut this.log {
             match &polled {
-                Poll::Ready(Some(Ok(frame))) => {
-                    log.bytes += frame.data_ref().map_or(0, |d| d.len() as u64)
-                }
+                Poll::Ready(Some(Ok(frame))) => log.bytes += frame.data_ref().map_or(0, |d| d.len() as u64),
                 Poll::Ready(Some(Err(e))) => log.error = Some(e.to_string()),
                 Poll::Ready(None) => log.complete = true,
                 Poll::Pending => {}
@@ -107,9 +102,7 @@ impl Body for EdgeBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Full(bytes) => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
-            }
+            Inner::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Fill(body) => body.size_hint(),
             Inner::Pass(body) => body.size_hint(),
         }
@@ -170,13 +163,7 @@ pub struct PassBody {
 }
 
 impl PassBody {
-    pub fn new(
-        body: Incoming,
-        origin: String,
-        stall: Duration,
-        expected: Option<u64>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(body: Incoming, origin: String, stall: Duration, expected: Option<u64>, metrics: Arc<Metrics>) -> Self {
         Self {
             body,
             origin,
@@ -193,10 +180,7 @@ impl Body for PassBody {
     type Data = Bytes;
     type Error = FetchError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, FetchError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, FetchError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -217,13 +201,11 @@ impl Body for PassBody {
                 reason: crate::upstream::error_chain(&e),
             }))),
             Poll::Ready(None) => match this.expected {
-                Some(expected) if expected != this.received => {
-                    Poll::Ready(Some(Err(FetchError::Short {
-                        origin: this.origin.clone(),
-                        received: this.received,
-                        expected,
-                    })))
-                }
+                Some(expected) if expected != this.received => Poll::Ready(Some(Err(FetchError::Short {
+                    origin: this.origin.clone(),
+                    received: this.received,
+                    expected,
+                }))),
                 _ => Poll::Ready(None),
             },
             Poll::Pending => match this.timer.as_mut().poll(cx) {

@@ -10,11 +10,7 @@ use crate::demo::DemoOrigin;
 use crate::edge::{Edge, RunningEdge};
 
 #[derive(Parser)]
-#[command(
-    name = "outpost",
-    version,
-    about = "A caching edge for live and on-demand video"
-)]
+#[command(name = "outpost", version, about = "A caching edge for live and on-demand video")]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]

@@ -77,6 +77,11 @@ impl Inflight {
         }
     }
 
+    /// Whether a fill for `key` is under way.
+    pub fn contains(&self, key: &CacheKey) -> bool {
+        self.fills.lock().unwrap_or_else(|p| p.into_inner()).contains_key(key)
+    }
+
     /// Fills under way now.
     pub fn len(&self) -> usize {
         self.fills.lock().unwrap_or_else(|p| p.into_inner()).len()

@@ -20,10 +20,7 @@ impl Cors {
     pub fn new(origins: &[String]) -> Self {
         Self {
             any: origins.iter().any(|o| o == "*"),
-            origins: origins
-                .iter()
-                .filter_map(|o| HeaderValue::from_str(o).ok())
-                .collect(),
+            origins: origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect(),
         }
     }
 
@@ -42,10 +39,7 @@ impl Cors {
         }
         if let Some(origin) = self.allow_origin(request) {
             response.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-            response.insert(
-                header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                HeaderValue::from_static(EXPOSE),
-            );
+            response.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE));
         }
     }
 
@@ -55,17 +49,9 @@ impl Cors {
         *response.status_mut() = StatusCode::NO_CONTENT;
         let h = response.headers_mut();
         h.insert(header::ALLOW, HeaderValue::from_static(METHODS));
-        if self.allow_origin(request).is_some()
-            && request.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
-        {
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static(METHODS),
-            );
-            h.insert(
-                header::ACCESS_CONTROL_MAX_AGE,
-                HeaderValue::from_static("86400"),
-            );
+        if self.allow_origin(request).is_some() && request.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(METHODS));
+            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
             if let Some(allowed) = allowed_request_headers(request) {
                 h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allowed);
             }
@@ -76,10 +62,7 @@ impl Cors {
 
 /// The requested headers a player may send: `Range`, conditionals and CMCD (CTA-5004).
 fn allowed_request_headers(request: &HeaderMap) -> Option<HeaderValue> {
-    let asked = request
-        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)?
-        .to_str()
-        .ok()?;
+    let asked = request.get(header::ACCESS_CONTROL_REQUEST_HEADERS)?.to_str().ok()?;
     let allowed: Vec<String> = asked
         .split(',')
         .map(|h| h.trim().to_ascii_lowercase())
@@ -127,10 +110,7 @@ mod tests {
         assert_eq!(out[header::VARY], "Origin");
         let mut out = HeaderMap::new();
         cors.apply(&headers(&[("origin", "https://ok.example")]), &mut out);
-        assert_eq!(
-            out[header::ACCESS_CONTROL_ALLOW_ORIGIN],
-            "https://ok.example"
-        );
+        assert_eq!(out[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://ok.example");
     }
 
     #[test]
@@ -139,17 +119,11 @@ mod tests {
         let resp = cors.preflight(&headers(&[
             ("origin", "https://player.example"),
             ("access-control-request-method", "GET"),
-            (
-                "access-control-request-headers",
-                "Range, CMCD-Request, X-Evil",
-            ),
+            ("access-control-request-headers", "Range, CMCD-Request, X-Evil"),
         ]));
         assert_eq!(resp.status(), StatusCode::NO_CONTENT);
         let h = resp.headers();
-        assert_eq!(
-            h[header::ACCESS_CONTROL_ALLOW_HEADERS],
-            "range, cmcd-request"
-        );
+        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_HEADERS], "range, cmcd-request");
         assert!(h[header::ACCESS_CONTROL_ALLOW_METHODS]
             .to_str()
             .unwrap()

@@ -87,12 +87,7 @@ fn answer(clock: &Clock, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         .and_then(|n| n.parse::<u64>().ok())
     {
         if n < live_now {
-            return reply(
-                StatusCode::OK,
-                "video/mp2t",
-                "max-age=3600",
-                segment(n, SEGMENT_BYTES),
-            );
+            return reply(StatusCode::OK, "video/mp2t", "max-age=3600", segment(n, SEGMENT_BYTES));
         }
         return reply(
             StatusCode::NOT_FOUND,
@@ -132,9 +127,8 @@ fn answer(clock: &Clock, req: &Request<Incoming>) -> Response<Full<Bytes>> {
 /// A live media playlist of the last `WINDOW` finished segments.
 pub fn live_playlist(live_now: u64) -> Bytes {
     let first = live_now.saturating_sub(WINDOW);
-    let mut text = format!(
-        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{SEGMENT_SECONDS}\n#EXT-X-MEDIA-SEQUENCE:{first}\n"
-    );
+    let mut text =
+        format!("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{SEGMENT_SECONDS}\n#EXT-X-MEDIA-SEQUENCE:{first}\n");
     for n in first..live_now {
         text.push_str(&format!("#EXTINF:{SEGMENT_SECONDS}.000,\nseg-{n}.ts\n"));
     }
@@ -154,12 +148,7 @@ pub fn segment(seed: u64, len: usize) -> Bytes {
     Bytes::from(out)
 }
 
-fn reply(
-    status: StatusCode,
-    content_type: &'static str,
-    cache: &'static str,
-    body: Bytes,
-) -> Response<Full<Bytes>> {
+fn reply(status: StatusCode, content_type: &'static str, cache: &'static str, body: Bytes) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
     let h = r.headers_mut();
@@ -183,10 +172,7 @@ mod tests {
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:4"));
         assert!(text.contains("seg-4.ts") && text.contains("seg-9.ts"));
         assert!(!text.contains("seg-10.ts") && !text.contains("seg-3.ts"));
-        assert!(
-            !text.contains("#EXT-X-ENDLIST"),
-            "a live playlist has no end"
-        );
+        assert!(!text.contains("#EXT-X-ENDLIST"), "a live playlist has no end");
     }
 
     #[test]

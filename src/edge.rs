@@ -13,6 +13,7 @@ use crate::coalesce::Inflight;
 use crate::config::Config;
 use crate::cors::Cors;
 use crate::metrics::Metrics;
+use crate::prefetch::Prefetcher;
 use crate::route::Routes;
 use crate::server::{self, Listener};
 use crate::upstream::{client_tls, Upstream};
@@ -26,6 +27,7 @@ pub struct Edge {
     pub upstream: Upstream,
     pub metrics: Arc<Metrics>,
     pub cors: Cors,
+    pub prefetcher: Prefetcher,
     pub started: Instant,
     next_id: AtomicU64,
     id_prefix: u32,
@@ -58,6 +60,7 @@ impl Edge {
             inflight: Inflight::new(config.cache.pass_ttl),
             upstream: Upstream::new(tls, Arc::clone(&metrics)),
             cors: Cors::new(&config.server.cors_origins),
+            prefetcher: Prefetcher::new(config.media.prefetch_concurrency),
             metrics,
             started: Instant::now(),
             next_id: AtomicU64::new(1),
@@ -82,17 +85,16 @@ impl Edge {
     pub async fn start(config: Config) -> Result<RunningEdge, StartError> {
         let edge = Edge::new(config)?;
         if !edge.config.cluster.peers.is_empty() || edge.config.cluster.dns.is_some() {
-            tracing::warn!("[cluster] is set, but peering with sibling edges is not built yet: every fetch goes to the origin");
+            tracing::warn!(
+                "[cluster] is set, but peering with sibling edges is not built yet: every fetch goes to the origin"
+            );
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         let cfg = &edge.config;
         let plain = Listener::bind("server.listen", cfg.server.listen)?;
         let admin = Listener::bind("admin.listen", cfg.admin.listen)?;
         let tls = match &cfg.server.tls {
-            Some(t) => Some((
-                Listener::bind("server.tls_listen", t.listen)?,
-                server::tls_acceptor(t)?,
-            )),
+            Some(t) => Some((Listener::bind("server.tls_listen", t.listen)?, server::tls_acceptor(t)?)),
             None => None,
         };
         let addrs = Addresses {
@@ -101,12 +103,7 @@ impl Edge {
             admin: admin.addr,
         };
         let mut tasks = JoinSet::new();
-        tasks.spawn(server::serve_edge(
-            Arc::clone(&edge),
-            plain,
-            None,
-            stop_rx.clone(),
-        ));
+        tasks.spawn(server::serve_edge(Arc::clone(&edge), plain, None, stop_rx.clone()));
         if let Some((listener, acceptor)) = tls {
             tasks.spawn(server::serve_edge(
                 Arc::clone(&edge),

@@ -62,10 +62,7 @@ pub fn rescue(err: &EdgeError, request_id: &str) -> Response<EdgeBody> {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     match err {
         EdgeError::Method(_) => {
-            h.insert(
-                header::ALLOW,
-                HeaderValue::from_static("GET, HEAD, OPTIONS"),
-            );
+            h.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
         }
         EdgeError::Range { len } => {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {

@@ -14,8 +14,11 @@ use crate::cache::policy::{self, Disposition};
 use crate::cache::{CacheKey, Entry, Head};
 use crate::edge::Edge;
 use crate::fill::{concat, FillHead, Writer};
+use crate::media::hls::{self, Summary};
+use crate::media::{self, freshness, MediaKind};
 use crate::metrics::GaugeGuard;
 use crate::outcome::PassReason;
+use crate::prefetch;
 use crate::upstream::{error_chain, FetchError, UpstreamRequest};
 
 /// What one fill fetches.
@@ -27,6 +30,15 @@ pub struct FetchJob {
     pub request: UpstreamRequest,
     /// A stored entry to revalidate (and to fall back on if the origin fails).
     pub stale: Option<Arc<Entry>>,
+    /// Started by the edge ahead of players, not by a client request.
+    pub prefetch: bool,
+}
+
+/// What a finished fetch leaves behind.
+#[derive(Default)]
+struct Fetched {
+    entry: Option<Arc<Entry>>,
+    playlist: Option<Summary>,
 }
 
 /// Starts the fetch as a task of its own.
@@ -34,38 +46,46 @@ pub fn spawn(edge: Arc<Edge>, job: FetchJob, writer: Writer) {
     tokio::spawn(run(edge, job, writer));
 }
 
-async fn run(edge: Arc<Edge>, job: FetchJob, writer: Writer) {
+/// Runs a fetch to its end: stores what may be stored, then ends the fill.
+pub async fn run(edge: Arc<Edge>, job: FetchJob, writer: Writer) {
     let _inflight = GaugeGuard::new(&edge.metrics.inflight_fetches);
     let fill = Arc::clone(writer.fill());
-    match fetch(&edge, &job, &writer).await {
-        Ok(entry) => {
+    let playlist = match fetch(&edge, &job, &writer).await {
+        Ok(fetched) => {
             // Store before leaving the in-flight map: see `Inflight::join`.
-            if let Some(entry) = entry {
+            if let Some(entry) = fetched.entry {
                 edge.store.insert(&job.base, &job.request.headers, entry);
             }
             writer.finish(Ok(()));
+            if job.prefetch {
+                edge.metrics.prefetch("fetched");
+            }
+            fetched.playlist
         }
         Err(e) => {
             tracing::warn!(key = job.key.as_str(), error = %e, "upstream fetch failed; nothing stored");
             writer.finish(Err(e));
+            if job.prefetch {
+                edge.metrics.prefetch("failed");
+            }
+            None
         }
-    }
+    };
     edge.inflight.close(&job.key, &fill);
+    if let Some(playlist) = playlist {
+        prefetch::after_playlist(&edge, &job.request, &playlist);
+    }
 }
 
 /// Fetches, publishes head and body to the fill, and returns the entry to store, if any.
-async fn fetch(
-    edge: &Edge,
-    job: &FetchJob,
-    writer: &Writer,
-) -> Result<Option<Arc<Entry>>, FetchError> {
+async fn fetch(edge: &Edge, job: &FetchJob, writer: &Writer) -> Result<Fetched, FetchError> {
     let mut request = job.request.clone();
     if let Some(stale) = &job.stale {
         add_validators(&mut request, stale);
     }
     let response = match edge.upstream.send(&request).await {
         Ok(r) => r,
-        Err(e) => return serve_stale(job, writer).ok_or(e),
+        Err(e) => return serve_stale(job, writer).ok_or(e).map(|_| Fetched::default()),
     };
     let now = SystemTime::now();
     let (parts, body) = response.into_parts();
@@ -73,13 +93,12 @@ async fn fetch(
 
     if let Some(stale) = &job.stale {
         if parts.status == StatusCode::NOT_MODIFIED {
-            return refreshed(stale, &request, &parts, now, writer)
-                .or_else(|e| serve_stale(job, writer).ok_or(e));
+            let entry =
+                refreshed(stale, &request, &parts, now, writer).or_else(|e| serve_stale(job, writer).ok_or(e))?;
+            return Ok(Fetched { entry, playlist: None });
         }
-        if parts.status.is_server_error() {
-            if let Some(served) = serve_stale(job, writer) {
-                return Ok(served);
-            }
+        if parts.status.is_server_error() && serve_stale(job, writer).is_some() {
+            return Ok(Fetched::default());
         }
     }
 
@@ -88,7 +107,10 @@ async fn fetch(
     let policy = policy::policy(&sent, parts.status, &parts.headers, now);
     let mut head = Head::from_upstream(parts.status, parts.headers, now);
     let max_object = edge.config.cache.max_object;
-    let mut disposition = policy::judge(&sent, &policy, &head.headers, now, max_object);
+    let judged = policy::judge(&sent, &policy, &head.headers, now, max_object);
+    let kind = media::kind_of(&request.path_and_query, &head.headers);
+    let origin_spoke = freshness::origin_spoke(&head.headers);
+    let mut disposition = freshness::at_head(kind, head.status, &head.headers, judged, &edge.config.media);
     let mut starter_cookies = Vec::new();
     if disposition != Disposition::Private {
         // Shared only because the origin said public: one viewer's cookie is never handed to others.
@@ -101,6 +123,7 @@ async fn fetch(
         head: Arc::clone(&head),
         disposition,
         revalidated: false,
+        prefetched: job.prefetch,
         request_headers: request.headers.clone(),
         starter_cookies,
     }));
@@ -157,20 +180,33 @@ async fn fetch(
             });
         }
     }
-    let Disposition::Store { ttl } = disposition else {
-        return Ok(None);
+    let Disposition::Store { mut ttl } = disposition else {
+        return Ok(Fetched::default());
     };
     let Some(chunks) = writer.body_chunks() else {
-        return Ok(None);
+        return Ok(Fetched::default());
     };
-    Ok(Some(Arc::new(Entry {
+    let body = concat(chunks.iter());
+    let playlist = match (kind, head.status) {
+        (MediaKind::HlsPlaylist, StatusCode::OK) => hls::parse(&body),
+        _ => None,
+    };
+    if let Some(Summary::Media(media_playlist)) = &playlist {
+        ttl = freshness::playlist_ttl(media_playlist, ttl, origin_spoke, &edge.config.media);
+    }
+    let entry = Arc::new(Entry {
         head,
-        body: concat(chunks.iter()),
+        body,
         policy,
         request: sent,
         fresh_until: now + ttl,
         keep_stale: edge.config.cache.keep_stale,
-    })))
+        prefetched: job.prefetch,
+    });
+    Ok(Fetched {
+        entry: Some(entry),
+        playlist,
+    })
 }
 
 fn shared(d: Disposition) -> bool {
@@ -204,8 +240,7 @@ fn refreshed(
     writer: &Writer,
 ) -> Result<Option<Arc<Entry>>, FetchError> {
     let sent = request.to_request();
-    let AfterResponse::NotModified(policy, merged) = stale.policy.after_response(&sent, parts, now)
-    else {
+    let AfterResponse::NotModified(policy, merged) = stale.policy.after_response(&sent, parts, now) else {
         return Err(FetchError::Broken {
             origin: request.route.origin.authority.to_string(),
             received: 0,
@@ -226,6 +261,7 @@ fn refreshed(
         request: stale.request.clone(),
         fresh_until: now + ttl,
         keep_stale: stale.keep_stale,
+        prefetched: stale.prefetched,
     });
     publish_entry(writer, &entry, Disposition::Store { ttl });
     Ok(Some(entry))
@@ -238,10 +274,7 @@ fn serve_stale(job: &FetchJob, writer: &Writer) -> Option<Option<Arc<Entry>>> {
     if !policy::may_serve_stale(&stale.head.headers) {
         return None;
     }
-    tracing::warn!(
-        key = job.key.as_str(),
-        "origin failed; serving the stored entry stale"
-    );
+    tracing::warn!(key = job.key.as_str(), "origin failed; serving the stored entry stale");
     publish_entry(writer, stale, Disposition::Share);
     Some(None)
 }
@@ -251,6 +284,7 @@ fn publish_entry(writer: &Writer, entry: &Entry, disposition: Disposition) {
         head: Arc::clone(&entry.head),
         disposition,
         revalidated: true,
+        prefetched: false,
         request_headers: entry.request.headers().clone(),
         starter_cookies: Vec::new(),
     }));

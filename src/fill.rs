@@ -28,6 +28,8 @@ pub struct FillHead {
     /// The body is a stored entry that the origin confirmed (304), or that is
     /// served because the origin failed and the entry allows it.
     pub revalidated: bool,
+    /// The fetch was a prefetch, started before any player asked.
+    pub prefetched: bool,
     /// Headers of the request the edge sent upstream (for `Vary` checks).
     pub request_headers: HeaderMap,
     /// `Set-Cookie` values of a shared answer: for the client that fetched it only.
@@ -64,9 +66,7 @@ impl State {
 
     fn register(&mut self, reg: &mut Registration, cx: &Context<'_>) {
         match reg.listed {
-            Some((generation, idx)) if generation == self.generation => {
-                self.wakers[idx].clone_from(cx.waker())
-            }
+            Some((generation, idx)) if generation == self.generation => self.wakers[idx].clone_from(cx.waker()),
             _ => {
                 reg.listed = Some((self.generation, self.wakers.len()));
                 self.wakers.push(cx.waker().clone());
@@ -78,13 +78,7 @@ impl State {
         if !self.trim {
             return;
         }
-        let keep_from = self
-            .positions
-            .iter()
-            .flatten()
-            .copied()
-            .min()
-            .unwrap_or(usize::MAX);
+        let keep_from = self.positions.iter().flatten().copied().min().unwrap_or(usize::MAX);
         while self.dropped < keep_from && self.chunks.pop_front().is_some() {
             self.dropped += 1;
         }
@@ -316,10 +310,7 @@ impl Body for FillBody {
     type Data = Bytes;
     type Error = FetchError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, FetchError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, FetchError>>> {
         let this = self.get_mut();
         let mut st = this.reader.fill.lock();
         while this.offset < this.end {

@@ -50,19 +50,11 @@ pub fn append_list(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 
 /// The `Content-Length` header as a number, when present and valid.
 pub fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// Cache-Control directive names (lower-case) with their values, as written.
-pub fn cache_directives(
-    headers: &HeaderMap,
-) -> impl Iterator<Item = (String, Option<String>)> + '_ {
+pub fn cache_directives(headers: &HeaderMap) -> impl Iterator<Item = (String, Option<String>)> + '_ {
     headers
         .get_all(header::CACHE_CONTROL)
         .iter()
@@ -107,14 +99,8 @@ mod tests {
     #[test]
     fn parses_directives() {
         let mut h = HeaderMap::new();
-        h.append(
-            header::CACHE_CONTROL,
-            "Public, max-age=\"60\"".parse().unwrap(),
-        );
-        h.append(
-            header::CACHE_CONTROL,
-            "no-cache=\"Set-Cookie\",,".parse().unwrap(),
-        );
+        h.append(header::CACHE_CONTROL, "Public, max-age=\"60\"".parse().unwrap());
+        h.append(header::CACHE_CONTROL, "no-cache=\"Set-Cookie\",,".parse().unwrap());
         let d: Vec<_> = cache_directives(&h).collect();
         assert_eq!(
             d,

@@ -21,6 +21,7 @@ pub mod headers;
 pub mod media;
 pub mod metrics;
 pub mod outcome;
+pub mod prefetch;
 pub mod proxy;
 pub mod respond;
 pub mod route;

@@ -63,11 +63,7 @@ impl Metrics {
         let cache_objects = Gauge::default();
         let inflight_fetches = Gauge::default();
         // prometheus-client appends `_total` to counters.
-        registry.register(
-            "outpost_requests",
-            "Client requests by cache outcome",
-            requests.clone(),
-        );
+        registry.register("outpost_requests", "Client requests by cache outcome", requests.clone());
         registry.register(
             "outpost_response_bytes",
             "Body bytes sent to clients",
@@ -189,10 +185,7 @@ mod tests {
             "outpost_cache_objects 0",
             "outpost_inflight_fetches 0",
         ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing {line:?} in\n{text}"
-            );
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
     }
 }

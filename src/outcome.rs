@@ -56,8 +56,7 @@ impl Outcome {
         }
     }
 
-    pub const ALL_LABELS: [&'static str; 6] =
-        ["hit", "miss", "collapsed", "stale", "pass", "error"];
+    pub const ALL_LABELS: [&'static str; 6] = ["hit", "miss", "collapsed", "stale", "pass", "error"];
 }
 
 impl PassReason {

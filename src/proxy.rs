@@ -12,6 +12,7 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::{AccessLog, EdgeBody, PassBody};
+use crate::cache::key::key_url;
 use crate::cache::Disposition;
 use crate::cache::{CacheKey, Entry};
 use crate::coalesce::Joined;
@@ -20,19 +21,17 @@ use crate::error::{rescue, EdgeError};
 use crate::fetch::{self, FetchJob};
 use crate::fill::Reader;
 use crate::headers::{self, append_list, X_FORWARDED_FOR, X_REQUEST_ID};
+use crate::media::{self, cmcd, MediaKind};
 use crate::outcome::{Outcome, PassReason};
+use crate::prefetch;
 use crate::respond::{respond, Served, Source};
 use crate::route::Target;
-use crate::upstream::{origin_url, UpstreamRequest};
+use crate::upstream::UpstreamRequest;
 
 type Answer = Result<(Response<EdgeBody>, Outcome), EdgeError>;
 
 /// Serves one client request. Never fails: errors become answers here.
-pub async fn handle(
-    edge: Arc<Edge>,
-    req: Request<Incoming>,
-    client: IpAddr,
-) -> Result<Response<EdgeBody>, Infallible> {
+pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, client: IpAddr) -> Result<Response<EdgeBody>, Infallible> {
     let started = Instant::now();
     let id = edge.next_request_id();
     let (parts, _body) = req.into_parts();
@@ -90,20 +89,18 @@ async fn serve(edge: &Arc<Edge>, parts: &Parts, client: IpAddr) -> Answer {
         path_and_query,
         headers: forward_headers(&parts.headers, client, true),
     };
-    let base = CacheKey::new(&origin_url(
-        &upstream.route.origin,
-        &upstream.path_and_query,
-    ));
-    lookup(edge, parts, client, base, upstream).await
+    let base = CacheKey::new(&key_url(&upstream.route, &upstream.path_and_query));
+    if let Some(next) = cmcd::next_object(&parts.headers, parts.uri.query()) {
+        prefetch::hinted(edge, &upstream, &next);
+    }
+    let answer = lookup(edge, parts, client, base.clone(), upstream.clone()).await;
+    if media::kind_of(&upstream.path_and_query, &HeaderMap::new()) == MediaKind::Segment {
+        prefetch::after_segment(edge, &upstream, &base);
+    }
+    answer
 }
 
-async fn lookup(
-    edge: &Arc<Edge>,
-    parts: &Parts,
-    client: IpAddr,
-    base: CacheKey,
-    upstream: UpstreamRequest,
-) -> Answer {
+async fn lookup(edge: &Arc<Edge>, parts: &Parts, client: IpAddr, base: CacheKey, upstream: UpstreamRequest) -> Answer {
     let now = SystemTime::now();
     let key = edge.store.resolve(&base, &upstream.headers);
     if let Some(why) = edge.inflight.passed_for(&key) {
@@ -125,13 +122,12 @@ async fn lookup(
                 key,
                 request: upstream.clone(),
                 stale: cached,
+                prefetch: false,
             };
             fetch::spawn(Arc::clone(edge), job, writer);
             from_fill(edge, parts, client, reader, upstream, Outcome::Miss).await
         }
-        Joined::Collapsed(reader) => {
-            from_fill(edge, parts, client, reader, upstream, Outcome::Collapsed).await
-        }
+        Joined::Collapsed(reader) => from_fill(edge, parts, client, reader, upstream, Outcome::Collapsed).await,
     }
 }
 
@@ -139,14 +135,10 @@ fn from_entry(parts: &Parts, entry: &Entry, outcome: Outcome, now: SystemTime) -
     let served = Served {
         outcome,
         stored: true,
+        prefetched: entry.prefetched,
         now,
     };
-    let response = respond(
-        parts,
-        &entry.head,
-        Source::Stored(entry.body.clone()),
-        served,
-    )?;
+    let response = respond(parts, &entry.head, Source::Stored(entry.body.clone()), served)?;
     Ok((response, outcome))
 }
 
@@ -166,13 +158,7 @@ async fn from_fill(
         drop(reader);
         return pass(edge, parts, client, upstream, PassReason::Private).await;
     }
-    if !starter
-        && !same_variant(
-            &fill_head.head.headers,
-            &upstream.headers,
-            &fill_head.request_headers,
-        )
-    {
+    if !starter && !same_variant(&fill_head.head.headers, &upstream.headers, &fill_head.request_headers) {
         drop(reader);
         return pass(edge, parts, client, upstream, PassReason::Vary).await;
     }
@@ -185,6 +171,7 @@ async fn from_fill(
     let served = Served {
         outcome,
         stored: fill_head.disposition.is_stored(),
+        prefetched: fill_head.prefetched,
         now: SystemTime::now(),
     };
     let cookies = if starter {
@@ -202,11 +189,7 @@ async fn from_fill(
 /// The size of a request head as written on the wire, near enough.
 fn head_size(parts: &Parts) -> usize {
     let target = parts.uri.path_and_query().map_or(1, |p| p.as_str().len());
-    let fields: usize = parts
-        .headers
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum();
+    let fields: usize = parts.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
     parts.method.as_str().len() + target + 12 + fields
 }
 

@@ -29,16 +29,13 @@ pub struct Served {
     pub outcome: Outcome,
     /// Whether the answer is (or will be) kept in the cache.
     pub stored: bool,
+    /// A prefetch fetched it (`Cache-Status: ...; detail=prefetch`).
+    pub prefetched: bool,
     pub now: SystemTime,
 }
 
 /// The answer to `request` from `head` and its body.
-pub fn respond(
-    request: &Parts,
-    head: &Head,
-    source: Source,
-    served: Served,
-) -> Result<Response<EdgeBody>, EdgeError> {
+pub fn respond(request: &Parts, head: &Head, source: Source, served: Served) -> Result<Response<EdgeBody>, EdgeError> {
     if head.status == StatusCode::OK && not_modified(&request.headers, &head.headers) {
         return Ok(not_modified_response(head, served));
     }
@@ -47,9 +44,7 @@ pub fn respond(
         Source::Fill(_) => head.content_length,
     };
     let range = match (head.status, &request.method, total) {
-        (StatusCode::OK, &Method::GET, Some(total)) => {
-            select_range(&request.headers, &head.headers, total)?
-        }
+        (StatusCode::OK, &Method::GET, Some(total)) => select_range(&request.headers, &head.headers, total)?,
         _ => None,
     };
     let mut headers = head.headers.clone();
@@ -78,9 +73,8 @@ pub fn respond(
         headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
     decorate(&mut headers, head, served);
-    let bodyless = request.method == Method::HEAD
-        || status == StatusCode::NOT_MODIFIED
-        || status == StatusCode::NO_CONTENT;
+    let bodyless =
+        request.method == Method::HEAD || status == StatusCode::NOT_MODIFIED || status == StatusCode::NO_CONTENT;
     let body = match source {
         _ if bodyless => EdgeBody::empty(),
         Source::Stored(bytes) => {
@@ -98,16 +92,16 @@ pub fn respond(
 /// `Age`, `Via` and `Cache-Status` (RFC 9211).
 pub fn decorate(headers: &mut HeaderMap, head: &Head, served: Served) {
     if !matches!(served.outcome, Outcome::Pass(_)) {
-        headers.insert(
-            header::AGE,
-            HeaderValue::from(head.age(served.now).as_secs()),
-        );
+        headers.insert(header::AGE, HeaderValue::from(head.age(served.now).as_secs()));
     }
     append_list(headers, header::VIA, VIA_VALUE);
-    headers.insert(
-        CACHE_STATUS,
-        HeaderValue::from_static(served.outcome.cache_status(served.stored)),
-    );
+    let status = served.outcome.cache_status(served.stored);
+    let value = if served.prefetched {
+        HeaderValue::from_str(&format!("{status}; detail=prefetch")).expect("static text")
+    } else {
+        HeaderValue::from_static(status)
+    };
+    headers.insert(CACHE_STATUS, value);
 }
 
 fn not_modified_response(head: &Head, served: Served) -> Response<EdgeBody> {
@@ -136,10 +130,7 @@ fn not_modified_response(head: &Head, served: Served) -> Response<EdgeBody> {
 /// Whether the client's validators match (RFC 9110 §13.1.2–3): If-None-Match
 /// by weak comparison, else If-Modified-Since against Last-Modified.
 pub fn not_modified(request: &HeaderMap, response: &HeaderMap) -> bool {
-    if let Some(inm) = request
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(inm) = request.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
         let Some(etag) = response.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
             return false;
         };
@@ -163,11 +154,7 @@ fn weak_eq(a: &str, b: &str) -> bool {
 /// The single byte range to answer with, as inclusive offsets, if the request
 /// has one that applies. A malformed or multi-range header is ignored (the
 /// whole object is sent, as RFC 9110 §14.2 allows); an unsatisfiable one is 416.
-pub fn select_range(
-    request: &HeaderMap,
-    response: &HeaderMap,
-    total: u64,
-) -> Result<Option<(u64, u64)>, EdgeError> {
+pub fn select_range(request: &HeaderMap, response: &HeaderMap, total: u64) -> Result<Option<(u64, u64)>, EdgeError> {
     let Some(raw) = request.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return Ok(None);
     };
@@ -190,11 +177,7 @@ pub fn select_range(
 
 /// If-Range (RFC 9110 §13.1.5): a strong ETag match, or the exact Last-Modified date.
 fn if_range_matches(if_range: &str, response: &HeaderMap) -> bool {
-    let get = |name| {
-        response
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
+    let get = |name| response.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
     if if_range.starts_with('"') {
         get(header::ETAG).is_some_and(|etag| etag == if_range)
     } else if if_range.starts_with("W/") {

@@ -33,8 +33,7 @@ impl Target {
                 .map_err(|_| EdgeError::BadRequest("the Host header is not text"))?
                 .to_owned(),
         };
-        let host = host_without_port(&authority)
-            .ok_or(EdgeError::BadRequest("the Host header is malformed"))?;
+        let host = host_without_port(&authority).ok_or(EdgeError::BadRequest("the Host header is malformed"))?;
         let path = normalize_path(parts.uri.path())?;
         Ok(Self {
             host,
@@ -68,8 +67,7 @@ pub fn normalize_path(raw: &str) -> Result<String, EdgeError> {
         return Err(EdgeError::BadRequest("the path must start with /"));
     }
     let lower = raw.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") || raw.contains('\\')
-    {
+    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") || raw.contains('\\') {
         return Err(EdgeError::BadRequest("the path holds an encoded separator"));
     }
     let mut out: Vec<&str> = Vec::new();
@@ -137,11 +135,7 @@ fn strip_prefix(path: &str, prefix: &str) -> Option<String> {
     if prefix.ends_with('/') {
         Some(format!("/{rest}"))
     } else if rest.is_empty() || rest.starts_with('/') {
-        Some(if rest.is_empty() {
-            "/".into()
-        } else {
-            rest.to_owned()
-        })
+        Some(if rest.is_empty() { "/".into() } else { rest.to_owned() })
     } else {
         None
     }
@@ -166,24 +160,14 @@ mod tests {
         for (raw, want) in ok {
             assert_eq!(normalize_path(raw).unwrap(), want, "{raw}");
         }
-        for bad in [
-            "/..",
-            "/a/../../etc/passwd",
-            "/%2e%2e/x",
-            "/a%2f..%2fb",
-            "/a\\b",
-            "x",
-        ] {
+        for bad in ["/..", "/a/../../etc/passwd", "/%2e%2e/x", "/a%2f..%2fb", "/a\\b", "x"] {
             assert!(normalize_path(bad).is_err(), "{bad} should be refused");
         }
     }
 
     #[test]
     fn hosts_lose_ports_and_case() {
-        assert_eq!(
-            host_without_port("Edge.Example:8080").as_deref(),
-            Some("edge.example")
-        );
+        assert_eq!(host_without_port("Edge.Example:8080").as_deref(), Some("edge.example"));
         assert_eq!(host_without_port("[::1]:80").as_deref(), Some("[::1]"));
         assert_eq!(host_without_port("a b"), None);
         assert_eq!(host_without_port(""), None);
@@ -191,14 +175,8 @@ mod tests {
 
     #[test]
     fn prefixes_match_whole_segments() {
-        assert_eq!(
-            strip_prefix("/live/a.ts", "/live/").as_deref(),
-            Some("/a.ts")
-        );
-        assert_eq!(
-            strip_prefix("/live/a.ts", "/live").as_deref(),
-            Some("/a.ts")
-        );
+        assert_eq!(strip_prefix("/live/a.ts", "/live/").as_deref(), Some("/a.ts"));
+        assert_eq!(strip_prefix("/live/a.ts", "/live").as_deref(), Some("/a.ts"));
         assert_eq!(strip_prefix("/live", "/live").as_deref(), Some("/"));
         assert_eq!(strip_prefix("/livestream/a", "/live"), None);
         assert_eq!(strip_prefix("/x", "/").as_deref(), Some("/x"));

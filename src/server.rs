@@ -89,12 +89,7 @@ fn edge_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
 }
 
 /// Accepts client connections until told to stop, then drains them.
-pub async fn serve_edge(
-    edge: Arc<Edge>,
-    listener: Listener,
-    tls: Option<TlsAcceptor>,
-    stop: watch::Receiver<bool>,
-) {
+pub async fn serve_edge(edge: Arc<Edge>, listener: Listener, tls: Option<TlsAcceptor>, stop: watch::Receiver<bool>) {
     let cfg = edge.config.server.clone();
     let builder = Arc::new(edge_builder(&cfg));
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
@@ -116,9 +111,7 @@ pub async fn serve_edge(
         Box::pin(async move {
             let _permit = permit;
             let for_service = Arc::clone(&edge);
-            let service = service_fn(move |req| {
-                crate::proxy::handle(Arc::clone(&for_service), req, peer.ip())
-            });
+            let service = service_fn(move |req| crate::proxy::handle(Arc::clone(&for_service), req, peer.ip()));
             match tls {
                 None => {
                     // hyper's header timeout starts once it knows the protocol: a
@@ -131,9 +124,7 @@ pub async fn serve_edge(
                     serve_io(&edge, peer, &builder, stream, service, watcher).await;
                 }
                 Some(acceptor) => {
-                    let Ok(Ok(stream)) =
-                        tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
-                    else {
+                    let Ok(Ok(stream)) = tokio::time::timeout(header_timeout, acceptor.accept(stream)).await else {
                         tracing::debug!(peer = %peer, "TLS handshake failed or timed out");
                         return;
                     };
@@ -200,12 +191,8 @@ async fn refuse(stream: TcpStream) {
 
 /// Accepts until `stop`, runs each connection through `serve`, then gives the
 /// connections `grace` to finish their responses before closing them.
-async fn accept_loop<F>(
-    listener: Listener,
-    mut stop: watch::Receiver<bool>,
-    grace: Duration,
-    serve: F,
-) where
+async fn accept_loop<F>(listener: Listener, mut stop: watch::Receiver<bool>, grace: Duration, serve: F)
+where
     F: Fn(TcpStream, SocketAddr, Watcher) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
 {
     let graceful = GracefulShutdown::new();

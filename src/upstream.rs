@@ -123,9 +123,7 @@ impl Upstream {
     /// answer is a failure to connect, a timeout or a 5xx.
     pub async fn send(&self, req: &UpstreamRequest) -> Result<Response<Incoming>, FetchError> {
         let route = &req.route;
-        let origins: Vec<&OriginUrl> = std::iter::once(&route.origin)
-            .chain(&route.backups)
-            .collect();
+        let origins: Vec<&OriginUrl> = std::iter::once(&route.origin).chain(&route.backups).collect();
         let mut last_error = FetchError::Abandoned;
         for (i, origin) in origins.iter().enumerate() {
             let more = i + 1 < origins.len();
@@ -197,9 +195,7 @@ pub fn client_tls(extra_ca: Option<&std::path::Path>) -> Result<rustls::ClientCo
             return Err(format!("{}: no PEM certificates", path.display()));
         }
         for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -70,19 +70,12 @@ async fn stale_entries_are_revalidated_with_validators() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let again = get(&c, &url(&edge, "/v.m3u8")).await;
     assert_eq!(again.header("cache-status"), "outpost; fwd=stale");
-    assert_eq!(
-        again.bytes(),
-        &body,
-        "the stored body is served after a 304"
-    );
+    assert_eq!(again.bytes(), &body, "the stored body is served after a 304");
     let sent = origin.requests("/v.m3u8");
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[1]["if-none-match"], "\"v1\"");
     // The 304 refreshed the entry: fresh again.
-    assert_eq!(
-        cache_status(&c, &url(&edge, "/v.m3u8")).await,
-        "outpost; hit"
-    );
+    assert_eq!(cache_status(&c, &url(&edge, "/v.m3u8")).await, "outpost; hit");
     assert_eq!(origin.hits("/v.m3u8"), 2);
     edge.shutdown().await;
 }
@@ -111,10 +104,7 @@ async fn must_revalidate_entries_are_not_served_stale() {
     let origin = TestOrigin::start().await;
     origin.set(
         "/m.ts",
-        Script::ok("kept").headers(&[
-            ("cache-control", "max-age=1, must-revalidate"),
-            ("etag", "\"e\""),
-        ]),
+        Script::ok("kept").headers(&[("cache-control", "max-age=1, must-revalidate"), ("etag", "\"e\"")]),
     );
     let edge = edge_for(&origin).await;
     let c = client();
@@ -139,13 +129,7 @@ async fn client_conditionals_are_answered_from_cache() {
     let edge = edge_for(&origin).await;
     let c = client();
     get(&c, &url(&edge, "/c.ts")).await;
-    let inm = send(
-        &c,
-        "GET",
-        &url(&edge, "/c.ts"),
-        &[("if-none-match", "\"abc\"")],
-    )
-    .await;
+    let inm = send(&c, "GET", &url(&edge, "/c.ts"), &[("if-none-match", "\"abc\"")]).await;
     assert_eq!(inm.status, 304);
     assert_eq!(inm.header("etag"), "\"abc\"");
     assert!(inm.bytes().is_empty());
@@ -157,13 +141,7 @@ async fn client_conditionals_are_answered_from_cache() {
     )
     .await;
     assert_eq!(ims.status, 304);
-    let changed = send(
-        &c,
-        "GET",
-        &url(&edge, "/c.ts"),
-        &[("if-none-match", "\"other\"")],
-    )
-    .await;
+    let changed = send(&c, "GET", &url(&edge, "/c.ts"), &[("if-none-match", "\"other\"")]).await;
     assert_eq!(changed.status, 200);
     assert_eq!(changed.text(), "body");
     // Client conditionals never reach the origin.
@@ -200,10 +178,7 @@ async fn set_cookie_and_authorization_are_not_shared() {
     origin.set("/cookie", Script::ok("c").header("set-cookie", "session=1"));
     origin.set(
         "/public-cookie",
-        Script::ok("p").headers(&[
-            ("cache-control", "public, max-age=60"),
-            ("set-cookie", "s=1"),
-        ]),
+        Script::ok("p").headers(&[("cache-control", "public, max-age=60"), ("set-cookie", "s=1")]),
     );
     origin.set("/auth", Script::ok("secret"));
     origin.set(
@@ -214,20 +189,8 @@ async fn set_cookie_and_authorization_are_not_shared() {
     let c = client();
     for _ in 0..2 {
         get(&c, &url(&edge, "/cookie")).await;
-        send(
-            &c,
-            "GET",
-            &url(&edge, "/auth"),
-            &[("authorization", "Bearer t")],
-        )
-        .await;
-        send(
-            &c,
-            "GET",
-            &url(&edge, "/auth-public"),
-            &[("authorization", "Bearer t")],
-        )
-        .await;
+        send(&c, "GET", &url(&edge, "/auth"), &[("authorization", "Bearer t")]).await;
+        send(&c, "GET", &url(&edge, "/auth-public"), &[("authorization", "Bearer t")]).await;
     }
     assert_eq!(origin.hits("/cookie"), 2);
     assert_eq!(origin.hits("/auth"), 2);
@@ -251,10 +214,7 @@ async fn set_cookie_and_authorization_are_not_shared() {
 #[tokio::test]
 async fn vary_keeps_variants_apart_and_vary_star_is_never_stored() {
     let origin = TestOrigin::start().await;
-    origin.set(
-        "/v",
-        Script::ok("variant").header("vary", "Accept-Language"),
-    );
+    origin.set("/v", Script::ok("variant").header("vary", "Accept-Language"));
     origin.set("/star", Script::ok("star").header("vary", "*"));
     let edge = edge_for(&origin).await;
     let c = client();
@@ -262,27 +222,19 @@ async fn vary_keeps_variants_apart_and_vary_star_is_never_stored() {
     let fr = [("accept-language", "fr")];
     send(&c, "GET", &url(&edge, "/v"), &en).await;
     assert_eq!(
-        send(&c, "GET", &url(&edge, "/v"), &en)
-            .await
-            .header("cache-status"),
+        send(&c, "GET", &url(&edge, "/v"), &en).await.header("cache-status"),
         "outpost; hit"
     );
     assert_eq!(
-        send(&c, "GET", &url(&edge, "/v"), &fr)
-            .await
-            .header("cache-status"),
+        send(&c, "GET", &url(&edge, "/v"), &fr).await.header("cache-status"),
         "outpost; fwd=miss; stored"
     );
     assert_eq!(
-        send(&c, "GET", &url(&edge, "/v"), &fr)
-            .await
-            .header("cache-status"),
+        send(&c, "GET", &url(&edge, "/v"), &fr).await.header("cache-status"),
         "outpost; hit"
     );
     assert_eq!(
-        send(&c, "GET", &url(&edge, "/v"), &en)
-            .await
-            .header("cache-status"),
+        send(&c, "GET", &url(&edge, "/v"), &en).await.header("cache-status"),
         "outpost; hit"
     );
     assert_eq!(origin.hits("/v"), 2);
@@ -347,11 +299,7 @@ async fn objects_over_max_object_stream_through_uncached() {
         assert_eq!(first.bytes(), &big, "{path} streamed whole");
         let second = get(&c, &url(&edge, path)).await;
         assert_eq!(second.bytes(), &big);
-        assert_eq!(
-            second.header("cache-status"),
-            "outpost; fwd=uri-miss",
-            "{path}"
-        );
+        assert_eq!(second.header("cache-status"), "outpost; fwd=uri-miss", "{path}");
         assert_eq!(origin.hits(path), 2, "{path} was not stored");
     }
     edge.shutdown().await;
@@ -370,19 +318,10 @@ async fn memory_budget_is_kept_by_eviction() {
     .await;
     let c = client();
     for i in 0..12 {
-        assert_eq!(
-            get(&c, &url(&edge, &format!("/e{i}.ts")))
-                .await
-                .bytes()
-                .len(),
-            200_000
-        );
+        assert_eq!(get(&c, &url(&edge, &format!("/e{i}.ts"))).await.bytes().len(), 200_000);
     }
     let held = edge.edge.store.bytes();
-    assert!(
-        held <= 1 << 20,
-        "cache holds {held} bytes, over its 1 MiB budget"
-    );
+    assert!(held <= 1 << 20, "cache holds {held} bytes, over its 1 MiB budget");
     assert!(held >= 200_000, "cache still holds something ({held})");
     let objects = edge.edge.store.objects();
     assert!((1..12).contains(&objects), "{objects} objects held");
@@ -398,9 +337,6 @@ async fn h2c_clients_are_served() {
     let got = get(&c, &url(&edge, "/h2.ts")).await;
     assert_eq!(got.status, 200);
     assert_eq!(got.bytes(), &payload(70_000, 4));
-    assert_eq!(
-        cache_status(&c, &url(&edge, "/h2.ts")).await,
-        "outpost; hit"
-    );
+    assert_eq!(cache_status(&c, &url(&edge, "/h2.ts")).await, "outpost; hit");
     edge.shutdown().await;
 }

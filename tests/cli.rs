@@ -22,9 +22,7 @@ impl Drop for Running {
 
 fn outpost(args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env_remove("OUTPOST_CONFIG")
-        .env("OUTPOST_LOG", "info");
+    cmd.args(args).env_remove("OUTPOST_CONFIG").env("OUTPOST_LOG", "info");
     cmd
 }
 
@@ -42,11 +40,7 @@ fn lines_of(reader: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Rec
 }
 
 /// The first line (within 30 s) for which `pick` returns something.
-fn wait_line<T>(
-    rx: &std::sync::mpsc::Receiver<String>,
-    what: &str,
-    pick: impl Fn(&str) -> Option<T>,
-) -> T {
+fn wait_line<T>(rx: &std::sync::mpsc::Receiver<String>, what: &str, pick: impl Fn(&str) -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -148,17 +142,11 @@ fn serve_runs_until_sigterm_and_exits_0() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let origin = rt.block_on(TestOrigin::start());
     origin.set("/x", Script::ok("through the binary"));
-    let child = outpost(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--origin",
-        &origin.url(),
-    ])
-    .env("OUTPOST_ADMIN__LISTEN", "127.0.0.1:0")
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let child = outpost(&["serve", "--listen", "127.0.0.1:0", "--origin", &origin.url()])
+        .env("OUTPOST_ADMIN__LISTEN", "127.0.0.1:0")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut child = Running(child);
     let lines = lines_of(child.0.stderr.take().unwrap());
     let listen = wait_line(&lines, "startup log line", |line| {
@@ -216,10 +204,7 @@ fn demo_serves_a_live_stream_through_the_edge() {
         let first = get(&c, &seg_url).await;
         assert_eq!(first.status, 200);
         assert_eq!(first.bytes().len(), 188_000);
-        assert_eq!(
-            get(&c, &seg_url).await.header("cache-status"),
-            "outpost; hit"
-        );
+        assert_eq!(get(&c, &seg_url).await.header("cache-status"), "outpost; hit");
     });
     sigterm(&child.0);
     assert_eq!(wait_exit(&mut child.0), 0);

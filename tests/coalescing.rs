@@ -33,25 +33,13 @@ async fn storm_of_200_cold_requests_makes_one_origin_request() {
     for t in tasks {
         let got = t.await.unwrap();
         assert_eq!(got.status, 200);
-        assert!(
-            got.bytes() == &body,
-            "every body is byte-identical to the origin's"
-        );
-        *statuses
-            .entry(got.header("cache-status").to_owned())
-            .or_insert(0) += 1;
+        assert!(got.bytes() == &body, "every body is byte-identical to the origin's");
+        *statuses.entry(got.header("cache-status").to_owned()).or_insert(0) += 1;
     }
     assert_eq!(origin.hits("/storm.ts"), 1, "exactly one origin request");
+    assert_eq!(statuses.get("outpost; fwd=miss; stored"), Some(&1), "{statuses:?}");
     assert_eq!(
-        statuses.get("outpost; fwd=miss; stored"),
-        Some(&1),
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses
-            .get("outpost; fwd=miss; collapsed")
-            .copied()
-            .unwrap_or(0)
+        statuses.get("outpost; fwd=miss; collapsed").copied().unwrap_or(0)
             + statuses.get("outpost; hit").copied().unwrap_or(0),
         199,
         "{statuses:?}"
@@ -98,10 +86,7 @@ async fn waiters_read_bytes_before_the_origin_finishes() {
             .unwrap()
             .unwrap();
         let data = first.into_data().unwrap();
-        assert!(
-            data.len() <= 16 << 10,
-            "only the first origin chunk exists yet"
-        );
+        assert!(data.len() <= 16 << 10, "only the first origin chunk exists yet");
         assert_eq!(&data[..], &body[..data.len()]);
         firsts.push(data);
     }
@@ -109,11 +94,7 @@ async fn waiters_read_bytes_before_the_origin_finishes() {
     gate.notify_one();
     for (i, (body_stream, first)) in readers.into_iter().zip(firsts).enumerate() {
         let rest = body_stream.collect().await.unwrap().to_bytes();
-        assert_eq!(
-            [&first[..], &rest[..]].concat(),
-            body,
-            "reader {i} gets the whole body"
-        );
+        assert_eq!([&first[..], &rest[..]].concat(), body, "reader {i} gets the whole body");
     }
     edge.shutdown().await;
 }
@@ -148,10 +129,7 @@ async fn the_fetch_survives_the_client_that_started_it() {
             assert_eq!(again.bytes(), &body);
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "object never stored"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "object never stored");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(origin.hits("/seg.ts"), 1);
@@ -169,9 +147,7 @@ async fn a_stalled_client_does_not_hold_up_the_others() {
     );
     let edge = edge_for(&origin).await;
     // The stalled client: sends its request on a raw socket and never reads.
-    let mut stalled = tokio::net::TcpStream::connect(edge.addrs.listen)
-        .await
-        .unwrap();
+    let mut stalled = tokio::net::TcpStream::connect(edge.addrs.listen).await.unwrap();
     tokio::io::AsyncWriteExt::write_all(&mut stalled, b"GET /big.ts HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
@@ -211,16 +187,10 @@ async fn private_answers_go_only_to_the_client_that_asked() {
         })
         .collect();
     for t in tasks {
-        assert_eq!(
-            t.await.unwrap().header("cache-status"),
-            "outpost; fwd=uri-miss"
-        );
+        assert_eq!(t.await.unwrap().header("cache-status"), "outpost; fwd=uri-miss");
     }
     assert_eq!(origin.hits("/me"), 9);
-    assert!(
-        origin.peak_concurrency("/me") >= 2,
-        "passes ran in parallel"
-    );
+    assert!(origin.peak_concurrency("/me") >= 2, "passes ran in parallel");
     edge.shutdown().await;
 }
 

@@ -49,18 +49,14 @@ async fn reset_of_a_chunked_body_is_an_error() {
     let origin = TestOrigin::start().await;
     origin.set(
         "/reset.ts",
-        Script::ok(payload(100_000, 1))
-            .chunked()
-            .end(End::Reset(30_000)),
+        Script::ok(payload(100_000, 1)).chunked().end(End::Reset(30_000)),
     );
     let edge = edge_for(&origin).await;
     // The failure may reach the client before or after the response head: either way it is an error.
     assert!(try_get(&client(), &url(&edge, "/reset.ts")).await.is_err());
     // Over HTTP/2 the stream is reset rather than ended.
     assert!(
-        try_get(&h2_client(), &url(&edge, "/reset.ts"))
-            .await
-            .is_err(),
+        try_get(&h2_client(), &url(&edge, "/reset.ts")).await.is_err(),
         "h2 stream must be reset"
     );
     assert_eq!(origin.hits("/reset.ts"), 2);
@@ -70,10 +66,7 @@ async fn reset_of_a_chunked_body_is_an_error() {
 #[tokio::test]
 async fn stalled_body_fails_after_download_timeout() {
     let origin = TestOrigin::start().await;
-    origin.set(
-        "/stall.ts",
-        Script::ok(payload(100_000, 1)).end(End::Stall(10_000)),
-    );
+    origin.set("/stall.ts", Script::ok(payload(100_000, 1)).end(End::Stall(10_000)));
     let edge = edge_for(&origin).await; // download_timeout = 500ms
     let c = client();
     let (status, result) = body_result(&c, &url(&edge, "/stall.ts")).await;
@@ -92,11 +85,7 @@ async fn unreachable_origin_is_502_and_slow_headers_504() {
     let c = client();
     let slow = get(&c, &url(&edge, "/slow")).await;
     assert_eq!(slow.status, 504);
-    assert!(
-        slow.text().contains("no response headers within 2s"),
-        "{}",
-        slow.text()
-    );
+    assert!(slow.text().contains("no response headers within 2s"), "{}", slow.text());
     assert!(
         slow.text().contains(slow.header("x-request-id")),
         "the body names the request id"
@@ -109,11 +98,7 @@ async fn unreachable_origin_is_502_and_slow_headers_504() {
     let edge2 = start_edge(&format!("[[routes]]\nurl = \"{dead}\"\n"), &origin).await;
     let got = get(&c, &url(&edge2, "/x")).await;
     assert_eq!(got.status, 502);
-    assert!(
-        got.text().starts_with("502 Bad Gateway: origin"),
-        "{}",
-        got.text()
-    );
+    assert!(got.text().starts_with("502 Bad Gateway: origin"), "{}", got.text());
     edge.shutdown().await;
     edge2.shutdown().await;
 }
@@ -124,10 +109,7 @@ async fn backups_take_over_when_the_origin_fails() {
     let backup = TestOrigin::start().await;
     origin.set("/b.ts", Script::ok("primary down").status(503).headers(&[]));
     backup.set("/b.ts", Script::ok("from backup"));
-    let toml = format!(
-        "[[routes]]\nurl = \"{{origin}}\"\nbackups = [\"{}\"]\n",
-        backup.url()
-    );
+    let toml = format!("[[routes]]\nurl = \"{{origin}}\"\nbackups = [\"{}\"]\n", backup.url());
     let edge = start_edge(&toml, &origin).await;
     let got = get(&client(), &url(&edge, "/b.ts")).await;
     assert_eq!(got.text(), "from backup");
@@ -139,11 +121,7 @@ async fn backups_take_over_when_the_origin_fails() {
 async fn never_an_open_proxy() {
     let origin = TestOrigin::start().await;
     origin.set("/x", Script::ok("x"));
-    let edge = start_edge(
-        "[[routes]]\nhost = \"video.example\"\nurl = \"{origin}\"\n",
-        &origin,
-    )
-    .await;
+    let edge = start_edge("[[routes]]\nhost = \"video.example\"\nurl = \"{origin}\"\n", &origin).await;
     let c = client();
     let wrong_host = get(&c, &url(&edge, "/x")).await;
     assert_eq!(wrong_host.status, 421);
@@ -164,11 +142,7 @@ async fn never_an_open_proxy() {
     )
     .await;
     assert!(routed.starts_with("HTTP/1.1 200"), "{routed}");
-    assert_eq!(
-        origin.total(),
-        1,
-        "only the routed request reached the origin"
-    );
+    assert_eq!(origin.total(), 1, "only the routed request reached the origin");
     edge.shutdown().await;
 }
 
@@ -190,10 +164,7 @@ async fn hostile_requests_get_clean_refusals() {
     assert!(escape.starts_with("HTTP/1.1 400"), "{escape}");
     let garbage = raw_exchange(addr, b"GARBAGE\r\n\r\n").await;
     assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
-    let huge = format!(
-        "GET /ok HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
-        "a".repeat(20_000)
-    );
+    let huge = format!("GET /ok HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
     let too_big = raw_exchange(addr, huge.as_bytes()).await;
     assert!(too_big.starts_with("HTTP/1.1 431"), "{too_big}");
     let post = send(&client(), "POST", &url(&edge, "/ok"), &[]).await;
@@ -212,9 +183,7 @@ async fn slow_clients_are_cut_off_at_header_timeout() {
         &origin,
     )
     .await;
-    let mut slow = tokio::net::TcpStream::connect(edge.addrs.listen)
-        .await
-        .unwrap();
+    let mut slow = tokio::net::TcpStream::connect(edge.addrs.listen).await.unwrap();
     slow.write_all(b"GET /x HTTP/1.1\r\nHost:").await.unwrap();
     let mut buf = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
@@ -223,9 +192,7 @@ async fn slow_clients_are_cut_off_at_header_timeout() {
         "the edge closed the connection of a client that never finished its headers"
     );
     // A client that connects and sends nothing is dropped too.
-    let mut silent = tokio::net::TcpStream::connect(edge.addrs.listen)
-        .await
-        .unwrap();
+    let mut silent = tokio::net::TcpStream::connect(edge.addrs.listen).await.unwrap();
     let closed = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut buf)).await;
     assert!(closed.is_ok());
     assert_eq!(origin.total(), 0);
@@ -244,12 +211,8 @@ async fn connections_past_the_limit_are_refused_with_503() {
     .await;
     let mut held = Vec::new();
     for _ in 0..2 {
-        let mut s = tokio::net::TcpStream::connect(edge.addrs.listen)
-            .await
-            .unwrap();
-        s.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
+        let mut s = tokio::net::TcpStream::connect(edge.addrs.listen).await.unwrap();
+        s.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
         held.push(s);
     }
     origin.wait_hits("/ok", 1).await;
@@ -265,10 +228,7 @@ async fn connections_past_the_limit_are_refused_with_503() {
 #[tokio::test]
 async fn h2_body_failure_resets_only_that_stream() {
     let origin = TestOrigin::start().await;
-    origin.set(
-        "/bad.ts",
-        Script::ok(payload(50_000, 1)).end(End::Truncate(20_000)),
-    );
+    origin.set("/bad.ts", Script::ok(payload(50_000, 1)).end(End::Truncate(20_000)));
     origin.set("/good.ts", Script::ok(payload(50_000, 2)));
     let edge = edge_for(&origin).await;
     let c = h2_client();
@@ -277,9 +237,6 @@ async fn h2_body_failure_resets_only_that_stream() {
         "stream reset, not a clean end"
     );
     // The same h2 connection still serves other streams.
-    assert_eq!(
-        get(&c, &url(&edge, "/good.ts")).await.bytes(),
-        &payload(50_000, 2)
-    );
+    assert_eq!(get(&c, &url(&edge, "/good.ts")).await.bytes(), &payload(50_000, 2));
     edge.shutdown().await;
 }

@@ -17,26 +17,14 @@ async fn ranges_from_cache() {
     let edge = edge_for(&origin).await;
     let c = client();
     get(&c, &url(&edge, "/r.mp4")).await;
-    let part = send(
-        &c,
-        "GET",
-        &url(&edge, "/r.mp4"),
-        &[("range", "bytes=100-199")],
-    )
-    .await;
+    let part = send(&c, "GET", &url(&edge, "/r.mp4"), &[("range", "bytes=100-199")]).await;
     assert_eq!(part.status, 206);
     assert_eq!(part.header("content-range"), "bytes 100-199/10000");
     assert_eq!(part.header("content-length"), "100");
     assert_eq!(part.bytes(), &body.slice(100..200));
     let tail = send(&c, "GET", &url(&edge, "/r.mp4"), &[("range", "bytes=-10")]).await;
     assert_eq!(tail.bytes(), &body.slice(9_990..));
-    let bad = send(
-        &c,
-        "GET",
-        &url(&edge, "/r.mp4"),
-        &[("range", "bytes=20000-")],
-    )
-    .await;
+    let bad = send(&c, "GET", &url(&edge, "/r.mp4"), &[("range", "bytes=20000-")]).await;
     assert_eq!(bad.status, 416);
     assert_eq!(bad.header("content-range"), "bytes */10000");
     assert_eq!(origin.hits("/r.mp4"), 1);
@@ -92,11 +80,7 @@ async fn ranges_on_a_miss_are_cut_from_the_one_fill() {
         let start = 200_000 + i * 100;
         assert_eq!(got.bytes(), &body.slice(start..start + 100));
     }
-    assert_eq!(
-        origin.hits("/m.mp4"),
-        1,
-        "ranges never cause a second origin fetch"
-    );
+    assert_eq!(origin.hits("/m.mp4"), 1, "ranges never cause a second origin fetch");
     assert!(
         origin.requests("/m.mp4")[0].get("range").is_none(),
         "the edge fetched the whole object"

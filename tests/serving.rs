@@ -19,10 +19,7 @@ async fn tls_listener_speaks_h2_and_http11_by_alpn() {
     );
     let edge = start_edge(&toml, &origin).await;
     let tls_addr = edge.addrs.tls_listen.expect("tls listener bound");
-    for (h2, version) in [
-        (true, http::Version::HTTP_2),
-        (false, http::Version::HTTP_11),
-    ] {
+    for (h2, version) in [(true, http::Version::HTTP_2), (false, http::Version::HTTP_11)] {
         let c = cert.client(h2);
         let resp = c
             .request(
@@ -33,10 +30,7 @@ async fn tls_listener_speaks_h2_and_http11_by_alpn() {
             .await
             .unwrap();
         assert_eq!(resp.version(), version);
-        assert_eq!(
-            resp.into_body().collect().await.unwrap().to_bytes(),
-            "over tls"
-        );
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "over tls");
     }
     assert_eq!(origin.hits("/t.ts"), 1);
     edge.shutdown().await;
@@ -53,10 +47,7 @@ async fn https_origins_are_fetched_with_verified_tls() {
         origin.https_url()
     );
     let edge = start_edge(&trusted, &origin).await;
-    assert_eq!(
-        get(&client(), &url(&edge, "/s.ts")).await.text(),
-        "secure origin"
-    );
+    assert_eq!(get(&client(), &url(&edge, "/s.ts")).await.text(), "secure origin");
     edge.shutdown().await;
     // Without the CA the certificate is refused: 502, and the origin never answers a request.
     let untrusted = format!("[[routes]]\nurl = \"{}\"\n", origin.https_url());
@@ -86,10 +77,7 @@ async fn cors_for_browser_players() {
     .await;
     assert_eq!(pre.status, 204);
     assert_eq!(pre.header("access-control-allow-origin"), "*");
-    assert_eq!(
-        pre.header("access-control-allow-headers"),
-        "range, cmcd-request"
-    );
+    assert_eq!(pre.header("access-control-allow-headers"), "range, cmcd-request");
     assert_eq!(origin.total(), 0, "the preflight is answered by the edge");
     let got = send(
         &c,
@@ -100,11 +88,7 @@ async fn cors_for_browser_players() {
     .await;
     assert_eq!(got.header("access-control-allow-origin"), "*");
     let exposed = got.header("access-control-expose-headers");
-    assert!(
-        exposed.contains("Cache-Status")
-            && exposed.contains("Age")
-            && exposed.contains("Content-Range")
-    );
+    assert!(exposed.contains("Cache-Status") && exposed.contains("Age") && exposed.contains("Content-Range"));
     // Error answers carry CORS too, so a player can read why it failed.
     let err = send(
         &c,
@@ -128,17 +112,8 @@ async fn cors_for_browser_players() {
     )
     .await;
     assert_eq!(denied.header("access-control-allow-origin"), "");
-    let allowed = send(
-        &c,
-        "GET",
-        &url(&strict, "/p.m3u8"),
-        &[("origin", "https://ok.example")],
-    )
-    .await;
-    assert_eq!(
-        allowed.header("access-control-allow-origin"),
-        "https://ok.example"
-    );
+    let allowed = send(&c, "GET", &url(&strict, "/p.m3u8"), &[("origin", "https://ok.example")]).await;
+    assert_eq!(allowed.header("access-control-allow-origin"), "https://ok.example");
     edge.shutdown().await;
     strict.shutdown().await;
 }
@@ -163,10 +138,7 @@ async fn admin_health_metrics_and_status() {
         "outpost_cache_objects 1",
         "outpost_inflight_fetches 0",
     ] {
-        assert!(
-            metrics.lines().any(|l| l == line),
-            "missing {line:?} in\n{metrics}"
-        );
+        assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
     }
     let status: serde_json::Value =
         serde_json::from_slice(get(&c, &admin_url(&edge, "/status.json")).await.bytes()).unwrap();
@@ -185,29 +157,17 @@ async fn purge_needs_the_token_and_drops_entries() {
     }
     let c = client();
     let open = edge_for(&origin).await;
-    let disabled = send(
-        &c,
-        "POST",
-        &admin_url(&open, "/purge?url=http://x/live/a.ts"),
-        &[],
-    )
-    .await;
+    let disabled = send(&c, "POST", &admin_url(&open, "/purge?url=http://x/live/a.ts"), &[]).await;
     assert_eq!(disabled.status, 404, "purge is off without admin.token");
     open.shutdown().await;
 
-    let edge = start_edge(
-        "[admin]\ntoken = \"s3cret\"\n[[routes]]\nurl = \"{origin}\"\n",
-        &origin,
-    )
-    .await;
+    let edge = start_edge("[admin]\ntoken = \"s3cret\"\n[[routes]]\nurl = \"{origin}\"\n", &origin).await;
     for p in ["/live/a.ts", "/live/b.ts", "/vod/c.ts"] {
         get(&c, &url(&edge, p)).await;
     }
     let purge = |q: &str| admin_url(&edge, &format!("/purge?{q}"));
     assert_eq!(
-        send(&c, "POST", &purge("url=http://x/live/a.ts"), &[])
-            .await
-            .status,
+        send(&c, "POST", &purge("url=http://x/live/a.ts"), &[]).await.status,
         401
     );
     assert_eq!(
@@ -223,28 +183,19 @@ async fn purge_needs_the_token_and_drops_entries() {
     );
     let auth = [("authorization", "Bearer s3cret")];
     let one = send(&c, "POST", &purge("url=http://x/live/a.ts"), &auth).await;
-    assert_eq!(
-        (one.status.as_u16(), one.text()),
-        (200, "purged 1\n".to_string())
-    );
+    assert_eq!((one.status.as_u16(), one.text()), (200, "purged 1\n".to_string()));
     assert_eq!(
         cache_status(&c, &url(&edge, "/live/a.ts")).await,
         "outpost; fwd=miss; stored"
     );
-    assert_eq!(
-        cache_status(&c, &url(&edge, "/vod/c.ts")).await,
-        "outpost; hit"
-    );
+    assert_eq!(cache_status(&c, &url(&edge, "/vod/c.ts")).await, "outpost; hit");
     let prefix = send(&c, "POST", &purge("prefix=http%3A%2F%2Fx%2Flive%2F"), &auth).await;
     assert_eq!(prefix.text(), "purged 2\n");
     assert_eq!(
         cache_status(&c, &url(&edge, "/live/b.ts")).await,
         "outpost; fwd=miss; stored"
     );
-    assert_eq!(
-        cache_status(&c, &url(&edge, "/vod/c.ts")).await,
-        "outpost; hit"
-    );
+    assert_eq!(cache_status(&c, &url(&edge, "/vod/c.ts")).await, "outpost; hit");
     edge.shutdown().await;
 }
 
@@ -260,11 +211,7 @@ async fn shutdown_finishes_responses_under_way() {
     let addr = edge.addrs.listen;
     let c = client();
     let resp = c
-        .request(
-            http::Request::get(url(&edge, "/slow.ts"))
-                .body(Empty::new())
-                .unwrap(),
-        )
+        .request(http::Request::get(url(&edge, "/slow.ts")).body(Empty::new()).unwrap())
         .await
         .unwrap();
     let stopping = tokio::spawn(edge.shutdown());

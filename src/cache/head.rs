@@ -68,14 +68,8 @@ mod tests {
         assert!(!head.headers.contains_key(header::AGE));
         assert!(!head.headers.contains_key(header::CONNECTION));
         assert_eq!(head.age(t0), Duration::from_secs(7));
-        assert_eq!(
-            head.age(t0 + Duration::from_secs(3)),
-            Duration::from_secs(10)
-        );
+        assert_eq!(head.age(t0 + Duration::from_secs(3)), Duration::from_secs(10));
         // A clock that steps back never yields a negative age.
-        assert_eq!(
-            head.age(t0 - Duration::from_secs(5)),
-            Duration::from_secs(7)
-        );
+        assert_eq!(head.age(t0 - Duration::from_secs(5)), Duration::from_secs(7));
     }
 }

@@ -8,6 +8,32 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName};
 
+use crate::config::RouteConfig;
+use crate::upstream::origin_url;
+
+/// The CMCD query argument (CTA-5004): player telemetry, never part of a key.
+const CMCD_QUERY: &str = "CMCD";
+
+/// The key URL of `path_and_query` on `route`: the origin URL without the
+/// query arguments the route ignores (`ignore_query`) and without CMCD.
+pub fn key_url(route: &RouteConfig, path_and_query: &str) -> String {
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return origin_url(&route.origin, path_and_query);
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let name = pair.split('=').next().unwrap_or_default();
+            !pair.is_empty() && name != CMCD_QUERY && !route.ignore_query.iter().any(|i| i == name)
+        })
+        .collect();
+    if kept.is_empty() {
+        origin_url(&route.origin, path)
+    } else {
+        origin_url(&route.origin, &format!("{path}?{}", kept.join("&")))
+    }
+}
+
 /// The identity of a cached object.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey(Arc<str>);
@@ -56,6 +82,29 @@ impl fmt::Debug for CacheKey {
 mod tests {
     use super::*;
     use http::header::ACCEPT_ENCODING;
+
+    #[test]
+    fn ignored_query_arguments_and_cmcd_leave_the_key() {
+        let config = crate::config::Config::from_toml(
+            "[[routes]]\nurl = \"http://o:1/base\"\nignore_query = [\"token\", \"sid\"]\n",
+        )
+        .unwrap();
+        let route = &config.routes[0];
+        let cases = [
+            ("/a.ts", "http://o:1/base/a.ts"),
+            ("/a.ts?token=x", "http://o:1/base/a.ts"),
+            ("/a.ts?token=x&b=2&sid=9", "http://o:1/base/a.ts?b=2"),
+            ("/a.ts?CMCD=br%3D3200%2Cnor%3D%22b.ts%22", "http://o:1/base/a.ts"),
+            (
+                "/i.m3u8?_HLS_msn=5&_HLS_part=2&token=t",
+                "http://o:1/base/i.m3u8?_HLS_msn=5&_HLS_part=2",
+            ),
+            ("/a.ts?tokenized=1", "http://o:1/base/a.ts?tokenized=1"),
+        ];
+        for (pq, want) in cases {
+            assert_eq!(key_url(route, pq), want, "{pq}");
+        }
+    }
 
     #[test]
     fn variants_differ_by_header_values() {

@@ -35,12 +35,7 @@ impl Disposition {
 }
 
 /// The shared-cache policy of an answer, from `http-cache-semantics`.
-pub fn policy(
-    request: &Request<()>,
-    status: StatusCode,
-    headers: &HeaderMap,
-    now: SystemTime,
-) -> CachePolicy {
+pub fn policy(request: &Request<()>, status: StatusCode, headers: &HeaderMap, now: SystemTime) -> CachePolicy {
     let response = response_parts(status, headers);
     let options = CacheOptions {
         shared: true,
@@ -69,8 +64,7 @@ pub fn judge(
         return Disposition::Share;
     }
     let ttl = policy.time_to_live(now);
-    let revalidatable =
-        headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
+    let revalidatable = headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
     if ttl.is_zero() && !revalidatable {
         Disposition::Share
     } else {

@@ -24,6 +24,8 @@ pub struct Entry {
     pub fresh_until: SystemTime,
     /// How long past staleness it stays for revalidation or stale-if-error.
     pub keep_stale: Duration,
+    /// A prefetch put it here, before any player asked.
+    pub prefetched: bool,
 }
 
 impl Entry {
@@ -32,8 +34,7 @@ impl Entry {
     }
 
     pub fn has_validators(&self) -> bool {
-        self.head.headers.contains_key(header::ETAG)
-            || self.head.headers.contains_key(header::LAST_MODIFIED)
+        self.head.headers.contains_key(header::ETAG) || self.head.headers.contains_key(header::LAST_MODIFIED)
     }
 
     fn weight(&self) -> u32 {
@@ -50,12 +51,7 @@ impl Entry {
 struct EntryExpiry;
 
 impl Expiry<CacheKey, Arc<Entry>> for EntryExpiry {
-    fn expire_after_create(
-        &self,
-        _: &CacheKey,
-        entry: &Arc<Entry>,
-        _: Instant,
-    ) -> Option<Duration> {
+    fn expire_after_create(&self, _: &CacheKey, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
         Some(entry.lifetime(SystemTime::now()))
     }
 

@@ -16,9 +16,7 @@ use figment::Figment;
 use http::uri::{Authority, Scheme};
 use http::Uri;
 
-pub use raw::{
-    RawAdmin, RawCache, RawCluster, RawConfig, RawMedia, RawRoute, RawServer, RawUpstream,
-};
+pub use raw::{RawAdmin, RawCache, RawCluster, RawConfig, RawMedia, RawRoute, RawServer, RawUpstream};
 
 /// A config that failed to load or validate, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -209,16 +207,10 @@ impl Config {
             }
         };
         if s.header_timeout.0.is_zero() {
-            return Err(ConfigError::new(
-                "server.header_timeout",
-                "must be more than 0",
-            ));
+            return Err(ConfigError::new("server.header_timeout", "must be more than 0"));
         }
         if s.max_connections == 0 {
-            return Err(ConfigError::new(
-                "server.max_connections",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::new("server.max_connections", "must be at least 1"));
         }
         if s.max_header_size.0 < 1024 || s.max_header_size.0 > (1 << 20) {
             return Err(ConfigError::new(
@@ -254,10 +246,7 @@ impl Config {
             return Err(ConfigError::new("cache.memory", "must be more than 0"));
         }
         if c.max_object.0 > c.memory.0 {
-            return Err(ConfigError::new(
-                "cache.max_object",
-                "must not exceed cache.memory",
-            ));
+            return Err(ConfigError::new("cache.max_object", "must not exceed cache.memory"));
         }
         if c.max_object.0 > MAX_OBJECT_LIMIT {
             return Err(ConfigError::new("cache.max_object", "must be below 4GiB"));
@@ -270,10 +259,7 @@ impl Config {
         };
 
         if raw.routes.is_empty() {
-            return Err(ConfigError::new(
-                "routes",
-                "at least one [[routes]] entry is needed",
-            ));
+            return Err(ConfigError::new("routes", "at least one [[routes]] entry is needed"));
         }
         let routes = raw
             .routes
@@ -372,10 +358,7 @@ fn route(i: usize, r: &RawRoute) -> Result<RouteConfig, ConfigError> {
         return Err(ConfigError::new(key("timeout"), "must be more than 0"));
     }
     if r.download_timeout.0.is_zero() {
-        return Err(ConfigError::new(
-            key("download_timeout"),
-            "must be more than 0",
-        ));
+        return Err(ConfigError::new(key("download_timeout"), "must be more than 0"));
     }
     Ok(RouteConfig {
         host,
@@ -407,10 +390,7 @@ fn cluster(c: &RawCluster) -> Result<ClusterConfig, ConfigError> {
             .rsplit_once(':')
             .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
         {
-            return Err(ConfigError::new(
-                "cluster.dns",
-                format!("{dns:?} must be host:port"),
-            ));
+            return Err(ConfigError::new("cluster.dns", format!("{dns:?} must be host:port")));
         }
     }
     Ok(ClusterConfig {

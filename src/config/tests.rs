@@ -31,30 +31,18 @@ fn unknown_keys_are_named() {
 #[test]
 fn bad_values_are_named() {
     let cases = [
-        (
-            "[server]\nheader_timeout = \"soon\"",
-            "server.header_timeout",
-        ),
+        ("[server]\nheader_timeout = \"soon\"", "server.header_timeout"),
         ("[server]\nlisten = \"nowhere\"", "server.listen"),
         ("[cache]\nmemory = \"lots\"", "cache.memory"),
-        (
-            "[cache]\nmemory = \"1MiB\"\nmax_object = \"2MiB\"",
-            "cache.max_object",
-        ),
+        ("[cache]\nmemory = \"1MiB\"\nmax_object = \"2MiB\"", "cache.max_object"),
         ("[[routes]]\nurl = \"ftp://x\"", "routes[0].url"),
-        (
-            "[[routes]]\nurl = \"http://a\"\nprefix = \"live\"",
-            "routes[0].prefix",
-        ),
+        ("[[routes]]\nurl = \"http://a\"\nprefix = \"live\"", "routes[0].prefix"),
         (
             "[[routes]]\nurl = \"http://a\"\nbackups = [\"nope\"]",
             "routes[0].backups",
         ),
         ("[server]\ntls_listen = \"127.0.0.1:0\"", "server.tls_cert"),
-        (
-            "[cluster]\npeers = [\"http://127.0.0.1:1\"]",
-            "cluster.secret",
-        ),
+        ("[cluster]\npeers = [\"http://127.0.0.1:1\"]", "cluster.secret"),
         ("[cluster]\ndns = \"peers\"\nsecret = \"s\"", "cluster.dns"),
         ("routes = []", "routes"),
     ];
@@ -79,13 +67,9 @@ fn routes_parse_into_parts() {
 
 #[test]
 fn check_output_masks_secrets() {
-    let c = Config::from_toml("[admin]\ntoken = \"hunter2\"\n[cluster]\nsecret = \"s3cret\"\n")
-        .unwrap();
+    let c = Config::from_toml("[admin]\ntoken = \"hunter2\"\n[cluster]\nsecret = \"s3cret\"\n").unwrap();
     let text = c.to_masked_toml();
-    assert!(
-        !text.contains("hunter2") && !text.contains("s3cret"),
-        "{text}"
-    );
+    assert!(!text.contains("hunter2") && !text.contains("s3cret"), "{text}");
     assert!(text.contains("********"));
     // The printed config is itself a valid config.
     Config::from_toml(&text.replace("********", "x")).expect("check output reloads");

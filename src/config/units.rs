@@ -23,9 +23,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let bad = || format!("{text:?} is not a size like \"512MiB\", \"64KiB\" or a byte count");
     let number: u64 = digits.parse().map_err(|_| bad())?;
@@ -52,12 +50,7 @@ impl fmt::Display for Dur {
 
 impl fmt::Display for Size {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(u64, &str); 4] = [
-            (1 << 40, "TiB"),
-            (1 << 30, "GiB"),
-            (1 << 20, "MiB"),
-            (1 << 10, "KiB"),
-        ];
+        const UNITS: [(u64, &str); 4] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
         for (factor, unit) in UNITS {
             if self.0 >= factor && self.0 % factor == 0 {
                 return write!(f, "{}{unit}", self.0 / factor);
@@ -116,18 +109,9 @@ mod tests {
 
     #[test]
     fn durations() {
-        let cases = [
-            ("250ms", 250),
-            ("2s", 2_000),
-            ("5m", 300_000),
-            (" 1s ", 1_000),
-        ];
+        let cases = [("250ms", 250), ("2s", 2_000), ("5m", 300_000), (" 1s ", 1_000)];
         for (text, ms) in cases {
-            assert_eq!(
-                parse_duration(text),
-                Ok(Duration::from_millis(ms)),
-                "{text}"
-            );
+            assert_eq!(parse_duration(text), Ok(Duration::from_millis(ms)), "{text}");
         }
         for bad in ["", "fast", "10", "-1s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");

@@ -5,13 +5,10 @@ use std::time::SystemTime;
 
 fn head() -> Arc<FillHead> {
     Arc::new(FillHead {
-        head: Arc::new(Head::from_upstream(
-            StatusCode::OK,
-            HeaderMap::new(),
-            SystemTime::now(),
-        )),
+        head: Arc::new(Head::from_upstream(StatusCode::OK, HeaderMap::new(), SystemTime::now())),
         disposition: Disposition::Share,
         revalidated: false,
+        prefetched: false,
         request_headers: HeaderMap::new(),
         starter_cookies: Vec::new(),
     })
@@ -35,8 +32,7 @@ async fn readers_get_chunks_as_they_arrive() {
     writer.push(Bytes::from_static(b"hello "));
     assert_eq!(next_data(&mut a).await.unwrap().unwrap(), "hello ");
     // `b` has not read yet; `a` waits for more without the writer finishing.
-    let pending =
-        tokio::time::timeout(std::time::Duration::from_millis(20), next_data(&mut a)).await;
+    let pending = tokio::time::timeout(std::time::Duration::from_millis(20), next_data(&mut a)).await;
     assert!(pending.is_err(), "reader must wait for the next chunk");
     writer.push(Bytes::from_static(b"world"));
     writer.finish(Ok(()));
@@ -84,12 +80,7 @@ async fn ranges_cut_across_chunks() {
         writer.push(Bytes::from(part));
     }
     writer.finish(Ok(()));
-    let body = reader
-        .into_body(3, Some(9))
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
+    let body = reader.into_body(3, Some(9)).collect().await.unwrap().to_bytes();
     assert_eq!(body, "345678");
 }
 
@@ -132,11 +123,7 @@ async fn whole_body_waits_for_the_end() {
 fn concat_copies_only_when_needed() {
     let one = Bytes::from_static(b"single");
     let joined = concat([one.clone()].iter());
-    assert_eq!(
-        joined.as_ptr(),
-        one.as_ptr(),
-        "a single chunk is shared, not copied"
-    );
+    assert_eq!(joined.as_ptr(), one.as_ptr(), "a single chunk is shared, not copied");
     let parts = [Bytes::from_static(b"a"), Bytes::from_static(b"b")];
     assert_eq!(concat(parts.iter()), "ab");
     assert!(concat(std::iter::empty()).is_empty());

@@ -16,8 +16,7 @@ use crate::headers::cache_directives;
 /// Whether the origin said anything about freshness (RFC 9111 §4.2.1, §5.2.2.4).
 pub fn origin_spoke(headers: &HeaderMap) -> bool {
     headers.contains_key(header::EXPIRES)
-        || cache_directives(headers)
-            .any(|(name, _)| matches!(name.as_str(), "max-age" | "s-maxage" | "no-cache"))
+        || cache_directives(headers).any(|(name, _)| matches!(name.as_str(), "max-age" | "s-maxage" | "no-cache"))
 }
 
 /// The disposition of a video object once its head is in. `judged` is what
@@ -45,12 +44,7 @@ pub fn at_head(
 /// The lifetime of a media playlist once read: a live one is kept at most
 /// `media.playlist_max_ttl` (default half its target duration, or half the part
 /// target for low-latency playlists); a VOD one keeps `ttl` from its head.
-pub fn playlist_ttl(
-    playlist: &MediaPlaylist,
-    ttl: Duration,
-    origin_spoke: bool,
-    media: &MediaConfig,
-) -> Duration {
+pub fn playlist_ttl(playlist: &MediaPlaylist, ttl: Duration, origin_spoke: bool, media: &MediaConfig) -> Duration {
     if !playlist.live {
         return ttl;
     }
@@ -113,9 +107,7 @@ mod tests {
                 404,
                 &none,
                 Disposition::Share,
-                Disposition::Store {
-                    ttl: m.negative_ttl,
-                },
+                Disposition::Store { ttl: m.negative_ttl },
             ),
             (
                 MediaKind::HlsPlaylist,
@@ -126,20 +118,8 @@ mod tests {
                     ttl: m.segment_default_ttl,
                 },
             ),
-            (
-                MediaKind::Segment,
-                500,
-                &none,
-                Disposition::Share,
-                Disposition::Share,
-            ),
-            (
-                MediaKind::Other,
-                200,
-                &none,
-                Disposition::Share,
-                Disposition::Share,
-            ),
+            (MediaKind::Segment, 500, &none, Disposition::Share, Disposition::Share),
+            (MediaKind::Other, 200, &none, Disposition::Share, Disposition::Share),
             (
                 MediaKind::Segment,
                 200,
@@ -157,11 +137,7 @@ mod tests {
         ];
         for (kind, status, h, judged, want) in cases {
             let status = StatusCode::from_u16(status).unwrap();
-            assert_eq!(
-                at_head(kind, status, h, judged, &m),
-                want,
-                "{kind:?} {status}"
-            );
+            assert_eq!(at_head(kind, status, h, judged, &m), want, "{kind:?} {status}");
         }
         let spoke = headers(&[("cache-control", "max-age=5")]);
         assert_eq!(
@@ -185,10 +161,7 @@ mod tests {
     fn live_playlists_are_capped() {
         let mut m = media();
         let long = Duration::from_secs(60);
-        assert_eq!(
-            playlist_ttl(&live(6, None), long, true, &m),
-            Duration::from_secs(3)
-        );
+        assert_eq!(playlist_ttl(&live(6, None), long, true, &m), Duration::from_secs(3));
         assert_eq!(
             playlist_ttl(&live(6, None), Duration::from_secs(1), true, &m),
             Duration::from_secs(1)
@@ -207,9 +180,6 @@ mod tests {
         vod.live = false;
         assert_eq!(playlist_ttl(&vod, long, true, &m), long);
         m.playlist_max_ttl = Some(Duration::from_millis(700));
-        assert_eq!(
-            playlist_ttl(&live(6, None), long, true, &m),
-            Duration::from_millis(700)
-        );
+        assert_eq!(playlist_ttl(&live(6, None), long, true, &m), Duration::from_millis(700));
     }
 }

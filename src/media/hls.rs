@@ -50,12 +50,7 @@ pub fn parse(bytes: &[u8]) -> Option<Summary> {
                     continue;
                 };
                 let attrs = attributes(rest);
-                let get = |name: &str| {
-                    attrs
-                        .iter()
-                        .find(|(k, _)| k == name)
-                        .map(|(_, v)| v.clone())
-                };
+                let get = |name: &str| attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
                 match tag {
                     "#EXT-X-PART" => parts.extend(get("URI")),
                     "#EXT-X-PRELOAD-HINT" => preload_hints.extend(get("URI")),

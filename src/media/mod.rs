@@ -1,6 +1,7 @@
 //! What the edge knows about video: which objects are playlists and
 //! segments, what a playlist says, and the freshness rules that follow.
 
+pub mod cmcd;
 pub mod freshness;
 pub mod hls;
 
@@ -31,8 +32,7 @@ const HLS_TYPES: [&str; 4] = [
     "audio/x-mpegurl",
 ];
 const SEGMENT_EXTENSIONS: [&str; 14] = [
-    "ts", "m4s", "mp4", "m4a", "m4v", "aac", "mp3", "ac3", "ec3", "vtt", "webvtt", "cmfv", "cmfa",
-    "webm",
+    "ts", "m4s", "mp4", "m4a", "m4v", "aac", "mp3", "ac3", "ec3", "vtt", "webvtt", "cmfv", "cmfa", "webm",
 ];
 
 /// Classifies an object by its path's extension, else by its `Content-Type`.
@@ -52,13 +52,7 @@ pub fn kind_of(path: &str, headers: &HeaderMap) -> MediaKind {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        })
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
         .unwrap_or_default();
     if HLS_TYPES.contains(&content_type.as_str()) {
         MediaKind::HlsPlaylist
@@ -89,21 +83,9 @@ mod tests {
             ("/dash/manifest.mpd", &none, MediaKind::DashManifest),
             ("/live/seg-12.ts", &none, MediaKind::Segment),
             ("/v/chunk.m4s", &none, MediaKind::Segment),
-            (
-                "/play",
-                &typed("application/vnd.apple.mpegurl"),
-                MediaKind::HlsPlaylist,
-            ),
-            (
-                "/play",
-                &typed("audio/mpegurl; charset=utf-8"),
-                MediaKind::HlsPlaylist,
-            ),
-            (
-                "/manifest",
-                &typed("application/dash+xml"),
-                MediaKind::DashManifest,
-            ),
+            ("/play", &typed("application/vnd.apple.mpegurl"), MediaKind::HlsPlaylist),
+            ("/play", &typed("audio/mpegurl; charset=utf-8"), MediaKind::HlsPlaylist),
+            ("/manifest", &typed("application/dash+xml"), MediaKind::DashManifest),
             ("/s/1", &typed("video/mp2t"), MediaKind::Segment),
             ("/index.html", &typed("text/html"), MediaKind::Other),
             ("/a.d/file", &none, MediaKind::Other),

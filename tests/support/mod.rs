@@ -76,10 +76,7 @@ impl Script {
 
     /// Replaces all headers.
     pub fn headers(mut self, headers: &[(&str, &str)]) -> Self {
-        self.headers = headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        self.headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         self
     }
 
@@ -170,19 +167,14 @@ impl TestOrigin {
                 let tls = tls.clone();
                 conns.spawn(async move {
                     let service = service_fn(move |req| answer(Arc::clone(&st), req));
-                    let builder =
-                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     match tls {
                         None => {
-                            let _ = builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
+                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
                         }
                         Some(acceptor) => {
                             if let Ok(stream) = acceptor.accept(stream).await {
-                                let _ = builder
-                                    .serve_connection(TokioIo::new(stream), service)
-                                    .await;
+                                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
                             }
                         }
                     }
@@ -201,22 +193,12 @@ impl TestOrigin {
     }
 
     pub fn set(&self, path: &str, script: Script) {
-        self.state
-            .scripts
-            .lock()
-            .unwrap()
-            .insert(path.into(), script);
+        self.state.scripts.lock().unwrap().insert(path.into(), script);
     }
 
     /// Requests seen for `path` (with query, as sent).
     pub fn hits(&self, path: &str) -> usize {
-        self.state
-            .hits
-            .lock()
-            .unwrap()
-            .get(path)
-            .copied()
-            .unwrap_or(0)
+        self.state.hits.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 
     pub fn total(&self) -> usize {
@@ -225,22 +207,13 @@ impl TestOrigin {
 
     /// The most requests for `path` that were being answered at the same time.
     pub fn peak_concurrency(&self, path: &str) -> usize {
-        self.state
-            .peak
-            .lock()
-            .unwrap()
-            .get(path)
-            .copied()
-            .unwrap_or(0)
+        self.state.peak.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 
     /// Headers of every request for `path`, in arrival order.
     pub fn requests(&self, path: &str) -> Vec<HeaderMap> {
         let all = self.state.requests.lock().unwrap();
-        all.iter()
-            .filter(|(p, _)| p == path)
-            .map(|(_, h)| h.clone())
-            .collect()
+        all.iter().filter(|(p, _)| p == path).map(|(_, h)| h.clone()).collect()
     }
 
     /// Waits until `path` has been requested `n` times (at most 10 s).
@@ -252,30 +225,17 @@ impl TestOrigin {
                 return;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!(
-                    "origin saw {} requests for {path}, expected {n}",
-                    self.hits(path)
-                );
+                panic!("origin saw {} requests for {path}, expected {n}", self.hits(path));
             }
         }
     }
 }
 
-async fn answer(
-    st: Arc<State>,
-    req: Request<Incoming>,
-) -> Result<Response<ScriptBody>, Infallible> {
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.to_string())
-        .unwrap_or_default();
+async fn answer(st: Arc<State>, req: Request<Incoming>) -> Result<Response<ScriptBody>, Infallible> {
+    let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
     {
         *st.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
-        st.requests
-            .lock()
-            .unwrap()
-            .push((path.clone(), req.headers().clone()));
+        st.requests.lock().unwrap().push((path.clone(), req.headers().clone()));
         let mut active = st.active.lock().unwrap();
         let now = active.entry(path.clone()).or_default();
         *now += 1;
@@ -424,9 +384,7 @@ pub fn client() -> TestClient {
 }
 
 pub fn h2_client() -> TestClient {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http()
+    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
 }
 
 /// A finished response: status, headers and the whole body (or the error that cut it).
@@ -438,16 +396,11 @@ pub struct Got {
 
 impl Got {
     pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap())
-            .unwrap_or("")
+        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
     }
 
     pub fn bytes(&self) -> &Bytes {
-        self.body
-            .as_ref()
-            .unwrap_or_else(|e| panic!("body failed: {e}"))
+        self.body.as_ref().unwrap_or_else(|e| panic!("body failed: {e}"))
     }
 
     pub fn text(&self) -> String {
@@ -460,13 +413,10 @@ pub async fn send(client: &TestClient, method: &str, url: &str, headers: &[(&str
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = tokio::time::timeout(
-        Duration::from_secs(20),
-        client.request(req.body(Empty::new()).unwrap()),
-    )
-    .await
-    .expect("response within 20 s")
-    .expect("request succeeds");
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req.body(Empty::new()).unwrap()))
+        .await
+        .expect("response within 20 s")
+        .expect("request succeeds");
     let (parts, body) = resp.into_parts();
     let body = tokio::time::timeout(Duration::from_secs(20), body.collect())
         .await
@@ -546,11 +496,8 @@ pub struct TestCert {
 
 impl TestCert {
     pub fn new(name: &str) -> Self {
-        let certified = rcgen::generate_simple_self_signed(vec![
-            "127.0.0.1".to_string(),
-            "localhost".to_string(),
-        ])
-        .unwrap();
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
         let dir = std::env::temp_dir().join(format!("outpost-test-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let cert_pem = certified.cert.pem();
@@ -575,11 +522,8 @@ impl TestCert {
 
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         use rustls::pki_types::pem::PemObject;
-        let certs = vec![rustls::pki_types::CertificateDer::from(
-            self.cert_der.clone(),
-        )];
-        let key =
-            rustls::pki_types::PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).unwrap();
+        let certs = vec![rustls::pki_types::CertificateDer::from(self.cert_der.clone())];
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -595,15 +539,10 @@ impl TestCert {
     pub fn client(
         &self,
         h2: bool,
-    ) -> Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        Empty<Bytes>,
-    > {
+    ) -> Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Empty<Bytes>> {
         let mut roots = rustls::RootCertStore::empty();
         roots
-            .add(rustls::pki_types::CertificateDer::from(
-                self.cert_der.clone(),
-            ))
+            .add(rustls::pki_types::CertificateDer::from(self.cert_der.clone()))
             .unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)

@@ -8,25 +8,16 @@ fn date(t: SystemTime) -> String {
     httpdate::fmt_http_date(t)
 }
 
-fn judge_of(
-    req_headers: &[(&str, &str)],
-    status: u16,
-    res_headers: &[(&str, String)],
-) -> Disposition {
+fn judge_of(req_headers: &[(&str, &str)], status: u16, res_headers: &[(&str, String)]) -> Disposition {
     let mut req = Request::get("http://origin/a.ts").body(()).unwrap();
     for (k, v) in req_headers {
-        req.headers_mut().append(
-            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
+        req.headers_mut()
+            .append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
     }
     let mut headers = HeaderMap::new();
     headers.insert(header::DATE, date(t0()).parse().unwrap());
     for (k, v) in res_headers {
-        headers.append(
-            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
+        headers.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
     }
     let status = StatusCode::from_u16(status).unwrap();
     let p = policy(&req, status, &headers, t0());
@@ -55,13 +46,7 @@ fn table() {
         Disposition,
     );
     let cases: Vec<Case> = vec![
-        (
-            "max-age",
-            &[],
-            200,
-            vec![("cache-control", s("max-age=60"))],
-            store(60),
-        ),
+        ("max-age", &[], 200, vec![("cache-control", s("max-age=60"))], store(60)),
         (
             "s-maxage wins for shared",
             &[],
@@ -69,13 +54,7 @@ fn table() {
             vec![("cache-control", s("max-age=5, s-maxage=60"))],
             store(60),
         ),
-        (
-            "expires",
-            &[],
-            200,
-            vec![("expires", later.clone())],
-            store(30),
-        ),
+        ("expires", &[], 200, vec![("expires", later.clone())], store(30)),
         (
             "max-age beats expires",
             &[],
@@ -115,13 +94,7 @@ fn table() {
             vec![("cache-control", s("no-cache"))],
             Disposition::Share,
         ),
-        (
-            "nothing said, no validators",
-            &[],
-            200,
-            vec![],
-            Disposition::Share,
-        ),
+        ("nothing said, no validators", &[], 200, vec![], Disposition::Share),
         (
             "private",
             &[],
@@ -147,10 +120,7 @@ fn table() {
             "set-cookie public",
             &[],
             200,
-            vec![
-                ("cache-control", s("public, max-age=60")),
-                ("set-cookie", s("a=b")),
-            ],
+            vec![("cache-control", s("public, max-age=60")), ("set-cookie", s("a=b"))],
             store(60),
         ),
         (
@@ -200,10 +170,7 @@ fn table() {
             "too large",
             &[],
             200,
-            vec![
-                ("cache-control", s("max-age=60")),
-                ("content-length", s("2000000")),
-            ],
+            vec![("cache-control", s("max-age=60")), ("content-length", s("2000000"))],
             Disposition::TooLarge,
         ),
         ("not found is shared", &[], 404, vec![], Disposition::Share),
@@ -218,9 +185,6 @@ fn stale_allowed_unless_origin_forbids() {
     let mut h = HeaderMap::new();
     h.insert(header::CACHE_CONTROL, "max-age=1".parse().unwrap());
     assert!(may_serve_stale(&h));
-    h.insert(
-        header::CACHE_CONTROL,
-        "max-age=1, must-revalidate".parse().unwrap(),
-    );
+    h.insert(header::CACHE_CONTROL, "max-age=1, must-revalidate".parse().unwrap());
     assert!(!may_serve_stale(&h));
 }

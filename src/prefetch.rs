@@ -1,0 +1,191 @@
+//! Prefetch: fetching what players are about to ask for, before they ask.
+//!
+//! A prefetch is an ordinary fill started by the edge: players who ask while
+//! it is under way join it like any other. Prefetches have their own small
+//! pool of permits (`media.prefetch_concurrency`), so they never hold back a
+//! client's fetch; past that pool a prefetch is skipped, not queued.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::sync::Cache;
+use tokio::sync::Semaphore;
+
+use crate::cache::key::key_url;
+use crate::cache::CacheKey;
+use crate::coalesce::Joined;
+use crate::config::RouteConfig;
+use crate::edge::Edge;
+use crate::fetch::{self, FetchJob};
+use crate::media::hls::Summary;
+use crate::upstream::{origin_url, UpstreamRequest};
+
+/// Where a VOD segment sits in the rendition (media playlist) that lists it.
+#[derive(Clone)]
+struct Place {
+    /// Upstream path-and-query of every segment of the rendition, in order.
+    segments: Arc<[String]>,
+    index: usize,
+}
+
+/// Prefetch state shared by the edge.
+pub struct Prefetcher {
+    permits: Arc<Semaphore>,
+    /// VOD segments of renditions players fetched recently, by cache key.
+    places: Cache<CacheKey, Place>,
+}
+
+impl Prefetcher {
+    pub fn new(concurrency: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(concurrency)),
+            // A rendition nobody has asked for in ten minutes is not prefetched.
+            places: Cache::builder()
+                .max_capacity(200_000)
+                .time_to_idle(Duration::from_secs(600))
+                .build(),
+        }
+    }
+}
+
+/// After the edge fetched a media playlist: for a live one, its newest segment
+/// (and any preload hints); for a VOD one, remember its segments so that a
+/// request for segment N prefetches the ones after it.
+pub fn after_playlist(edge: &Arc<Edge>, playlist_request: &UpstreamRequest, summary: &Summary) {
+    let Summary::Media(playlist) = summary else { return };
+    let resolve = |uri: &str| resolve(&playlist_request.route, &playlist_request.path_and_query, uri);
+    if playlist.live {
+        if let Some(newest) = playlist.segments.last().and_then(|u| resolve(u)) {
+            start(edge, playlist_request, newest);
+        }
+        for hint in playlist.preload_hints.iter().filter_map(|u| resolve(u)) {
+            start(edge, playlist_request, hint);
+        }
+        return;
+    }
+    if edge.config.media.prefetch_ahead == 0 {
+        return;
+    }
+    let segments: Arc<[String]> = playlist.segments.iter().filter_map(|u| resolve(u)).collect();
+    for (index, pq) in segments.iter().enumerate() {
+        let key = CacheKey::new(&key_url(&playlist_request.route, pq));
+        let place = Place {
+            segments: Arc::clone(&segments),
+            index,
+        };
+        edge.prefetcher.places.insert(key, place);
+    }
+}
+
+/// After a player asked for `key`: if it is a VOD segment of a rendition
+/// fetched recently, prefetch the `media.prefetch_ahead` segments after it.
+pub fn after_segment(edge: &Arc<Edge>, request: &UpstreamRequest, key: &CacheKey) {
+    let Some(place) = edge.prefetcher.places.get(key) else {
+        return;
+    };
+    let ahead = edge.config.media.prefetch_ahead;
+    for pq in place.segments.iter().skip(place.index + 1).take(ahead) {
+        start(edge, request, pq.clone());
+    }
+}
+
+/// Follows a player's CMCD next-object hint (`nor`, CTA-5004), relative to the object it asked for.
+pub fn hinted(edge: &Arc<Edge>, request: &UpstreamRequest, next_object: &str) {
+    if let Some(pq) = resolve(&request.route, &request.path_and_query, next_object) {
+        start(edge, request, pq);
+    }
+}
+
+/// Starts a prefetch of `path_and_query` on the request's route, unless the
+/// object is cached or on its way, or the prefetch pool is full.
+fn start(edge: &Arc<Edge>, like: &UpstreamRequest, path_and_query: String) {
+    let base = CacheKey::new(&key_url(&like.route, &path_and_query));
+    let key = edge.store.resolve(&base, &like.headers);
+    let now = std::time::SystemTime::now();
+    let fresh = || edge.store.get(&key).filter(|e| e.is_fresh(now));
+    if fresh().is_some() || edge.inflight.contains(&key) || edge.inflight.passed_for(&key).is_some() {
+        edge.metrics.prefetch("cached");
+        return;
+    }
+    let Ok(permit) = Arc::clone(&edge.prefetcher.permits).try_acquire_owned() else {
+        tracing::debug!(key = key.as_str(), "prefetch pool full; skipped");
+        return;
+    };
+    match edge.inflight.join(&key, fresh) {
+        Joined::Started(reader, writer) => {
+            // Nobody reads a prefetch yet: players join it when they ask.
+            drop(reader);
+            let stale = edge.store.get(&key);
+            let job = FetchJob {
+                base,
+                key,
+                request: UpstreamRequest {
+                    route: Arc::clone(&like.route),
+                    method: http::Method::GET,
+                    path_and_query,
+                    headers: like.headers.clone(),
+                },
+                stale,
+                prefetch: true,
+            };
+            let edge = Arc::clone(edge);
+            tokio::spawn(async move {
+                let _permit = permit;
+                fetch::run(edge, job, writer).await;
+            });
+        }
+        Joined::Hit(_) | Joined::Collapsed(_) => edge.metrics.prefetch("cached"),
+    }
+}
+
+/// The upstream path-and-query of `uri` as referenced from `from` (a
+/// path-and-query on `route`), if it lies on the same origin.
+pub fn resolve(route: &RouteConfig, from: &str, uri: &str) -> Option<String> {
+    let origin_base = origin_url(&route.origin, "");
+    let base = url::Url::parse(&origin_url(&route.origin, from)).ok()?;
+    let target = base.join(uri).ok()?;
+    let root = url::Url::parse(&format!("{origin_base}/")).ok()?;
+    if target.scheme() != root.scheme()
+        || target.host() != root.host()
+        || target.port_or_known_default() != root.port_or_known_default()
+    {
+        return None;
+    }
+    let prefix = root.path().trim_end_matches('/');
+    let path = target.path().strip_prefix(prefix)?;
+    if !path.starts_with('/') {
+        return None;
+    }
+    Some(match target.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_within_the_origin_only() {
+        let config = crate::config::Config::from_toml("[[routes]]\nurl = \"http://o:9000/base\"\n").unwrap();
+        let route = &config.routes[0];
+        let cases = [
+            ("/live/720p/index.m3u8", "seg-5.ts", Some("/live/720p/seg-5.ts")),
+            (
+                "/live/720p/index.m3u8?token=1",
+                "seg-5.ts?v=2",
+                Some("/live/720p/seg-5.ts?v=2"),
+            ),
+            ("/live/720p/index.m3u8", "../audio/a-5.aac", Some("/live/audio/a-5.aac")),
+            ("/live/index.m3u8", "/base/other/x.ts", Some("/other/x.ts")),
+            ("/live/index.m3u8", "/elsewhere/x.ts", None),
+            ("/live/index.m3u8", "http://o:9000/base/abs.ts", Some("/abs.ts")),
+            ("/live/index.m3u8", "https://cdn.example/x.ts", None),
+            ("/live/index.m3u8", "http://o:9001/base/x.ts", None),
+        ];
+        for (from, uri, want) in cases {
+            assert_eq!(resolve(route, from, uri).as_deref(), want, "{from} + {uri}");
+        }
+    }
+}
