@@ -120,6 +120,8 @@ impl Script {
 
 #[derive(Default)]
 struct State {
+    /// Unscripted paths under this prefix are files of this directory.
+    files: Mutex<Option<(String, std::path::PathBuf)>>,
     scripts: Mutex<HashMap<String, Script>>,
     hits: Mutex<HashMap<String, usize>>,
     requests: Mutex<Vec<(String, HeaderMap)>>,
@@ -192,6 +194,11 @@ impl TestOrigin {
         format!("https://{}", self.addr)
     }
 
+    /// Serves unscripted paths under `prefix` from the files of `dir` (no caching headers).
+    pub fn serve_dir(&self, prefix: &str, dir: &std::path::Path) {
+        *self.state.files.lock().unwrap() = Some((prefix.to_owned(), dir.to_owned()));
+    }
+
     pub fn set(&self, path: &str, script: Script) {
         self.state.scripts.lock().unwrap().insert(path.into(), script);
     }
@@ -245,7 +252,13 @@ async fn answer(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Scrip
     }
     st.total.fetch_add(1, Ordering::SeqCst);
     st.arrived.notify_waiters();
-    let script = st.scripts.lock().unwrap().get(&path).cloned();
+    let script = st
+        .scripts
+        .lock()
+        .unwrap()
+        .get(&path)
+        .cloned()
+        .or_else(|| file_script(&st, &path));
     let Some(script) = script else {
         *st.active.lock().unwrap().get_mut(&path).unwrap() -= 1;
         let mut r = Response::new(ScriptBody::done(Bytes::from_static(b"no script\n")));
@@ -304,6 +317,24 @@ async fn answer(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Scrip
         *state.active.lock().unwrap().get_mut(&path).unwrap() -= 1;
     });
     Ok(builder.body(ScriptBody::channel(rx)).unwrap())
+}
+
+/// A file of the served directory as a script, if it exists.
+fn file_script(st: &State, path: &str) -> Option<Script> {
+    let files = st.files.lock().unwrap();
+    let (prefix, dir) = files.as_ref()?;
+    let name = path.split('?').next()?.strip_prefix(prefix.as_str())?;
+    if name.contains("..") {
+        return None;
+    }
+    let body = std::fs::read(dir.join(name)).ok()?;
+    let content_type = match name.rsplit('.').next() {
+        Some("m3u8") => "application/vnd.apple.mpegurl",
+        Some("ts") => "video/mp2t",
+        Some("m4s") | Some("mp4") => "video/mp4",
+        _ => "application/octet-stream",
+    };
+    Some(Script::ok(body).headers(&[("content-type", content_type)]))
 }
 
 /// The origin's response body: fixed, or fed chunk by chunk.
@@ -566,4 +597,92 @@ impl Drop for TestCert {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A live HLS stream written by ffmpeg into a temporary folder, in real time,
+/// until dropped.
+pub struct FfmpegLive {
+    child: std::process::Child,
+    pub dir: std::path::PathBuf,
+}
+
+impl FfmpegLive {
+    /// `fmp4`: CMAF segments (`.m4s` with an init section) instead of MPEG-TS.
+    pub fn start(name: &str, fmp4: bool) -> Self {
+        let dir = std::env::temp_dir().join(format!("outpost-hls-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cmd = std::process::Command::new("ffmpeg");
+        cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc=size=320x180:rate=25"])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+                "-g",
+                "25",
+                "-sc_threshold",
+                "0",
+            ])
+            .args([
+                "-f",
+                "hls",
+                "-hls_time",
+                "1",
+                "-hls_list_size",
+                "5",
+                "-hls_flags",
+                "delete_segments",
+            ]);
+        if fmp4 {
+            cmd.args(["-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", "init.mp4"])
+                .arg("-hls_segment_filename")
+                .arg(dir.join("seg-%d.m4s"));
+        } else {
+            cmd.arg("-hls_segment_filename").arg(dir.join("seg-%d.ts"));
+        }
+        let child = cmd
+            .arg(dir.join("index.m3u8"))
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("ffmpeg runs (apt-get install ffmpeg)");
+        Self { child, dir }
+    }
+
+    /// Waits (at most 20 s) until the playlist lists `n` segments; returns its text.
+    pub async fn wait_segments(&self, n: usize) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(self.dir.join("index.m3u8")) {
+                if text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count() >= n {
+                    return text;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "ffmpeg wrote no playlist with {n} segments"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for FfmpegLive {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The segment URIs of a media playlist, oldest first.
+pub fn segment_uris(playlist: &str) -> Vec<String> {
+    playlist
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
 }

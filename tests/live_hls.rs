@@ -1,0 +1,81 @@
+//! Real live HLS from ffmpeg (MPEG-TS and fMP4), through the edge.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+async fn ttl_and_prefetch(name: &str, fmp4: bool) {
+    let live = FfmpegLive::start(name, fmp4);
+    live.wait_segments(2).await;
+    let origin = TestOrigin::start().await;
+    origin.serve_dir("/live/", &live.dir);
+    let edge = edge_for(&origin).await;
+    let c = client();
+
+    // Polling: 20 players every 50 ms for 3 s. The playlist's target duration
+    // bounds the edge's TTL (half of it), so the origin sees about one request
+    // per TTL window, whatever the number of players.
+    let playlist = get(&c, &url(&edge, "/live/index.m3u8")).await.text();
+    let target: f64 = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-TARGETDURATION:"))
+        .and_then(|t| t.trim().parse().ok())
+        .expect("ffmpeg wrote a target duration");
+    let ttl = target / 2.0;
+    let before = origin.hits("/live/index.m3u8");
+    let started = Instant::now();
+    for _ in 0..60 {
+        get_many(&c, &url(&edge, "/live/index.m3u8"), 20).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let polled = started.elapsed().as_secs_f64();
+    let fetched = origin.hits("/live/index.m3u8") - before;
+    let windows = (polled / ttl).ceil() as usize + 1;
+    assert!(
+        fetched <= windows,
+        "{fetched} origin playlist requests in {polled:.1} s, TTL {ttl} s: at most {windows}"
+    );
+    assert!(fetched >= 1, "the playlist was refreshed while live");
+
+    // A player fetches the playlist; the newest segment reaches the edge before it asks.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "no prefetch seen");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let text = get(&c, &url(&edge, "/live/index.m3u8")).await.text();
+        let newest = segment_uris(&text).pop().expect("segments listed");
+        let path = format!("/live/{newest}");
+        // Give the prefetch its head start, bounded; then the player asks.
+        let waited = Instant::now();
+        while origin.hits(&path) == 0 && waited.elapsed() < Duration::from_secs(2) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if origin.hits(&path) == 0 {
+            continue; // the playlist came from cache: no fetch, no prefetch; try the next window
+        }
+        let got = get(&c, &url(&edge, &path)).await;
+        assert_eq!(got.status, 200);
+        let status = got.header("cache-status");
+        assert!(
+            status == "outpost; hit; detail=prefetch" || status == "outpost; fwd=miss; collapsed; detail=prefetch",
+            "{path}: {status}"
+        );
+        assert_eq!(origin.hits(&path), 1);
+        let on_disk = std::fs::read(live.dir.join(&newest)).expect("the newest segment is still on disk");
+        assert!(got.bytes()[..] == on_disk[..], "the segment arrives byte for byte");
+        break;
+    }
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpeg_ts_live_stream() {
+    ttl_and_prefetch("ts", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fmp4_live_stream() {
+    ttl_and_prefetch("fmp4", true).await;
+}
