@@ -28,9 +28,11 @@ struct Place {
     index: usize,
 }
 
-/// Prefetch state shared by the edge.
+/// Prefetch state shared by the edge, and what it learnt of playlists.
 pub struct Prefetcher {
     permits: Arc<Semaphore>,
+    /// Target durations of live media playlists, by key URL without query.
+    targets: Cache<String, Duration>,
     /// VOD segments of renditions players fetched recently, by cache key.
     places: Cache<CacheKey, Place>,
 }
@@ -39,6 +41,10 @@ impl Prefetcher {
     pub fn new(concurrency: usize) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(concurrency)),
+            targets: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(Duration::from_secs(600))
+                .build(),
             // A rendition nobody has asked for in ten minutes is not prefetched.
             places: Cache::builder()
                 .max_capacity(200_000)
@@ -55,6 +61,11 @@ pub fn after_playlist(edge: &Arc<Edge>, playlist_request: &UpstreamRequest, summ
     let Summary::Media(playlist) = summary else { return };
     let resolve = |uri: &str| resolve(&playlist_request.route, &playlist_request.path_and_query, uri);
     if playlist.live {
+        let path = playlist_request.path_and_query.split('?').next().unwrap_or_default();
+        let target = playlist.target_duration.max(Duration::from_secs(1));
+        edge.prefetcher
+            .targets
+            .insert(key_url(&playlist_request.route, path), target);
         if let Some(newest) = playlist.segments.last().and_then(|u| resolve(u)) {
             start(edge, playlist_request, newest);
         }
@@ -75,6 +86,18 @@ pub fn after_playlist(edge: &Arc<Edge>, playlist_request: &UpstreamRequest, summ
         };
         edge.prefetcher.places.insert(key, place);
     }
+}
+
+/// How long the edge waits for the origin to answer an LL-HLS blocking
+/// reload of `path_and_query` (with `_HLS_msn`): three target durations
+/// (draft-pantos-hls-rfc8216bis §6.2.5.2), once the playlist is known.
+pub fn blocking_limit(edge: &Edge, route: &RouteConfig, path_and_query: &str) -> Option<Duration> {
+    let (path, query) = path_and_query.split_once('?')?;
+    if !query.split('&').any(|arg| arg.starts_with("_HLS_msn=")) {
+        return None;
+    }
+    let target = edge.prefetcher.targets.get(&key_url(route, path));
+    Some(target.map_or(route.timeout, |t| 3 * t))
 }
 
 /// After a player asked for `key`: if it is a VOD segment of a rendition
@@ -124,6 +147,7 @@ fn start(edge: &Arc<Edge>, like: &UpstreamRequest, path_and_query: String) {
                     method: http::Method::GET,
                     path_and_query,
                     headers: like.headers.clone(),
+                    blocking: None,
                 },
                 stale,
                 prefetch: true,

@@ -84,6 +84,7 @@ async fn serve(edge: &Arc<Edge>, parts: &Parts, client: IpAddr) -> Answer {
     }
     // Shared fills always GET the whole object; HEAD and ranges are cut from it.
     let upstream = UpstreamRequest {
+        blocking: prefetch::blocking_limit(edge, &route, &path_and_query),
         route,
         method: Method::GET,
         path_and_query,

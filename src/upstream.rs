@@ -40,6 +40,8 @@ pub enum FetchError {
         received: u64,
         reason: String,
     },
+    #[error("origin {origin} held the blocking playlist reload past {}", humantime::format_duration(*.limit))]
+    BlockedTooLong { origin: String, limit: Duration },
     #[error("the upstream fetch was abandoned before it finished")]
     Abandoned,
 }
@@ -49,6 +51,8 @@ impl FetchError {
     pub fn status(&self) -> StatusCode {
         match self {
             FetchError::HeaderTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            // draft-pantos-hls-rfc8216bis §6.2.5.2: a reload that cannot be answered in time is a 503.
+            FetchError::BlockedTooLong { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -62,6 +66,9 @@ pub struct UpstreamRequest {
     /// Path (starting with `/`) and query, appended to each origin's base path.
     pub path_and_query: String,
     pub headers: HeaderMap,
+    /// An LL-HLS blocking playlist reload: the origin holds it until the
+    /// asked-for part exists, for at most this long (then 503).
+    pub blocking: Option<Duration>,
 }
 
 impl UpstreamRequest {
@@ -133,7 +140,8 @@ impl Upstream {
             *outgoing.headers_mut() = req.headers.clone();
             self.metrics.upstream_request("origin");
             let name = origin.authority.to_string();
-            match tokio::time::timeout(route.timeout, self.client.request(outgoing)).await {
+            let limit = req.blocking.unwrap_or(route.timeout);
+            match tokio::time::timeout(limit, self.client.request(outgoing)).await {
                 Ok(Ok(resp)) if resp.status().is_server_error() && more => {
                     tracing::warn!(origin = %name, status = resp.status().as_u16(), "origin failed, trying backup");
                     last_error = FetchError::Unreachable {
@@ -148,6 +156,7 @@ impl Upstream {
                         reason: error_chain(&e),
                     }
                 }
+                Err(_) if req.blocking.is_some() => last_error = FetchError::BlockedTooLong { origin: name, limit },
                 Err(_) => {
                     last_error = FetchError::HeaderTimeout {
                         origin: name,
