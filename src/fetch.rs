@@ -14,8 +14,7 @@ use crate::cache::policy::{self, Disposition};
 use crate::cache::{CacheKey, Entry, Head};
 use crate::edge::Edge;
 use crate::fill::{concat, FillHead, Writer};
-use crate::media::hls::{self, Summary};
-use crate::media::{self, freshness, MediaKind};
+use crate::media::{self, freshness, Document};
 use crate::metrics::GaugeGuard;
 use crate::outcome::PassReason;
 use crate::prefetch;
@@ -38,7 +37,7 @@ pub struct FetchJob {
 #[derive(Default)]
 struct Fetched {
     entry: Option<Arc<Entry>>,
-    playlist: Option<Summary>,
+    playlist: Option<Document>,
 }
 
 /// Starts the fetch as a task of its own.
@@ -187,12 +186,12 @@ async fn fetch(edge: &Edge, job: &FetchJob, writer: &Writer) -> Result<Fetched, 
         return Ok(Fetched::default());
     };
     let body = concat(chunks.iter());
-    let playlist = match (kind, head.status) {
-        (MediaKind::HlsPlaylist, StatusCode::OK) => hls::parse(&body),
+    let playlist = match head.status {
+        StatusCode::OK => Document::read(kind, &body),
         _ => None,
     };
-    if let Some(Summary::Media(media_playlist)) = &playlist {
-        ttl = freshness::playlist_ttl(media_playlist, ttl, origin_spoke, &edge.config.media);
+    if let Some(document) = &playlist {
+        ttl = freshness::playlist_ttl(document, ttl, origin_spoke, &edge.config.media);
     }
     let entry = Arc::new(Entry {
         head,

@@ -18,6 +18,7 @@ use crate::config::RouteConfig;
 use crate::edge::Edge;
 use crate::fetch::{self, FetchJob};
 use crate::media::hls::Summary;
+use crate::media::{self, Document};
 use crate::upstream::{origin_url, UpstreamRequest};
 
 /// Where a VOD segment sits in the rendition (media playlist) that lists it.
@@ -35,6 +36,8 @@ pub struct Prefetcher {
     targets: Cache<String, Duration>,
     /// VOD segments of renditions players fetched recently, by cache key.
     places: Cache<CacheKey, Place>,
+    /// Renditions (`media::rendition_of`) whose segments players asked for lately.
+    recent: Cache<String, ()>,
 }
 
 impl Prefetcher {
@@ -50,6 +53,10 @@ impl Prefetcher {
                 .max_capacity(200_000)
                 .time_to_idle(Duration::from_secs(600))
                 .build(),
+            recent: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(30))
+                .build(),
         }
     }
 }
@@ -57,9 +64,22 @@ impl Prefetcher {
 /// After the edge fetched a media playlist: for a live one, its newest segment
 /// (and any preload hints); for a VOD one, remember its segments so that a
 /// request for segment N prefetches the ones after it.
-pub fn after_playlist(edge: &Arc<Edge>, playlist_request: &UpstreamRequest, summary: &Summary) {
-    let Summary::Media(playlist) = summary else { return };
+pub fn after_playlist(edge: &Arc<Edge>, playlist_request: &UpstreamRequest, document: &Document) {
     let resolve = |uri: &str| resolve(&playlist_request.route, &playlist_request.path_and_query, uri);
+    let playlist = match document {
+        Document::Hls(Summary::Media(playlist)) => playlist,
+        Document::Hls(Summary::Master { .. }) => return,
+        Document::Dash(manifest) => {
+            // A manifest lists every representation: prefetch only those players are watching.
+            for pq in manifest.newest.iter().filter_map(|u| resolve(u)) {
+                let rendition = media::rendition_of(&key_url(&playlist_request.route, &pq));
+                if edge.prefetcher.recent.contains_key(&rendition) {
+                    start(edge, playlist_request, pq);
+                }
+            }
+            return;
+        }
+    };
     if playlist.live {
         let path = playlist_request.path_and_query.split('?').next().unwrap_or_default();
         let target = playlist.target_duration.max(Duration::from_secs(1));
@@ -103,6 +123,7 @@ pub fn blocking_limit(edge: &Edge, route: &RouteConfig, path_and_query: &str) ->
 /// After a player asked for `key`: if it is a VOD segment of a rendition
 /// fetched recently, prefetch the `media.prefetch_ahead` segments after it.
 pub fn after_segment(edge: &Arc<Edge>, request: &UpstreamRequest, key: &CacheKey) {
+    edge.prefetcher.recent.insert(media::rendition_of(key.as_str()), ());
     let Some(place) = edge.prefetcher.places.get(key) else {
         return;
     };

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-async fn ttl_and_prefetch(name: &str, fmp4: bool) {
-    let live = FfmpegLive::start(name, fmp4);
+async fn ttl_and_prefetch(name: &str, packaging: Packaging) {
+    let live = FfmpegLive::start(name, packaging);
     live.wait_segments(2).await;
     let origin = TestOrigin::start().await;
     origin.serve_dir("/live/", &live.dir);
@@ -72,10 +72,10 @@ async fn ttl_and_prefetch(name: &str, fmp4: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mpeg_ts_live_stream() {
-    ttl_and_prefetch("ts", false).await;
+    ttl_and_prefetch("ts", Packaging::Ts).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fmp4_live_stream() {
-    ttl_and_prefetch("fmp4", true).await;
+    ttl_and_prefetch("fmp4", Packaging::Fmp4).await;
 }

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use http::{header, HeaderMap, StatusCode};
 
-use super::hls::MediaPlaylist;
-use super::MediaKind;
+use super::{Document, MediaKind};
 use crate::cache::Disposition;
 use crate::config::MediaConfig;
 use crate::headers::cache_directives;
@@ -41,16 +40,14 @@ pub fn at_head(
     Disposition::Store { ttl }
 }
 
-/// The lifetime of a media playlist once read: a live one is kept at most
-/// `media.playlist_max_ttl` (default half its target duration, or half the part
-/// target for low-latency playlists); a VOD one keeps `ttl` from its head.
-pub fn playlist_ttl(playlist: &MediaPlaylist, ttl: Duration, origin_spoke: bool, media: &MediaConfig) -> Duration {
-    if !playlist.live {
+/// The lifetime of a playlist once read: a live one is kept at most
+/// `media.playlist_max_ttl`, by default its own cap (see `Document::live_cap`);
+/// a VOD one keeps `ttl` from its head.
+pub fn playlist_ttl(document: &Document, ttl: Duration, origin_spoke: bool, media: &MediaConfig) -> Duration {
+    let Some(own_cap) = document.live_cap() else {
         return ttl;
-    }
-    let cap = media
-        .playlist_max_ttl
-        .unwrap_or_else(|| playlist.part_target.unwrap_or(playlist.target_duration) / 2);
+    };
+    let cap = media.playlist_max_ttl.unwrap_or(own_cap);
     if origin_spoke {
         ttl.min(cap)
     } else {
@@ -73,8 +70,8 @@ mod tests {
             .collect()
     }
 
-    fn live(target: u64, part: Option<f64>) -> MediaPlaylist {
-        MediaPlaylist {
+    fn live(target: u64, part: Option<f64>) -> Document {
+        Document::Hls(crate::media::hls::Summary::Media(crate::media::hls::MediaPlaylist {
             live: true,
             target_duration: Duration::from_secs(target),
             media_sequence: 0,
@@ -82,7 +79,7 @@ mod tests {
             parts: vec![],
             preload_hints: vec![],
             part_target: part.map(Duration::from_secs_f64),
-        }
+        }))
     }
 
     #[test]
@@ -176,9 +173,18 @@ mod tests {
             Duration::from_millis(500),
             "low latency: half a part"
         );
-        let mut vod = live(6, None);
-        vod.live = false;
+        let vod = Document::Hls(crate::media::hls::Summary::Master { variants: vec![] });
         assert_eq!(playlist_ttl(&vod, long, true, &m), long);
+        let dash = Document::Dash(crate::media::dash::Manifest {
+            live: true,
+            update_period: Some(Duration::from_secs(4)),
+            newest: vec![],
+        });
+        assert_eq!(
+            playlist_ttl(&dash, long, true, &m),
+            Duration::from_secs(2),
+            "DASH: half the update period"
+        );
         m.playlist_max_ttl = Some(Duration::from_millis(700));
         assert_eq!(playlist_ttl(&live(6, None), long, true, &m), Duration::from_millis(700));
     }

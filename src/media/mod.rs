@@ -2,10 +2,56 @@
 //! segments, what a playlist says, and the freshness rules that follow.
 
 pub mod cmcd;
+pub mod dash;
 pub mod freshness;
 pub mod hls;
 
+use std::time::Duration;
+
 use http::{header, HeaderMap};
+
+/// A playlist or manifest the edge has read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Document {
+    Hls(hls::Summary),
+    Dash(dash::Manifest),
+}
+
+impl Document {
+    /// Reads a fetched playlist body of kind `kind`.
+    pub fn read(kind: MediaKind, body: &[u8]) -> Option<Self> {
+        match kind {
+            MediaKind::HlsPlaylist => hls::parse(body).map(Document::Hls),
+            MediaKind::DashManifest => dash::parse(body, chrono::Utc::now()).map(Document::Dash),
+            _ => None,
+        }
+    }
+
+    /// For a live document, the longest it may be cached unless configured
+    /// otherwise: half its target duration (half a part for low-latency HLS),
+    /// or half the manifest's update period. `None` for VOD.
+    pub fn live_cap(&self) -> Option<Duration> {
+        match self {
+            Document::Hls(hls::Summary::Media(p)) if p.live => Some(p.part_target.unwrap_or(p.target_duration) / 2),
+            Document::Dash(m) if m.live => Some(m.update_period.unwrap_or(Duration::from_secs(2)) / 2),
+            _ => None,
+        }
+    }
+}
+
+/// A segment URL with the last run of digits in its file stem (the segment
+/// number or time) replaced: the same for every segment of one rendition.
+pub fn rendition_of(url: &str) -> String {
+    let path = url.split(['?', '\n']).next().unwrap_or_default();
+    let name_at = path.rfind('/').map_or(0, |i| i + 1);
+    let stem_end = path[name_at..].rfind('.').map_or(path.len(), |i| name_at + i);
+    let stem = &path[..stem_end];
+    let Some(last) = stem[name_at..].rfind(|c: char| c.is_ascii_digit()).map(|i| name_at + i) else {
+        return path.to_owned();
+    };
+    let first = stem[..last].rfind(|c: char| !c.is_ascii_digit()).map_or(0, |i| i + 1);
+    format!("{}#{}", &path[..first], &path[last + 1..])
+}
 
 /// What an object is, for video purposes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +114,28 @@ pub fn kind_of(path: &str, headers: &HeaderMap) -> MediaKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renditions_ignore_only_the_segment_number() {
+        assert_eq!(
+            rendition_of("http://o/v/720p/seg-00123.m4s"),
+            "http://o/v/720p/seg-#.m4s"
+        );
+        assert_eq!(
+            rendition_of("http://o/v/720p/seg-124.m4s?x=1"),
+            "http://o/v/720p/seg-#.m4s"
+        );
+        assert_ne!(
+            rendition_of("http://o/v/720p/seg-1.m4s"),
+            rendition_of("http://o/v/1080p/seg-1.m4s")
+        );
+        assert_eq!(rendition_of("http://o/v/init.mp4"), "http://o/v/init.mp4");
+        assert_eq!(
+            rendition_of("http://o/v1/chunk-stream0-00042.m4s"),
+            "http://o/v1/chunk-stream0-#.m4s"
+        );
+        assert_eq!(rendition_of("abc"), "abc");
+    }
 
     #[test]
     fn kinds_by_extension_then_type() {

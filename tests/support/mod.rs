@@ -212,6 +212,13 @@ impl TestOrigin {
         self.state.total.load(Ordering::SeqCst)
     }
 
+    /// Every path (with query) requested so far, sorted.
+    pub fn paths(&self) -> Vec<String> {
+        let mut paths: Vec<String> = self.state.hits.lock().unwrap().keys().cloned().collect();
+        paths.sort();
+        paths
+    }
+
     /// The most requests for `path` that were being answered at the same time.
     pub fn peak_concurrency(&self, path: &str) -> usize {
         self.state.peak.lock().unwrap().get(path).copied().unwrap_or(0)
@@ -606,50 +613,98 @@ pub struct FfmpegLive {
     pub dir: std::path::PathBuf,
 }
 
+/// How `FfmpegLive` packages its stream.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Packaging {
+    /// HLS with MPEG-TS segments (`index.m3u8`, `seg-N.ts`).
+    Ts,
+    /// HLS with CMAF segments (`index.m3u8`, `init.mp4`, `seg-N.m4s`).
+    Fmp4,
+    /// Live DASH with two representations (`manifest.mpd`, SegmentTemplate
+    /// with a SegmentTimeline, `chunk-stream{0,1}-NNNNN.m4s`).
+    Dash,
+}
+
 impl FfmpegLive {
-    /// `fmp4`: CMAF segments (`.m4s` with an init section) instead of MPEG-TS.
-    pub fn start(name: &str, fmp4: bool) -> Self {
-        let dir = std::env::temp_dir().join(format!("outpost-hls-{name}-{}", std::process::id()));
+    pub fn start(name: &str, packaging: Packaging) -> Self {
+        let dir = std::env::temp_dir().join(format!("outpost-live-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut cmd = std::process::Command::new("ffmpeg");
         cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc=size=320x180:rate=25"])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-tune",
-                "zerolatency",
-                "-g",
-                "25",
-                "-sc_threshold",
-                "0",
-            ])
-            .args([
-                "-f",
-                "hls",
-                "-hls_time",
-                "1",
-                "-hls_list_size",
-                "5",
-                "-hls_flags",
-                "delete_segments",
-            ]);
-        if fmp4 {
-            cmd.args(["-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", "init.mp4"])
-                .arg("-hls_segment_filename")
-                .arg(dir.join("seg-%d.m4s"));
-        } else {
-            cmd.arg("-hls_segment_filename").arg(dir.join("seg-%d.ts"));
+            .args(["-f", "lavfi", "-i", "testsrc=size=320x180:rate=25"]);
+        if packaging == Packaging::Dash {
+            cmd.args(["-map", "0:v", "-map", "0:v", "-s:v:1", "160x90"]);
+        }
+        cmd.args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "25",
+            "-sc_threshold",
+            "0",
+        ]);
+        match packaging {
+            Packaging::Ts | Packaging::Fmp4 => {
+                cmd.args([
+                    "-f",
+                    "hls",
+                    "-hls_time",
+                    "1",
+                    "-hls_list_size",
+                    "5",
+                    "-hls_flags",
+                    "delete_segments",
+                ]);
+                if packaging == Packaging::Fmp4 {
+                    cmd.args(["-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", "init.mp4"])
+                        .arg("-hls_segment_filename")
+                        .arg(dir.join("seg-%d.m4s"));
+                } else {
+                    cmd.arg("-hls_segment_filename").arg(dir.join("seg-%d.ts"));
+                }
+                cmd.arg(dir.join("index.m3u8"));
+            }
+            Packaging::Dash => {
+                cmd.args([
+                    "-f",
+                    "dash",
+                    "-seg_duration",
+                    "1",
+                    "-window_size",
+                    "5",
+                    "-extra_window_size",
+                    "0",
+                ])
+                .args([
+                    "-use_timeline",
+                    "1",
+                    "-use_template",
+                    "1",
+                    "-adaptation_sets",
+                    "id=0,streams=v",
+                ])
+                .arg(dir.join("manifest.mpd"));
+            }
         }
         let child = cmd
-            .arg(dir.join("index.m3u8"))
             .stdin(std::process::Stdio::null())
             .spawn()
             .expect("ffmpeg runs (apt-get install ffmpeg)");
         Self { child, dir }
+    }
+
+    /// Waits (at most 20 s) until ffmpeg has written `name`.
+    pub async fn wait_file(&self, name: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !self.dir.join(name).exists() {
+            assert!(tokio::time::Instant::now() < deadline, "ffmpeg wrote no {name}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits (at most 20 s) until the playlist lists `n` segments; returns its text.
