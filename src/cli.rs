@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -146,14 +147,17 @@ fn demo() -> ExitCode {
                 return ExitCode::from(EXIT_FAILURE);
             }
         };
+        origin.attach(Arc::clone(&edge.edge));
         let edge_url = local_url(edge.addrs.listen);
         let admin_url = local_url(edge.addrs.admin);
         println!("outpost demo is running (Ctrl-C to stop)");
-        println!("  origin          {}", origin.url());
+        println!("  player page     {edge_url}/");
         println!("  live playlist   {edge_url}/live/stream.m3u8");
+        println!("  VOD playlist    {edge_url}/vod/clip.m3u8");
         println!("  on-demand       {edge_url}/vod/large.bin");
         println!("  dashboard       {admin_url}/status");
         println!("  metrics         {admin_url}/metrics");
+        println!("  origin          {}", origin.url());
         run_until_signal(edge).await
     })
 }

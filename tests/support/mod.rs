@@ -387,7 +387,12 @@ impl Body for ScriptBody {
 /// Starts an edge from `toml` (`{origin}` is replaced by the origin URL) with
 /// every listener on 127.0.0.1:0.
 pub async fn start_edge(toml: &str, origin: &TestOrigin) -> RunningEdge {
-    let text = toml.replace("{origin}", &origin.url());
+    start_edge_at(toml, &origin.url()).await
+}
+
+/// `start_edge` for an origin at `origin_url`.
+pub async fn start_edge_at(toml: &str, origin_url: &str) -> RunningEdge {
+    let text = toml.replace("{origin}", origin_url);
     let mut config = Config::from_toml(&text).expect("test config is valid");
     config.raw.server.listen = "127.0.0.1:0".into();
     config.raw.admin.listen = "127.0.0.1:0".into();

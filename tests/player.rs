@@ -1,0 +1,91 @@
+//! A real player: headless Debian Chromium plays the demo's live stream with
+//! hls.js through the edge (`tests/browser/play.mjs`, driven by playwright-core).
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use outpost::demo::DemoOrigin;
+use support::*;
+
+const PLAYERS: usize = 10;
+const SECONDS: u64 = 30;
+
+fn browser_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_players_play_live_hls_through_the_edge_and_the_origin_sends_each_segment_once() {
+    let dir = browser_dir();
+    assert!(
+        dir.join("node_modules/playwright-core").exists() && dir.join("node_modules/hls.js").exists(),
+        "the browser test needs its npm packages: `npm ci --prefix tests/browser` (.ci/run does it)"
+    );
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists() || std::env::var_os("CHROMIUM").is_some(),
+        "the browser test needs Debian's chromium (.ci/run installs it)"
+    );
+    let origin = DemoOrigin::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let edge = start_edge_at("[[routes]]\nurl = \"{origin}\"\n", &origin.url()).await;
+    origin.attach(edge.edge.clone());
+
+    let page = url(&edge, "/");
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(dir.join("play.mjs"))
+            .args([page, PLAYERS.to_string(), SECONDS.to_string()])
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("node runs (apt-get install nodejs npm)")
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "play.mjs failed: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("play.mjs prints JSON");
+    let watched = report["watched"].as_f64().unwrap();
+    let players = report["players"].as_array().unwrap();
+    assert_eq!(players.len(), PLAYERS);
+
+    for (i, p) in players.iter().enumerate() {
+        let advanced = p["advanced"].as_f64().unwrap();
+        assert_eq!(p["fatal"].as_array().unwrap().len(), 0, "player {i}: fatal errors: {p}");
+        assert_eq!(p["stalls"].as_u64(), Some(0), "player {i} stalled after it began: {p}");
+        // Without stalls, playback keeps pace with the clock; allow for a slow start of sampling.
+        assert!(
+            advanced >= watched - 5.0,
+            "player {i} advanced {advanced:.1} s in {watched:.1} s: {p}"
+        );
+        let loaded = p["segments"].as_array().unwrap();
+        assert!(
+            loaded.len() >= (SECONDS / 2) as usize,
+            "player {i} loaded {} segments",
+            loaded.len()
+        );
+        for s in loaded {
+            let status = s["cacheStatus"].as_str().unwrap_or_default();
+            assert!(status.starts_with("outpost; "), "player {i}: {s}");
+        }
+    }
+
+    // Ten players, one origin fetch per segment.
+    let hits = origin.all_hits();
+    let segments: Vec<(&String, &u64)> = hits.iter().filter(|(p, _)| p.starts_with("/live/seg-")).collect();
+    assert!(
+        segments.len() >= (SECONDS / 2) as usize,
+        "segments fetched: {segments:?}"
+    );
+    for (path, n) in &segments {
+        assert_eq!(**n, 1, "the origin sent {path} {n} times");
+    }
+    let stats = outpost::admin::status_json(&edge.edge);
+    let offload = stats["origin_offload"].as_f64().unwrap();
+    assert!(
+        offload > 0.85,
+        "origin offload {offload:.3} with {PLAYERS} players: {stats}"
+    );
+    edge.shutdown().await;
+}
