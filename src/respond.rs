@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
+use http_range_header::{ParsedRanges, SyntacticallyCorrectRange};
 
 use crate::body::EdgeBody;
 use crate::cache::Head;
@@ -43,14 +44,31 @@ pub fn respond(request: &Parts, head: &Head, source: Source, served: Served) -> 
         Source::Stored(body) => Some(body.len() as u64),
         Source::Fill(_) => head.content_length,
     };
-    let range = match (head.status, &request.method, total) {
-        (StatusCode::OK, &Method::GET, Some(total)) => select_range(&request.headers, &head.headers, total)?,
+    let ranged = head.status == StatusCode::OK && request.method == Method::GET;
+    let range = match total {
+        Some(total) if ranged => select_range(&request.headers, &head.headers, total)?,
+        _ => None,
+    };
+    // A body still arriving with no length yet (a low-latency part, say):
+    // a range from a known offset is served as its bytes arrive.
+    let open = match total {
+        None if ranged => open_range(&request.headers, &head.headers),
         _ => None,
     };
     let mut headers = head.headers.clone();
     let mut status = head.status;
-    let (start, end) = match (range, total) {
-        (Some((first, last)), Some(total)) => {
+    let (start, end) = match (open, range, total) {
+        (Some((first, last)), _, _) => {
+            status = StatusCode::PARTIAL_CONTENT;
+            let content_range = format!("bytes {first}-{}/*", last.unwrap_or(LIVE_END));
+            headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&content_range).expect("digits are valid"),
+            );
+            headers.remove(header::CONTENT_LENGTH);
+            (first, last.map(|l| l + 1))
+        }
+        (None, Some((first, last)), Some(total)) => {
             status = StatusCode::PARTIAL_CONTENT;
             let content_range = format!("bytes {first}-{last}/{total}");
             headers.insert(
@@ -60,16 +78,16 @@ pub fn respond(request: &Parts, head: &Head, source: Source, served: Served) -> 
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(last - first + 1));
             (first, Some(last + 1))
         }
-        (_, Some(total)) => {
+        (None, _, Some(total)) => {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
             (0, Some(total))
         }
-        (_, None) => {
+        (None, _, None) => {
             headers.remove(header::CONTENT_LENGTH);
             (0, None)
         }
     };
-    if head.status == StatusCode::OK && total.is_some() {
+    if head.status == StatusCode::OK {
         headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
     decorate(&mut headers, head, served);
@@ -151,28 +169,45 @@ fn weak_eq(a: &str, b: &str) -> bool {
     a.trim_start_matches("W/") == b.trim_start_matches("W/")
 }
 
+/// The last-byte-pos that stands for "to the end, wherever that will be"
+/// (RFC 8673 §2: 2^53 - 1, the largest integer JavaScript players hold exactly).
+pub const LIVE_END: u64 = 9_007_199_254_740_991;
+
 /// The single byte range to answer with, as inclusive offsets, if the request
 /// has one that applies. A malformed or multi-range header is ignored (the
 /// whole object is sent, as RFC 9110 §14.2 allows); an unsatisfiable one is 416.
 pub fn select_range(request: &HeaderMap, response: &HeaderMap, total: u64) -> Result<Option<(u64, u64)>, EdgeError> {
-    let Some(raw) = request.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+    let Some(parsed) = single_range(request, response) else {
         return Ok(None);
     };
-    if let Some(if_range) = request.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
-        if !if_range_matches(if_range.trim(), response) {
-            return Ok(None);
-        }
-    }
-    let Ok(parsed) = http_range_header::parse_range_header(raw) else {
-        return Ok(None);
-    };
-    if parsed.len() != 1 {
-        return Ok(None);
-    }
     match parsed.validate(total) {
         Ok(ranges) => Ok(ranges.first().map(|r| (*r.start(), *r.end()))),
         Err(_) => Err(EdgeError::Range { len: total }),
     }
+}
+
+/// For a body whose length is not known yet: the requested range's first
+/// offset and its last, if given (RFC 8673 random access to live content).
+/// A suffix range needs the end, so it is ignored (the whole body is sent).
+pub fn open_range(request: &HeaderMap, response: &HeaderMap) -> Option<(u64, Option<u64>)> {
+    match single_range(request, response)?.into_ranges().first()? {
+        SyntacticallyCorrectRange::FromStart(first) => Some((*first, None)),
+        SyntacticallyCorrectRange::Indexed(first, last) => Some((*first, Some(*last).filter(|l| *l < LIVE_END))),
+        SyntacticallyCorrectRange::FromLast(_) => None,
+    }
+}
+
+/// The request's one byte range, when it has exactly one and If-Range allows it.
+fn single_range(request: &HeaderMap, response: &HeaderMap) -> Option<ParsedRanges> {
+    let raw = request.get(header::RANGE)?.to_str().ok()?;
+    if let Some(if_range) = request.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+        if !if_range_matches(if_range.trim(), response) {
+            return None;
+        }
+    }
+    http_range_header::parse_range_header(raw)
+        .ok()
+        .filter(|parsed| parsed.len() == 1)
 }
 
 /// If-Range (RFC 9110 §13.1.5): a strong ETag match, or the exact Last-Modified date.

@@ -102,3 +102,75 @@ async fn a_reload_held_past_three_target_durations_is_503() {
     assert!(started.elapsed() >= Duration::from_secs(3));
     edge.shutdown().await;
 }
+
+/// Sends a GET with `range` and returns the response as soon as its head arrives.
+async fn ranged(c: &TestClient, url: &str, range: &str) -> http::Response<hyper::body::Incoming> {
+    c.request(
+        http::Request::get(url)
+            .header("range", range)
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_into_a_part_still_arriving_are_served_as_it_arrives() {
+    use http_body_util::BodyExt;
+    use std::sync::Arc;
+
+    // The origin is still producing the segment: no Content-Length, the first
+    // 10,000 bytes now, the rest when the gate opens.
+    let body = payload(30_000, 7);
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let origin = TestOrigin::start().await;
+    origin.set(
+        "/ll/seg-7.mp4",
+        Script::ok(body.clone())
+            .chunked()
+            .throttle(10_000, Duration::ZERO)
+            .gated(Arc::clone(&gate)),
+    );
+    let edge = edge_for(&origin).await;
+    let c = client();
+    let seg = url(&edge, "/ll/seg-7.mp4");
+
+    // A byte range inside what has arrived is complete before the origin goes on.
+    let early = ranged(&c, &seg, "bytes=4000-5999").await;
+    assert_eq!(early.status(), 206);
+    assert_eq!(early.headers()["content-range"], "bytes 4000-5999/*");
+    // Its length is known from the range itself; a segment that ended sooner
+    // would cut the connection rather than pass a short body off as whole.
+    assert_eq!(early.headers()["content-length"], "2000");
+    let early = tokio::time::timeout(Duration::from_secs(5), early.into_body().collect())
+        .await
+        .expect("the range is served from the bytes that arrived")
+        .unwrap()
+        .to_bytes();
+    assert_eq!(early, body.slice(4000..6000));
+
+    // An open-ended range (a byte-range preload hint) gets its head at once
+    // and its bytes as the origin sends them (RFC 8673's open end).
+    let open = ranged(&c, &seg, "bytes=12000-").await;
+    assert_eq!(open.status(), 206);
+    assert_eq!(open.headers()["content-range"], "bytes 12000-9007199254740991/*");
+    let reading = tokio::spawn(async move { open.into_body().collect().await.map(|b| b.to_bytes()) });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!reading.is_finished(), "the open range waits for the origin");
+    gate.notify_one();
+    let rest = tokio::time::timeout(Duration::from_secs(5), reading)
+        .await
+        .expect("the open range ends with the segment")
+        .unwrap()
+        .unwrap();
+    assert_eq!(rest, body.slice(12000..));
+    assert_eq!(origin.hits("/ll/seg-7.mp4"), 1);
+
+    // Once stored, the length is known and ranges are exact.
+    let stored = send(&c, "GET", &seg, &[("range", "bytes=12000-")]).await;
+    assert_eq!(stored.header("content-range"), "bytes 12000-29999/30000");
+    assert_eq!(stored.bytes(), &body.slice(12000..));
+    assert_eq!(origin.hits("/ll/seg-7.mp4"), 1);
+    edge.shutdown().await;
+}

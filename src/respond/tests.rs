@@ -144,3 +144,22 @@ fn head_and_not_modified_have_no_body() {
     assert_eq!(resp.headers()["cache-status"], "outpost; hit");
     assert!(http_body::Body::is_end_stream(resp.body()));
 }
+
+#[test]
+fn open_ranges_for_bodies_of_unknown_length() {
+    let res = h(&[("etag", "\"p1\"")]);
+    let open = |range: &str| open_range(&h(&[("range", range)]), &res);
+    assert_eq!(open("bytes=100-"), Some((100, None)));
+    assert_eq!(open("bytes=100-199"), Some((100, Some(199))));
+    // RFC 8673's "to the end" is an open end, not a length.
+    assert_eq!(open("bytes=100-9007199254740991"), Some((100, None)));
+    assert_eq!(open("bytes=-500"), None, "a suffix needs the end");
+    assert_eq!(open("bytes=0-1,5-6"), None, "one range only");
+    assert_eq!(open("items=0-1"), None);
+    let stale = h(&[("range", "bytes=100-"), ("if-range", "\"p0\"")]);
+    assert_eq!(
+        open_range(&stale, &res),
+        None,
+        "If-Range that does not match: the whole body"
+    );
+}
