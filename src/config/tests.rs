@@ -74,3 +74,24 @@ fn check_output_masks_secrets() {
     // The printed config is itself a valid config.
     Config::from_toml(&text.replace("********", "x")).expect("check output reloads");
 }
+
+#[test]
+fn the_shipped_config_documents_every_key() {
+    let text = include_str!("../../conf/outpost.toml");
+    let mut raw = RawConfig::default();
+    raw.routes = vec![toml::from_str("url = \"http://127.0.0.1:9000\"").unwrap()];
+    let value = toml::Value::try_from(&raw).unwrap();
+    for (section, table) in value.as_table().unwrap() {
+        let table = match table {
+            toml::Value::Array(routes) => routes[0].as_table().unwrap(),
+            other => other.as_table().unwrap(),
+        };
+        for key in table.keys() {
+            let documented = text.lines().any(|line| {
+                let line = line.trim_start_matches('#').trim_start();
+                line.strip_prefix(key.as_str()).is_some_and(|rest| rest.trim_start().starts_with('='))
+            });
+            assert!(documented, "conf/outpost.toml does not document {section}.{key}");
+        }
+    }
+}
