@@ -81,11 +81,29 @@ async fn ten_players_play_live_hls_through_the_edge_and_the_origin_sends_each_se
     for (path, n) in &segments {
         assert_eq!(**n, 1, "the origin sent {path} {n} times");
     }
+    // The edge fetches each new segment when it refreshes the playlist, before players ask.
+    let loads: Vec<&str> = players
+        .iter()
+        .flat_map(|p| p["segments"].as_array().unwrap())
+        .map(|s| s["cacheStatus"].as_str().unwrap_or_default())
+        .collect();
+    let prefetched = loads.iter().filter(|s| s.ends_with("detail=prefetch")).count();
+    assert!(
+        prefetched * 10 >= loads.len() * 8,
+        "{prefetched} of {} segment loads were prefetched: {loads:?}",
+        loads.len()
+    );
     let stats = outpost::admin::status_json(&edge.edge);
     let offload = stats["origin_offload"].as_f64().unwrap();
     assert!(
         offload > 0.85,
         "origin offload {offload:.3} with {PLAYERS} players: {stats}"
+    );
+    eprintln!(
+        "{PLAYERS} players for {watched:.1} s: {} segments, each sent once by the origin; \
+         {prefetched} of {} segment loads prefetched; origin offload {offload:.4}",
+        segments.len(),
+        loads.len()
     );
     edge.shutdown().await;
 }
