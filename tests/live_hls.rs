@@ -14,7 +14,7 @@ async fn ttl_and_prefetch(name: &str, packaging: Packaging) {
     let edge = edge_for(&origin).await;
     let c = client();
 
-    // Polling: 20 players every 50 ms for 3 s. The playlist's target duration
+    // Polling: 100 players every 100 ms for 3 s. The playlist's target duration
     // bounds the edge's TTL (half of it), so the origin sees about one request
     // per TTL window, whatever the number of players.
     let playlist = get(&c, &url(&edge, "/live/index.m3u8")).await.text();
@@ -26,9 +26,9 @@ async fn ttl_and_prefetch(name: &str, packaging: Packaging) {
     let ttl = target / 2.0;
     let before = origin.hits("/live/index.m3u8");
     let started = Instant::now();
-    for _ in 0..60 {
-        get_many(&c, &url(&edge, "/live/index.m3u8"), 20).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..30 {
+        get_many(&c, &url(&edge, "/live/index.m3u8"), 100).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let polled = started.elapsed().as_secs_f64();
     let fetched = origin.hits("/live/index.m3u8") - before;

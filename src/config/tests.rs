@@ -89,7 +89,8 @@ fn the_shipped_config_documents_every_key() {
         for key in table.keys() {
             let documented = text.lines().any(|line| {
                 let line = line.trim_start_matches('#').trim_start();
-                line.strip_prefix(key.as_str()).is_some_and(|rest| rest.trim_start().starts_with('='))
+                line.strip_prefix(key.as_str())
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
             });
             assert!(documented, "conf/outpost.toml does not document {section}.{key}");
         }
