@@ -5,6 +5,8 @@
 //! loopback), so the hit figures are a floor that counts the client's CPU too;
 //! the side-by-side comparison with other proxies is a separate benchmark.
 
+#[path = "common.rs"]
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -12,20 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{ms, percentile, storm, Storm};
 use http_body_util::{BodyExt, Empty};
 use support::*;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
 
 async fn hit_path(edge: &outpost::RunningEdge, path: &str, connections: usize, seconds: u64) -> (f64, f64) {
     let done = Arc::new(AtomicU64::new(0));
@@ -70,45 +61,7 @@ async fn cold_storm(clients: usize) {
             .throttle(40_000, Duration::from_millis(10)),
     );
     let edge = edge_for(&origin).await;
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|_| {
-            let c = client();
-            let u = url(&edge, "/cold.ts");
-            tokio::spawn(async move {
-                let req = http::Request::get(u).body(Empty::new()).unwrap();
-                let resp = c.request(req).await.map_err(|e| e.to_string())?;
-                let mut body = resp.into_body();
-                let mut first = None;
-                let mut len = 0;
-                while let Some(frame) = body.frame().await {
-                    let frame = frame.map_err(|e| e.to_string())?;
-                    if let Some(d) = frame.data_ref() {
-                        first.get_or_insert_with(|| start.elapsed());
-                        len += d.len();
-                    }
-                }
-                if len != size {
-                    return Err(format!("short body: {len}"));
-                }
-                Ok::<_, String>((first.unwrap_or_default(), start.elapsed()))
-            })
-        })
-        .collect();
-    let mut ttfb = Vec::new();
-    let mut done = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            Ok((f, d)) => {
-                ttfb.push(f);
-                done.push(d);
-            }
-            Err(_) => errors += 1,
-        }
-    }
-    ttfb.sort();
-    done.sort();
+    let Storm { ttfb, done, errors } = storm(&url(&edge, "/cold.ts"), clients, size).await;
     println!(
         "| cold storm, {clients} clients, 2 MB, origin 200 ms TTFB at 4 MB/s | origin requests {} | TTFB p50 {} p99 {} | done p50 {} p99 {} | errors {errors} |",
         origin.hits("/cold.ts"),

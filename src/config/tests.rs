@@ -78,8 +78,10 @@ fn check_output_masks_secrets() {
 #[test]
 fn the_shipped_config_documents_every_key() {
     let text = include_str!("../../conf/outpost.toml");
-    let mut raw = RawConfig::default();
-    raw.routes = vec![toml::from_str("url = \"http://127.0.0.1:9000\"").unwrap()];
+    let raw = RawConfig {
+        routes: vec![toml::from_str("url = \"http://127.0.0.1:9000\"").unwrap()],
+        ..Default::default()
+    };
     let value = toml::Value::try_from(&raw).unwrap();
     for (section, table) in value.as_table().unwrap() {
         let table = match table {

@@ -1,0 +1,105 @@
+//! Hit-path load with wrk (HTTP/1.1) and h2load (h2c), pinned to the load CPU,
+//! and the proxy's CPU time read around each run.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::proxies::Proxy;
+
+/// One hit-path run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Hits {
+    pub per_second: f64,
+    /// Requests per second of the proxy's own CPU time.
+    pub per_cpu_second: f64,
+}
+
+pub enum Protocol {
+    Http1,
+    H2c,
+}
+
+/// `connections` keep-alive connections asking for `url` for `seconds`.
+pub fn run(proxy: &Proxy, protocol: Protocol, url: &str, connections: usize, seconds: u64, cpu: usize) -> Hits {
+    let mut cmd = Command::new("taskset");
+    cmd.arg("-c").arg(cpu.to_string());
+    match protocol {
+        Protocol::Http1 => {
+            cmd.args(["wrk", "-t1"])
+                .arg(format!("-c{connections}"))
+                .arg(format!("-d{seconds}s"))
+                .arg(url);
+        }
+        Protocol::H2c => {
+            // Windows of 2^30 so that flow control does not pace 1 MiB bodies.
+            cmd.args(["h2load", "-t1", "-m1", "-w30", "-W30"])
+                .arg(format!("-c{connections}"))
+                .arg(format!("-D{seconds}"))
+                .arg(url);
+        }
+    }
+    let cpu_before = proxy.cpu();
+    let started = Instant::now();
+    let out = cmd.output().expect("the load generator runs");
+    let elapsed = started.elapsed();
+    let cpu = proxy.cpu().saturating_sub(cpu_before);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let requests = match protocol {
+        Protocol::Http1 => wrk_requests(&text),
+        Protocol::H2c => h2load_requests(&text),
+    };
+    let Some((requests, measured)) = requests else {
+        eprintln!(
+            "{}: no figures from the load generator for {url}:\n{text}\n{}",
+            proxy.kind.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return Hits::default();
+    };
+    let window = measured.unwrap_or(elapsed);
+    Hits {
+        per_second: requests as f64 / window.as_secs_f64(),
+        per_cpu_second: if cpu.is_zero() {
+            0.0
+        } else {
+            requests as f64 / cpu.as_secs_f64()
+        },
+    }
+}
+
+/// wrk: "  123456 requests in 10.00s, 1.23GB read", non-2xx counted as failures.
+fn wrk_requests(text: &str) -> Option<(u64, Option<Duration>)> {
+    let line = text.lines().find(|l| l.contains(" requests in "))?;
+    let mut words = line.split_whitespace();
+    let requests: u64 = words.next()?.parse().ok()?;
+    let secs = words
+        .nth(2)?
+        .trim_end_matches(',')
+        .trim_end_matches('s')
+        .parse::<f64>()
+        .ok()?;
+    let failed: u64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    Some((requests.saturating_sub(failed), Some(Duration::from_secs_f64(secs))))
+}
+
+/// h2load: "requests: 100 total, 100 started, 100 done, 100 succeeded, 0 failed, ..."
+/// and "finished in 10.00s, ...".
+fn h2load_requests(text: &str) -> Option<(u64, Option<Duration>)> {
+    let line = text.lines().find(|l| l.starts_with("requests:"))?;
+    let succeeded = line
+        .split(',')
+        .find_map(|part| part.trim().strip_suffix(" succeeded"))?
+        .trim()
+        .parse()
+        .ok()?;
+    let secs = text
+        .lines()
+        .find_map(|l| l.strip_prefix("finished in "))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|s| s.trim().trim_end_matches('s').parse::<f64>().ok());
+    Some((succeeded, secs.map(Duration::from_secs_f64)))
+}

@@ -1,0 +1,389 @@
+//! outpost against nginx, Varnish and Apache Traffic Server on this machine,
+//! in one run: `cargo bench --bench compare`. Writes `benches/RESULTS.md`.
+//!
+//! Each proxy gets an equivalent cache in front of the same origin (an
+//! in-process hyper server): nginx `proxy_cache` with `proxy_cache_lock`,
+//! Varnish malloc storage, Traffic Server read-while-writer with
+//! `open_write_fail_action` 5; all keep upstream connections alive. The proxy
+//! runs pinned to CPU 0; this process (origin, storm and player clients) and
+//! wrk / h2load to CPU 1. Proxies run interleaved (A B C D A B C D …) and the
+//! tables give medians over rounds.
+//!
+//! Settings (environment): `COMPARE_ROUNDS` (3), `COMPARE_SECONDS` per hit
+//! run (10), `COMPARE_LIVE_SECONDS` (60), `COMPARE_PLAYERS` (1000),
+//! `COMPARE_ONLY` (a comma-separated subset: outpost,nginx,varnish,trafficserver).
+
+#[path = "../common.rs"]
+mod common;
+mod live;
+mod load;
+mod memory;
+mod proxies;
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{ms, percentile, storm};
+use load::{Hits, Protocol};
+use proxies::{Budget, Kind, Proxy};
+use support::{payload, Script, TestOrigin};
+
+const PROXY_CPU: usize = 0;
+const LOAD_CPU: usize = 1;
+const STORM_CLIENTS: usize = 500;
+const STORM_BYTES: usize = 2_000_000;
+const HIT_CACHE: u64 = 2 << 30;
+const MEMORY_CACHE: u64 = 1 << 30;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Installs the proxies and load generators from Debian's packages when missing.
+fn ensure_tools() {
+    let wanted = [
+        ("nginx", "nginx-light"),
+        ("varnishd", "varnish"),
+        ("traffic_server", "trafficserver"),
+        ("wrk", "wrk"),
+        ("h2load", "nghttp2-client"),
+        ("taskset", "util-linux"),
+    ];
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(cmd, _)| {
+            !Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {cmd}"))
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    eprintln!("installing {}", missing.join(" "));
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends {}",
+            missing.join(" ")
+        ))
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "installing {} failed (run as root?)", missing.join(" "));
+    // Debian starts the packaged services; the benchmark runs its own.
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg("service nginx stop; service varnish stop; service trafficserver stop")
+        .output();
+}
+
+/// Medians of every figure, per proxy.
+#[derive(Default)]
+struct Figures(BTreeMap<(usize, &'static str), Vec<f64>>);
+
+impl Figures {
+    fn add(&mut self, kind: Kind, what: &'static str, value: f64) {
+        let i = proxies::ALL.iter().position(|k| *k == kind).unwrap();
+        self.0.entry((i, what)).or_default().push(value);
+    }
+
+    fn median(&self, kind: Kind, what: &'static str) -> Option<f64> {
+        let i = proxies::ALL.iter().position(|k| *k == kind).unwrap();
+        let mut v = self.0.get(&(i, what))?.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        Some(v[v.len() / 2])
+    }
+}
+
+fn main() {
+    ensure_tools();
+    // Pin this process (origin, clients) to the load CPU before any thread starts.
+    let _ = Command::new("taskset")
+        .args(["-cp", &LOAD_CPU.to_string(), &std::process::id().to_string()])
+        .output();
+    let rounds = env_or("COMPARE_ROUNDS", 3) as usize;
+    let seconds = env_or("COMPARE_SECONDS", 10);
+    let live_seconds = env_or("COMPARE_LIVE_SECONDS", 60);
+    let players = env_or("COMPARE_PLAYERS", 1000) as usize;
+    let only = std::env::var("COMPARE_ONLY").unwrap_or_default().to_lowercase();
+    let kinds: Vec<Kind> = proxies::ALL
+        .into_iter()
+        .filter(|k| {
+            only.is_empty()
+                || only
+                    .split(',')
+                    .any(|o| k.name().to_lowercase().replace(' ', "") == o.trim())
+        })
+        .collect();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut figures = Figures::default();
+    rt.block_on(async {
+        let origin = Arc::new(TestOrigin::start().await);
+        let long = [("cache-control", "max-age=3600")];
+        origin.set("/1k", Script::ok(payload(1024, 1)).headers(&long));
+        origin.set("/1m", Script::ok(payload(1 << 20, 2)).headers(&long));
+        let origin_port = origin.addr.port();
+
+        for round in 0..rounds {
+            for &kind in &kinds {
+                eprintln!("round {}/{rounds}: {}", round + 1, kind.name());
+                let proxy = start(kind, origin_port, HIT_CACHE).await;
+                warm(&proxy).await;
+                hit_runs(&proxy, seconds, &mut figures).await;
+                cold_storm(&proxy, &origin, round, &mut figures).await;
+            }
+        }
+        for &kind in &kinds {
+            eprintln!("live fan-out: {}", kind.name());
+            let proxy = start(kind, origin_port, HIT_CACHE).await;
+            let stream = format!("live-{}", kind.name().replace(' ', "").to_lowercase());
+            let f = live::fan_out(&origin, &proxy.url(""), &stream, players, live_seconds).await;
+            figures.add(kind, "live_origin_max", f.origin_max as f64);
+            figures.add(kind, "live_origin_mean", f.origin_mean);
+            figures.add(kind, "live_p50", f.delay_p50.as_secs_f64());
+            figures.add(kind, "live_p99", f.delay_p99.as_secs_f64());
+            figures.add(kind, "live_downloads", f.downloads as f64);
+            figures.add(kind, "live_errors", f.errors as f64);
+        }
+        for &kind in &kinds {
+            eprintln!("memory: {}", kind.name());
+            let proxy = start(kind, origin_port, MEMORY_CACHE).await;
+            warm(&proxy).await;
+            let m = memory::measure(&proxy, &origin, MEMORY_CACHE).await;
+            figures.add(kind, "rss_full", m.full_rss as f64);
+            figures.add(kind, "cache_files", m.cache_files as f64);
+            figures.add(kind, "per_idle", m.per_idle_connection);
+        }
+    });
+    let report = report(&figures, &kinds, rounds, seconds, live_seconds, players);
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/RESULTS.md");
+    std::fs::write(path, &report).expect("writing benches/RESULTS.md");
+    println!("{report}");
+}
+
+async fn start(kind: Kind, origin_port: u16, bytes: u64) -> Proxy {
+    tokio::task::spawn_blocking(move || Proxy::start(kind, origin_port, &Budget { bytes }, PROXY_CPU))
+        .await
+        .expect("proxy start")
+}
+
+/// Puts the hit objects in the cache (nginx and others store on the first miss).
+async fn warm(proxy: &Proxy) {
+    let c = support::client();
+    for path in ["/1k", "/1m", "/1k", "/1m"] {
+        let got = support::get(&c, &proxy.url(path)).await;
+        assert_eq!(got.status, 200, "{} {path}", proxy.kind.name());
+    }
+}
+
+async fn hit_runs(proxy: &Proxy, seconds: u64, figures: &mut Figures) {
+    let runs: [(&'static str, bool, &str); 4] = [
+        ("h1_1k", false, "/1k"),
+        ("h1_1m", false, "/1m"),
+        ("h2_1k", true, "/1k"),
+        ("h2_1m", true, "/1m"),
+    ];
+    for (name, h2, path) in runs {
+        let (protocol, url) = match (h2, proxy.h2_url(path)) {
+            (false, _) => (Protocol::Http1, proxy.url(path)),
+            (true, Some(url)) => (Protocol::H2c, url),
+            (true, None) => continue,
+        };
+        let hits: Hits = tokio::task::block_in_place(|| load::run(proxy, protocol, &url, 64, seconds, LOAD_CPU));
+        figures.add(proxy.kind, name, hits.per_second);
+        figures.add(proxy.kind, cpu_key(name), hits.per_cpu_second);
+    }
+}
+
+fn cpu_key(name: &str) -> &'static str {
+    match name {
+        "h1_1k" => "h1_1k_cpu",
+        "h1_1m" => "h1_1m_cpu",
+        "h2_1k" => "h2_1k_cpu",
+        _ => "h2_1m_cpu",
+    }
+}
+
+async fn cold_storm(proxy: &Proxy, origin: &TestOrigin, round: usize, figures: &mut Figures) {
+    // A fresh object every time: 200 ms to first byte, then 4 MB/s.
+    let path = format!("/cold-{}-{round}.ts", proxy.kind.name().replace(' ', ""));
+    origin.set(
+        &path,
+        Script::ok(payload(STORM_BYTES, 7))
+            .headers(&[("cache-control", "max-age=3600"), ("content-type", "video/mp2t")])
+            .delay(Duration::from_millis(200))
+            .throttle(40_000, Duration::from_millis(10)),
+    );
+    let s = storm(&proxy.url(&path), STORM_CLIENTS, STORM_BYTES).await;
+    let kind = proxy.kind;
+    figures.add(kind, "storm_origin", origin.hits(&path) as f64);
+    figures.add(kind, "storm_ttfb_p50", percentile(&s.ttfb, 0.5).as_secs_f64());
+    figures.add(kind, "storm_ttfb_p99", percentile(&s.ttfb, 0.99).as_secs_f64());
+    figures.add(kind, "storm_done_p50", percentile(&s.done, 0.5).as_secs_f64());
+    figures.add(kind, "storm_done_p99", percentile(&s.done, 0.99).as_secs_f64());
+    figures.add(kind, "storm_errors", s.errors as f64);
+}
+
+fn machine() -> String {
+    let cpu = proxies::first_line("sh", &["-c", "lscpu | sed -n 's/^Model name: *//p'"]);
+    let cores = proxies::first_line("nproc", &["--all"]);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
+        })
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or("?".to_owned(), |kb| format!("{:.0} GiB", kb as f64 / (1 << 20) as f64));
+    let kernel = proxies::first_line("uname", &["-r"]);
+    format!("{cpu}, {cores} cores, {mem} RAM, Linux {kernel}")
+}
+
+fn report(f: &Figures, kinds: &[Kind], rounds: usize, seconds: u64, live_seconds: u64, players: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# outpost against nginx, Varnish and Traffic Server\n");
+    let _ = writeln!(
+        out,
+        "Written by `cargo bench --bench compare` (COMPARE_ROUNDS={rounds} COMPARE_SECONDS={seconds} \
+         COMPARE_LIVE_SECONDS={live_seconds} COMPARE_PLAYERS={players}).\n"
+    );
+    let _ = writeln!(out, "- Machine: {}", machine());
+    for k in kinds {
+        let _ = writeln!(out, "- {}: {}", k.name(), k.version());
+    }
+    let _ = writeln!(
+        out,
+        "- Load: {}; {}",
+        proxies::first_line("wrk", &["-v"]),
+        proxies::first_line("h2load", &["--version"])
+    );
+    let _ = writeln!(
+        out,
+        "- Each proxy pinned to CPU {PROXY_CPU}; origin, clients, wrk and h2load to CPU {LOAD_CPU}. \
+         Proxies run interleaved; figures are medians over {rounds} rounds (live fan-out and memory: one run each).\n"
+    );
+
+    let header = |out: &mut String, first: &str| {
+        let _ = write!(out, "| {first} |");
+        for k in kinds {
+            let _ = write!(out, " {} |", k.name());
+        }
+        let _ = write!(out, "\n| --- |");
+        for _ in kinds {
+            let _ = write!(out, " ---: |");
+        }
+        out.push('\n');
+    };
+    let row = |out: &mut String, label: &str, cell: &dyn Fn(Kind) -> String| {
+        let _ = write!(out, "| {label} |");
+        for &k in kinds {
+            let _ = write!(out, " {} |", cell(k));
+        }
+        out.push('\n');
+    };
+    let num = |v: Option<f64>, fmt: &dyn Fn(f64) -> String| v.map_or("n/a".to_owned(), fmt);
+
+    let _ = writeln!(out, "## Cache hits: requests/s, and requests per proxy CPU-second\n");
+    let _ = writeln!(out, "64 keep-alive connections for {seconds} s; HTTP/2 is h2c with prior knowledge (Traffic Server has HTTP/2 only over TLS).\n");
+    header(&mut out, "object, protocol");
+    for (label, name, cpu) in [
+        ("1 KiB, HTTP/1.1", "h1_1k", "h1_1k_cpu"),
+        ("1 MiB, HTTP/1.1", "h1_1m", "h1_1m_cpu"),
+        ("1 KiB, HTTP/2", "h2_1k", "h2_1k_cpu"),
+        ("1 MiB, HTTP/2", "h2_1m", "h2_1m_cpu"),
+    ] {
+        row(&mut out, label, &|k| match (f.median(k, name), f.median(k, cpu)) {
+            (Some(r), Some(c)) if r > 0.0 => format!("{r:.0} · {c:.0}/CPU-s"),
+            _ => "n/a".to_owned(),
+        });
+    }
+    for (label, cpu) in [("1 KiB", "h1_1k_cpu"), ("1 MiB", "h1_1m_cpu")] {
+        let best_other = kinds
+            .iter()
+            .filter(|k| **k != Kind::Outpost)
+            .filter_map(|k| f.median(*k, cpu).map(|v| (v, k.name())))
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        if let (Some(ours), Some((theirs, name))) = (f.median(Kind::Outpost, cpu), best_other) {
+            let _ = writeln!(
+                out,
+                "\n{label} HTTP/1.1 hits per CPU-second: outpost {ours:.0}, best other {name} {theirs:.0}: **{:.2}×**.",
+                ours / theirs
+            );
+        }
+    }
+
+    let _ = writeln!(
+        out,
+        "\n## Cold storm\n\n{STORM_CLIENTS} clients ask at once for a cold 2 MB object; the origin takes 200 ms to the first byte, then sends 4 MB/s.\n"
+    );
+    header(&mut out, "");
+    let secs = |v: f64| ms(Duration::from_secs_f64(v));
+    row(&mut out, "origin requests", &|k| {
+        num(f.median(k, "storm_origin"), &|v| format!("{v:.0}"))
+    });
+    row(&mut out, "TTFB p50", &|k| num(f.median(k, "storm_ttfb_p50"), &secs));
+    row(&mut out, "TTFB p99", &|k| num(f.median(k, "storm_ttfb_p99"), &secs));
+    row(&mut out, "complete p50", &|k| num(f.median(k, "storm_done_p50"), &secs));
+    row(&mut out, "complete p99", &|k| num(f.median(k, "storm_done_p99"), &secs));
+    row(&mut out, "errors", &|k| {
+        num(f.median(k, "storm_errors"), &|v| format!("{v:.0}"))
+    });
+
+    let _ = writeln!(
+        out,
+        "\n## Live fan-out\n\n{players} simulated players follow a live HLS playlist (2 s segments of 250 KB, \
+         `max-age=1` on the playlist) for {live_seconds} s, each reloading it every {} ms and downloading \
+         each new segment.\n",
+        live::POLL.as_millis()
+    );
+    header(&mut out, "");
+    row(&mut out, "origin requests per segment, max", &|k| {
+        num(f.median(k, "live_origin_max"), &|v| format!("{v:.0}"))
+    });
+    row(&mut out, "origin requests per segment, mean", &|k| {
+        num(f.median(k, "live_origin_mean"), &|v| format!("{v:.2}"))
+    });
+    row(&mut out, "publication → first byte, p50", &|k| {
+        num(f.median(k, "live_p50"), &secs)
+    });
+    row(&mut out, "publication → first byte, p99", &|k| {
+        num(f.median(k, "live_p99"), &secs)
+    });
+    row(&mut out, "segment downloads", &|k| {
+        num(f.median(k, "live_downloads"), &|v| format!("{v:.0}"))
+    });
+    row(&mut out, "errors", &|k| {
+        num(f.median(k, "live_errors"), &|v| format!("{v:.0}"))
+    });
+
+    let _ = writeln!(
+        out,
+        "\n## Memory\n\nRSS of the proxy's processes once a 1 GiB cache budget is full of 2 MB segments \
+         (1.25 GiB requested through it), and RSS growth per idle keep-alive connection ({} connections).\n",
+        memory::IDLE_CONNECTIONS
+    );
+    header(&mut out, "");
+    let mib = |v: f64| format!("{:.0} MiB", v / (1 << 20) as f64);
+    row(&mut out, "RSS, cache full", &|k| num(f.median(k, "rss_full"), &mib));
+    row(&mut out, "cache in tmpfs files (not in RSS)", &|k| {
+        num(f.median(k, "cache_files"), &mib)
+    });
+    row(&mut out, "per idle connection", &|k| {
+        num(f.median(k, "per_idle"), &|v| format!("{:.1} KiB", v / 1024.0))
+    });
+    out
+}
