@@ -102,15 +102,7 @@ async fn live_dash_is_capped_and_prefetched_for_watched_representations_only() {
             continue; // this manifest came from cache; try the next window
         }
         let got = get(&c, &url(&edge, &path)).await;
-        assert_eq!(got.status, 200);
-        let status = got.header("cache-status");
-        assert!(
-            status == "outpost; hit; detail=prefetch" || status == "outpost; fwd=miss; collapsed; detail=prefetch",
-            "{path}: {status}"
-        );
-        assert_eq!(origin.hits(&path), 1);
-        let on_disk = std::fs::read(live.dir.join(&name)).expect("the segment is still on disk");
-        assert!(got.bytes()[..] == on_disk[..], "the segment arrives byte for byte");
+        live.assert_prefetched_segment(&got, &origin, &path, &name);
         break;
     }
     // The other representation was never watched, so never prefetched.

@@ -56,15 +56,7 @@ async fn ttl_and_prefetch(name: &str, packaging: Packaging) {
             continue; // the playlist came from cache: no fetch, no prefetch; try the next window
         }
         let got = get(&c, &url(&edge, &path)).await;
-        assert_eq!(got.status, 200);
-        let status = got.header("cache-status");
-        assert!(
-            status == "outpost; hit; detail=prefetch" || status == "outpost; fwd=miss; collapsed; detail=prefetch",
-            "{path}: {status}"
-        );
-        assert_eq!(origin.hits(&path), 1);
-        let on_disk = std::fs::read(live.dir.join(&newest)).expect("the newest segment is still on disk");
-        assert!(got.bytes()[..] == on_disk[..], "the segment arrives byte for byte");
+        live.assert_prefetched_segment(&got, &origin, &path, &newest);
         break;
     }
     edge.shutdown().await;

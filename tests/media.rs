@@ -16,13 +16,6 @@ fn live_playlist(first: u64, count: u64, target: u64) -> String {
 }
 
 /// A prefetch put the object there, or is still bringing it.
-fn assert_prefetched(status: &str) {
-    assert!(
-        status == "outpost; hit; detail=prefetch" || status == "outpost; fwd=miss; collapsed; detail=prefetch",
-        "{status}"
-    );
-}
-
 /// Waits until the origin has seen `path` at least once (bounded).
 async fn eventually_requested(origin: &TestOrigin, path: &str) {
     origin.wait_hits(path, 1).await;

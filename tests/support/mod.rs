@@ -746,3 +746,23 @@ pub fn segment_uris(playlist: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// A `Cache-Status` saying a prefetch put the object in the cache.
+pub fn assert_prefetched(status: &str) {
+    assert!(
+        status == "outpost; hit; detail=prefetch" || status == "outpost; fwd=miss; collapsed; detail=prefetch",
+        "{status}"
+    );
+}
+
+impl FfmpegLive {
+    /// A player's answer for segment `name` (at origin path `path`): a prefetch
+    /// brought it, the origin sent it once, and it is byte for byte ffmpeg's file.
+    pub fn assert_prefetched_segment(&self, got: &Got, origin: &TestOrigin, path: &str, name: &str) {
+        assert_eq!(got.status, 200, "{path}");
+        assert_prefetched(got.header("cache-status"));
+        assert_eq!(origin.hits(path), 1, "{path}: one origin request");
+        let on_disk = std::fs::read(self.dir.join(name)).expect("the segment is still on disk");
+        assert!(got.bytes()[..] == on_disk[..], "{path} arrives byte for byte");
+    }
+}
