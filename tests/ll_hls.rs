@@ -103,18 +103,6 @@ async fn a_reload_held_past_three_target_durations_is_503() {
     edge.shutdown().await;
 }
 
-/// Sends a GET with `range` and returns the response as soon as its head arrives.
-async fn ranged(c: &TestClient, url: &str, range: &str) -> http::Response<hyper::body::Incoming> {
-    c.request(
-        http::Request::get(url)
-            .header("range", range)
-            .body(Default::default())
-            .unwrap(),
-    )
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ranges_into_a_part_still_arriving_are_served_as_it_arrives() {
     use http_body_util::BodyExt;

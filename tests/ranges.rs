@@ -47,15 +47,7 @@ async fn ranges_on_a_miss_are_cut_from_the_one_fill() {
     let edge = edge_for(&origin).await;
     let c = client();
     // Bytes within the first origin chunk arrive while the origin holds the rest.
-    let early = c
-        .request(
-            http::Request::get(url(&edge, "/m.mp4"))
-                .header("range", "bytes=1000-1999")
-                .body(Default::default())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let early = ranged(&c, &url(&edge, "/m.mp4"), "bytes=1000-1999").await;
     assert_eq!(early.status(), 206);
     assert_eq!(early.headers()["content-range"], "bytes 1000-1999/300000");
     let early_body = tokio::time::timeout(Duration::from_secs(5), early.into_body().collect())

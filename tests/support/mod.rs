@@ -766,3 +766,15 @@ impl FfmpegLive {
         assert!(got.bytes()[..] == on_disk[..], "{path} arrives byte for byte");
     }
 }
+
+/// Sends a GET with `range` and returns the response as soon as its head arrives.
+pub async fn ranged(c: &TestClient, url: &str, range: &str) -> http::Response<hyper::body::Incoming> {
+    c.request(
+        http::Request::get(url)
+            .header("range", range)
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await
+    .unwrap()
+}
