@@ -14,6 +14,7 @@ use crate::cache::policy::{self, Disposition};
 use crate::cache::{CacheKey, Entry, Head};
 use crate::edge::Edge;
 use crate::fill::{concat, FillHead, Writer};
+use crate::headers;
 use crate::media::{self, freshness, Document};
 use crate::metrics::GaugeGuard;
 use crate::outcome::PassReason;
@@ -103,8 +104,9 @@ async fn fetch(edge: &Edge, job: &FetchJob, writer: &Writer) -> Result<Fetched, 
 
     let sent = request.to_request();
     // The policy sees the origin's headers as sent, `Age` included.
-    let policy = policy::policy(&sent, parts.status, &parts.headers, now);
-    let mut head = Head::from_upstream(parts.status, parts.headers, now);
+    let origin_headers = headers::detached(&parts.headers);
+    let policy = policy::policy(&sent, parts.status, &origin_headers, now);
+    let mut head = Head::from_upstream(parts.status, origin_headers, now);
     let max_object = edge.config.cache.max_object;
     let judged = policy::judge(&sent, &policy, &head.headers, now, max_object);
     let kind = media::kind_of(&request.path_and_query, &head.headers);
@@ -246,7 +248,7 @@ fn refreshed(
             reason: "304 Not Modified did not match the stored validators".into(),
         });
     };
-    let mut headers = merged.headers;
+    let mut headers = headers::detached(&merged.headers);
     headers.remove(header::WARNING);
     let mut head = Head::from_upstream(stale.head.status, headers, now);
     head.content_length = Some(stale.body.len() as u64);

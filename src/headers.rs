@@ -1,6 +1,7 @@
 //! Header names the edge reads or writes, and hop-by-hop handling (RFC 9110 §7.6.1).
 
-use http::header::{self, HeaderMap, HeaderName};
+use bytes::BytesMut;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -48,6 +49,30 @@ pub fn append_list(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     }
 }
 
+/// A copy of `headers` whose values share one small allocation of their own.
+///
+/// hyper parses header values without copying: each is a slice of the
+/// connection's read buffer, which grows to ~400 KiB while a body streams
+/// through it. A head kept in the cache would pin that whole buffer for as
+/// long as the entry lives (with 2 MB segments, a fifth more memory than the
+/// bodies), so what is kept is detached first.
+pub fn detached(headers: &HeaderMap) -> HeaderMap {
+    let mut text = BytesMut::with_capacity(headers.values().map(HeaderValue::len).sum());
+    for value in headers.values() {
+        text.extend_from_slice(value.as_bytes());
+    }
+    let mut text = text.freeze();
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let own = text.split_to(value.len());
+        // Bytes that were a valid value stay one; keep the original if not.
+        let mut own = HeaderValue::from_maybe_shared(own).unwrap_or_else(|_| value.clone());
+        own.set_sensitive(value.is_sensitive());
+        out.append(name.clone(), own);
+    }
+    out
+}
+
 /// The `Content-Length` header as a number, when present and valid.
 pub fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
@@ -85,6 +110,36 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::ETAG));
+    }
+
+    #[test]
+    fn detached_values_are_equal_but_share_nothing_with_the_original() {
+        let wire = bytes::Bytes::from_static(b"video/mp2tmax-age=3600abc");
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_maybe_shared(wire.slice(0..10)).unwrap(),
+        );
+        h.append(
+            header::CACHE_CONTROL,
+            HeaderValue::from_maybe_shared(wire.slice(10..22)).unwrap(),
+        );
+        h.append(header::CACHE_CONTROL, HeaderValue::from_static("public"));
+        let mut secret = HeaderValue::from_maybe_shared(wire.slice(22..25)).unwrap();
+        secret.set_sensitive(true);
+        h.insert("x-token", secret);
+        let own = detached(&h);
+        assert_eq!(own, h);
+        assert!(own["x-token"].is_sensitive());
+        let wire_range = wire.as_ptr() as usize..wire.as_ptr() as usize + wire.len();
+        for v in own.values() {
+            assert!(
+                !wire_range.contains(&(v.as_bytes().as_ptr() as usize)),
+                "{v:?} still points into the wire buffer"
+            );
+        }
+        let order: Vec<_> = own.get_all(header::CACHE_CONTROL).iter().collect();
+        assert_eq!(order, ["max-age=3600", "public"]);
     }
 
     #[test]

@@ -77,7 +77,8 @@ impl UpstreamRequest {
         let mut req = Request::new(());
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = origin_uri(&self.route.origin, &self.path_and_query);
-        *req.headers_mut() = self.headers.clone();
+        // Kept with a stored entry: detached from the client's read buffer.
+        *req.headers_mut() = crate::headers::detached(&self.headers);
         req
     }
 }
