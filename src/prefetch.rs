@@ -122,7 +122,7 @@ pub fn blocking_limit(edge: &Edge, route: &RouteConfig, path_and_query: &str) ->
 
 /// After a player asked for `key`: if it is a VOD segment of a rendition
 /// fetched recently, prefetch the `media.prefetch_ahead` segments after it.
-pub fn after_segment(edge: &Arc<Edge>, request: &UpstreamRequest, key: &CacheKey) {
+pub fn after_segment(edge: &Arc<Edge>, key: &CacheKey, request: impl FnOnce() -> UpstreamRequest) {
     // A read on most segment requests; a write (cache maintenance) only when a
     // rendition is new or its 30 s have run out.
     let rendition = media::rendition_of(key.as_str());
@@ -133,8 +133,9 @@ pub fn after_segment(edge: &Arc<Edge>, request: &UpstreamRequest, key: &CacheKey
         return;
     };
     let ahead = edge.config.media.prefetch_ahead;
+    let request = request();
     for pq in place.segments.iter().skip(place.index + 1).take(ahead) {
-        start(edge, request, pq.clone());
+        start(edge, &request, pq.clone());
     }
 }
 

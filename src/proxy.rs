@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
@@ -82,35 +82,56 @@ async fn serve(edge: &Arc<Edge>, parts: &Parts, client: IpAddr) -> Answer {
     if parts.method != Method::GET && parts.method != Method::HEAD {
         return Err(EdgeError::Method(parts.method.clone()));
     }
-    // Shared fills always GET the whole object; HEAD and ranges are cut from it.
-    let upstream = UpstreamRequest {
-        blocking: prefetch::blocking_limit(edge, &route, &path_and_query),
-        route,
+    let base = CacheKey::new(&key_url(&route, &path_and_query));
+    // What a shared fill asks upstream: always GET the whole object (HEAD and
+    // ranges are cut from it). Built only when needed: a hit never sends it.
+    let blocking = prefetch::blocking_limit(edge, &route, &path_and_query);
+    let fill_request = || UpstreamRequest {
+        route: Arc::clone(&route),
         method: Method::GET,
-        path_and_query,
+        path_and_query: path_and_query.clone(),
         headers: forward_headers(&parts.headers, client, true),
+        blocking,
     };
-    let base = CacheKey::new(&key_url(&upstream.route, &upstream.path_and_query));
     if let Some(next) = cmcd::next_object(&parts.headers, parts.uri.query()) {
-        prefetch::hinted(edge, &upstream, &next);
+        prefetch::hinted(edge, &fill_request(), &next);
     }
-    let answer = lookup(edge, parts, client, base.clone(), upstream.clone()).await;
-    if media::kind_of(&upstream.path_and_query, &HeaderMap::new()) == MediaKind::Segment {
-        prefetch::after_segment(edge, &upstream, &base);
+    let variants = edge.store.variants(&base);
+    let now = SystemTime::now();
+    let fresh = match variants {
+        None => edge.store.get(&base).filter(|e| e.is_fresh(now)),
+        Some(_) => None,
+    };
+    let answer = match fresh {
+        Some(entry) => from_entry(parts, &entry, Outcome::Hit, now),
+        None => lookup(edge, parts, client, base.clone(), variants, fill_request()).await,
+    };
+    if media::kind_of(&path_and_query, &HeaderMap::new()) == MediaKind::Segment {
+        prefetch::after_segment(edge, &base, fill_request);
     }
     answer
 }
 
-async fn lookup(edge: &Arc<Edge>, parts: &Parts, client: IpAddr, base: CacheKey, upstream: UpstreamRequest) -> Answer {
+async fn lookup(
+    edge: &Arc<Edge>,
+    parts: &Parts,
+    client: IpAddr,
+    base: CacheKey,
+    variants: Option<Arc<[HeaderName]>>,
+    upstream: UpstreamRequest,
+) -> Answer {
     let now = SystemTime::now();
-    let key = edge.store.resolve(&base, &upstream.headers);
-    if let Some(why) = edge.inflight.passed_for(&key) {
-        tracing::debug!(key = key.as_str(), why = why.as_str(), "hit-for-pass");
-        return pass(edge, parts, client, upstream, PassReason::Remembered).await;
-    }
+    let key = match variants {
+        Some(names) => base.variant(&names, &upstream.headers),
+        None => base.clone(),
+    };
     let cached = edge.store.get(&key);
     if let Some(entry) = cached.as_ref().filter(|e| e.is_fresh(now)) {
         return from_entry(parts, entry, Outcome::Hit, now);
+    }
+    if let Some(why) = edge.inflight.passed_for(&key) {
+        tracing::debug!(key = key.as_str(), why = why.as_str(), "hit-for-pass");
+        return pass(edge, parts, client, upstream, PassReason::Remembered).await;
     }
     let joined = edge
         .inflight

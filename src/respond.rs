@@ -55,7 +55,7 @@ pub fn respond(request: &Parts, head: &Head, source: Source, served: Served) -> 
         None if ranged => open_range(&request.headers, &head.headers),
         _ => None,
     };
-    let mut headers = head.headers.clone();
+    let mut headers = head.prepared().clone();
     let mut status = head.status;
     let (start, end) = match (open, range, total) {
         (Some((first, last)), _, _) => {
@@ -79,7 +79,9 @@ pub fn respond(request: &Parts, head: &Head, source: Source, served: Served) -> 
             (first, Some(last + 1))
         }
         (None, _, Some(total)) => {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+            if head.content_length != Some(total) {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+            }
             (0, Some(total))
         }
         (None, _, None) => {
@@ -87,10 +89,7 @@ pub fn respond(request: &Parts, head: &Head, source: Source, served: Served) -> 
             (0, None)
         }
     };
-    if head.status == StatusCode::OK {
-        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    }
-    decorate(&mut headers, head, served);
+    stamp(&mut headers, head, served);
     let bodyless =
         request.method == Method::HEAD || status == StatusCode::NOT_MODIFIED || status == StatusCode::NO_CONTENT;
     let body = match source {
@@ -109,10 +108,15 @@ pub fn respond(request: &Parts, head: &Head, source: Source, served: Served) -> 
 
 /// `Age`, `Via` and `Cache-Status` (RFC 9211).
 pub fn decorate(headers: &mut HeaderMap, head: &Head, served: Served) {
+    append_list(headers, header::VIA, VIA_VALUE);
+    stamp(headers, head, served);
+}
+
+/// The per-answer part of [`decorate`]: `Age` and `Cache-Status`.
+fn stamp(headers: &mut HeaderMap, head: &Head, served: Served) {
     if !matches!(served.outcome, Outcome::Pass(_)) {
         headers.insert(header::AGE, HeaderValue::from(head.age(served.now).as_secs()));
     }
-    append_list(headers, header::VIA, VIA_VALUE);
     let status = served.outcome.cache_status(served.stored);
     let value = if served.prefetched {
         HeaderValue::from_str(&format!("{status}; detail=prefetch")).expect("static text")

@@ -66,21 +66,24 @@ pub fn normalize_path(raw: &str) -> Result<String, EdgeError> {
     if !raw.starts_with('/') {
         return Err(EdgeError::BadRequest("the path must start with /"));
     }
-    let lower = raw.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") || raw.contains('\\') {
+    if raw.contains('\\') || (raw.contains('%') && hides_separator(raw)) {
         return Err(EdgeError::BadRequest("the path holds an encoded separator"));
     }
+    let segments = raw[1..].split('/');
+    if segments.clone().all(|s| dots(s).is_none()) {
+        // Nearly every request: nothing to resolve.
+        return Ok(raw.to_owned());
+    }
     let mut out: Vec<&str> = Vec::new();
-    let segments: Vec<&str> = raw[1..].split('/').collect();
-    let last = segments.len() - 1;
-    for (i, segment) in segments.iter().enumerate() {
-        match decode_dots(segment) {
+    let last = segments.clone().count() - 1;
+    for (i, segment) in segments.enumerate() {
+        match dots(segment) {
             Some(1) => {
                 if i == last {
                     out.push("");
                 }
             }
-            Some(2) => {
+            Some(_) => {
                 if out.pop().is_none() {
                     return Err(EdgeError::BadRequest("the path climbs above the root"));
                 }
@@ -88,20 +91,35 @@ pub fn normalize_path(raw: &str) -> Result<String, EdgeError> {
                     out.push("");
                 }
             }
-            _ => out.push(segment),
+            None => out.push(segment),
         }
     }
     Ok(format!("/{}", out.join("/")))
 }
 
-/// `Some(n)` when the segment is `n` dots (1 or 2), literal or as `%2e`.
-fn decode_dots(segment: &str) -> Option<usize> {
-    let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-    match decoded.as_str() {
-        "." => Some(1),
-        ".." => Some(2),
-        _ => None,
+/// `%2F`, `%5C` or `%00` anywhere, in either case.
+fn hides_separator(raw: &str) -> bool {
+    raw.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && [b"2f", b"5c", b"00"]
+                .iter()
+                .any(|code| w[1..].eq_ignore_ascii_case(*code))
+    })
+}
+
+/// `Some(n)` when the segment is `n` dots (1 or 2), each literal or as `%2e`.
+fn dots(segment: &str) -> Option<usize> {
+    let mut rest = segment.as_bytes();
+    let mut n = 0;
+    while !rest.is_empty() && n < 3 {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', a, b, tail @ ..] if [*a, *b].eq_ignore_ascii_case(b"2e") => tail,
+            _ => return None,
+        };
+        n += 1;
     }
+    (rest.is_empty() && (1..=2).contains(&n)).then_some(n)
 }
 
 /// The configured routes, tried in order.
@@ -156,11 +174,24 @@ mod tests {
             ("/a/b/..", "/a/"),
             ("/", "/"),
             ("/live//x", "/live//x"),
+            ("/a/.../b", "/a/.../b"),
+            ("/a/.%2e/b", "/b"),
+            ("/a/%2/b", "/a/%2/b"),
+            ("/seg-1.ts?x", "/seg-1.ts?x"),
         ];
         for (raw, want) in ok {
             assert_eq!(normalize_path(raw).unwrap(), want, "{raw}");
         }
-        for bad in ["/..", "/a/../../etc/passwd", "/%2e%2e/x", "/a%2f..%2fb", "/a\\b", "x"] {
+        for bad in [
+            "/..",
+            "/a/../../etc/passwd",
+            "/%2e%2e/x",
+            "/a%2f..%2fb",
+            "/a%5Cb",
+            "/a%00",
+            "/a\\b",
+            "x",
+        ] {
             assert!(normalize_path(bad).is_err(), "{bad} should be refused");
         }
     }

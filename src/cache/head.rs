@@ -1,10 +1,16 @@
 //! The head of a response the edge holds: status and end-to-end headers.
 
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use http::{header, HeaderMap, StatusCode};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::StatusCode;
 
-use crate::headers::{content_length, strip_hop_by_hop};
+use crate::headers::{append_list, content_length, strip_hop_by_hop, VIA_VALUE};
+
+/// Headers added per answer (`Age`, `Cache-Status`, `X-Request-Id`, CORS, a
+/// range's): room kept for them so that adding them does not rehash the map.
+const PER_ANSWER: usize = 8;
 
 /// Status and headers of an upstream answer, cleaned for reuse by many clients.
 #[derive(Debug, Clone)]
@@ -18,6 +24,9 @@ pub struct Head {
     pub received_at: SystemTime,
     /// The origin's `Age` when it answered.
     pub age_at_receipt: Duration,
+    /// `headers` as every client gets them, built on first use (so only once
+    /// the head is final and shared): see [`Head::prepared`].
+    prepared: OnceLock<HeaderMap>,
 }
 
 impl Head {
@@ -36,7 +45,25 @@ impl Head {
             headers,
             received_at: now,
             age_at_receipt,
+            prepared: OnceLock::new(),
         }
+    }
+
+    /// The headers every client's answer starts from: `headers`, this edge's
+    /// `Via`, and `Accept-Ranges` on a 200, in a map with room for the rest.
+    /// Made once per stored answer instead of once per request.
+    pub fn prepared(&self) -> &HeaderMap {
+        self.prepared.get_or_init(|| {
+            let mut out = HeaderMap::with_capacity(self.headers.len() + 2 + PER_ANSWER);
+            for (name, value) in &self.headers {
+                out.append(name.clone(), value.clone());
+            }
+            append_list(&mut out, header::VIA, VIA_VALUE);
+            if self.status == StatusCode::OK {
+                out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            }
+            out
+        })
     }
 
     /// The `Age` of this answer at `now` (RFC 9111 §4.2.3, without the origin's own clock).

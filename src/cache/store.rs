@@ -86,9 +86,14 @@ impl Store {
         Self { entries, vary }
     }
 
+    /// The request headers answers for `base` vary on, if they do.
+    pub fn variants(&self, base: &CacheKey) -> Option<Arc<[HeaderName]>> {
+        self.vary.get(base)
+    }
+
     /// The key a request for `base` looks up: a variant key when the object varies.
     pub fn resolve(&self, base: &CacheKey, request: &HeaderMap) -> CacheKey {
-        match self.vary.get(base) {
+        match self.variants(base) {
             Some(names) => base.variant(&names, request),
             None => base.clone(),
         }
