@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use std::future::Future;
 use tokio::time::Sleep;
 
+use crate::edge::RequestId;
 use crate::fill::FillBody;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
@@ -111,9 +112,10 @@ impl Body for EdgeBody {
 
 /// One line per request, written when its response body is finished or dropped.
 pub struct AccessLog {
-    pub id: String,
+    pub id: RequestId,
     pub method: http::Method,
-    pub path: String,
+    /// The request's target; the log shows its path.
+    pub uri: http::Uri,
     pub status: u16,
     pub outcome: Outcome,
     pub started: Instant,
@@ -138,7 +140,7 @@ impl Drop for AccessLog {
             target: "outpost::access",
             id = %self.id,
             method = %self.method,
-            path = %self.path,
+            path = %self.uri.path(),
             status = self.status,
             cache = %self.outcome.as_str(),
             bytes = self.bytes,

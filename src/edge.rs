@@ -18,6 +18,21 @@ use crate::route::Routes;
 use crate::server::{self, Listener};
 use crate::upstream::{client_tls, Upstream};
 
+/// A request's id, as in `X-Request-Id` and the logs: this edge's start time
+/// and a counter (`5f3e2a1b-2c`). Kept as numbers and written out only where
+/// it is shown.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestId {
+    prefix: u32,
+    n: u64,
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:08x}-{:x}", self.prefix, self.n)
+    }
+}
+
 /// Everything a request needs, shared by all connections.
 pub struct Edge {
     pub config: Config,
@@ -70,9 +85,11 @@ impl Edge {
     }
 
     /// A short id for one request, unique within this process and unlikely to repeat across restarts.
-    pub fn next_request_id(&self) -> String {
-        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        format!("{:08x}-{n:x}", self.id_prefix)
+    pub fn next_request_id(&self) -> RequestId {
+        RequestId {
+            prefix: self.id_prefix,
+            n: self.next_id.fetch_add(1, Ordering::Relaxed),
+        }
     }
 
     /// Refreshes the gauges read from the cache, before `/metrics` or `/status`.

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response};
@@ -39,18 +40,18 @@ pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, client: IpAddr) -> 
         Ok(answer) => answer,
         Err(e) => {
             tracing::warn!(id = %id, method = %parts.method, path = parts.uri.path(), error = %e, "request failed");
-            (rescue(&e, &id), Outcome::Error)
+            (rescue(&e, &id.to_string()), Outcome::Error)
         }
     };
     edge.cors.apply(&parts.headers, response.headers_mut());
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(id.to_string())) {
         response.headers_mut().insert(X_REQUEST_ID, v);
     }
     edge.metrics.request(outcome);
     let log = AccessLog {
         id,
-        method: parts.method.clone(),
-        path: parts.uri.path().to_owned(),
+        method: parts.method,
+        uri: parts.uri,
         status: response.status().as_u16(),
         outcome,
         started,
@@ -71,8 +72,8 @@ async fn serve(edge: &Arc<Edge>, parts: &Parts, client: IpAddr) -> Answer {
     let target = Target::of(parts)?;
     let Some((route, path_and_query)) = edge.routes.find(&target) else {
         return Err(EdgeError::Misdirected {
-            host: target.host,
-            path: target.path,
+            host: target.host.into_owned(),
+            path: target.path.into_owned(),
         });
     };
     if crate::cors::is_preflight(&parts.method) {

@@ -3,6 +3,7 @@
 //! A request that matches no route is refused (421), never forwarded: the edge
 //! is not an open proxy, whatever the Host or absolute-form target says.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::request::Parts;
@@ -10,40 +11,40 @@ use http::request::Parts;
 use crate::config::RouteConfig;
 use crate::error::EdgeError;
 
-/// The host and normalised path a request is for.
+/// The host and normalised path a request is for, borrowed from the request
+/// where nothing had to change.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub struct Target<'a> {
     /// Lower-case, without port.
-    pub host: String,
+    pub host: Cow<'a, str>,
     /// Absolute, with dot segments resolved.
-    pub path: String,
-    pub query: Option<String>,
+    pub path: Cow<'a, str>,
+    pub query: Option<&'a str>,
 }
 
-impl Target {
+impl<'a> Target<'a> {
     /// Reads the target from an absolute-form URI's authority, else the Host header.
-    pub fn of(parts: &Parts) -> Result<Self, EdgeError> {
+    pub fn of(parts: &'a Parts) -> Result<Self, EdgeError> {
         let authority = match parts.uri.authority() {
-            Some(a) => a.as_str().to_owned(),
+            Some(a) => a.as_str(),
             None => parts
                 .headers
                 .get(http::header::HOST)
                 .ok_or(EdgeError::BadRequest("the request has no Host"))?
                 .to_str()
-                .map_err(|_| EdgeError::BadRequest("the Host header is not text"))?
-                .to_owned(),
+                .map_err(|_| EdgeError::BadRequest("the Host header is not text"))?,
         };
-        let host = host_without_port(&authority).ok_or(EdgeError::BadRequest("the Host header is malformed"))?;
+        let host = host_without_port(authority).ok_or(EdgeError::BadRequest("the Host header is malformed"))?;
         let path = normalize_path(parts.uri.path())?;
         Ok(Self {
             host,
             path,
-            query: parts.uri.query().map(str::to_owned),
+            query: parts.uri.query(),
         })
     }
 }
 
-fn host_without_port(authority: &str) -> Option<String> {
+fn host_without_port(authority: &str) -> Option<Cow<'_, str>> {
     let authority = authority.rsplit('@').next()?;
     let host = if let Some(rest) = authority.strip_prefix('[') {
         // An IPv6 literal: keep the brackets, drop the port.
@@ -56,13 +57,19 @@ fn host_without_port(authority: &str) -> Option<String> {
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
-    valid.then(|| host.to_ascii_lowercase())
+    if !valid {
+        return None;
+    }
+    Some(match host.bytes().any(|b| b.is_ascii_uppercase()) {
+        true => Cow::Owned(host.to_ascii_lowercase()),
+        false => Cow::Borrowed(host),
+    })
 }
 
 /// Resolves `.` and `..` segments (RFC 3986 §5.2.4), also when percent-encoded,
 /// and refuses a path that climbs above the root or hides separators in
 /// percent-encoding (`%2F`, `%5C`), which an origin could decode into an escape.
-pub fn normalize_path(raw: &str) -> Result<String, EdgeError> {
+pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, EdgeError> {
     if !raw.starts_with('/') {
         return Err(EdgeError::BadRequest("the path must start with /"));
     }
@@ -72,7 +79,7 @@ pub fn normalize_path(raw: &str) -> Result<String, EdgeError> {
     let segments = raw[1..].split('/');
     if segments.clone().all(|s| dots(s).is_none()) {
         // Nearly every request: nothing to resolve.
-        return Ok(raw.to_owned());
+        return Ok(Cow::Borrowed(raw));
     }
     let mut out: Vec<&str> = Vec::new();
     let last = segments.clone().count() - 1;
@@ -94,7 +101,7 @@ pub fn normalize_path(raw: &str) -> Result<String, EdgeError> {
             None => out.push(segment),
         }
     }
-    Ok(format!("/{}", out.join("/")))
+    Ok(Cow::Owned(format!("/{}", out.join("/"))))
 }
 
 /// `%2F`, `%5C` or `%00` anywhere, in either case.
@@ -133,12 +140,12 @@ impl Routes {
     /// The first route for `target`, and the path-and-query to ask its origin for.
     pub fn find(&self, target: &Target) -> Option<(Arc<RouteConfig>, String)> {
         self.0.iter().find_map(|route| {
-            if route.host.as_ref().is_some_and(|h| *h != target.host) {
+            if route.host.as_ref().is_some_and(|h| *h != *target.host) {
                 return None;
             }
             let rest = strip_prefix(&target.path, &route.prefix)?;
             let mut path_and_query = rest;
-            if let Some(q) = &target.query {
+            if let Some(q) = target.query {
                 path_and_query.push('?');
                 path_and_query.push_str(q);
             }
@@ -228,10 +235,10 @@ mod tests {
         )
         .unwrap();
         let routes = Routes::new(&config.routes);
-        let target = |host: &str, path: &str| Target {
+        let target = |host: &'static str, path: &'static str| Target {
             host: host.into(),
             path: path.into(),
-            query: Some("x=1".into()),
+            query: Some("x=1"),
         };
         let (r, pq) = routes.find(&target("a.example", "/live/s.m3u8")).unwrap();
         assert_eq!(r.origin.base_path, "/origin-a");

@@ -12,6 +12,9 @@ pub struct Hits {
     pub per_second: f64,
     /// Requests per second of the proxy's own CPU time.
     pub per_cpu_second: f64,
+    /// The proxy's CPU time per request in user space and in the kernel, µs.
+    pub user_us: f64,
+    pub kernel_us: f64,
 }
 
 pub enum Protocol {
@@ -38,11 +41,16 @@ pub fn run(proxy: &Proxy, protocol: Protocol, url: &str, connections: usize, sec
                 .arg(url);
         }
     }
-    let cpu_before = proxy.cpu();
+    let (user_before, kernel_before) = proxy.cpu_split();
     let started = Instant::now();
     let out = cmd.output().expect("the load generator runs");
     let elapsed = started.elapsed();
-    let cpu = proxy.cpu().saturating_sub(cpu_before);
+    let (user_after, kernel_after) = proxy.cpu_split();
+    let (user, kernel) = (
+        user_after.saturating_sub(user_before),
+        kernel_after.saturating_sub(kernel_before),
+    );
+    let cpu = user + kernel;
     let text = String::from_utf8_lossy(&out.stdout);
     let requests = match protocol {
         Protocol::Http1 => wrk_requests(&text),
@@ -57,7 +65,10 @@ pub fn run(proxy: &Proxy, protocol: Protocol, url: &str, connections: usize, sec
         return Hits::default();
     };
     let window = measured.unwrap_or(elapsed);
+    let per_request_us = |d: Duration| d.as_secs_f64() * 1e6 / requests.max(1) as f64;
     Hits {
+        user_us: per_request_us(user),
+        kernel_us: per_request_us(kernel),
         per_second: requests as f64 / window.as_secs_f64(),
         per_cpu_second: if cpu.is_zero() {
             0.0

@@ -205,6 +205,19 @@ async fn hit_runs(proxy: &Proxy, seconds: u64, figures: &mut Figures) {
         let hits: Hits = tokio::task::block_in_place(|| load::run(proxy, protocol, &url, 64, seconds, LOAD_CPU));
         figures.add(proxy.kind, name, hits.per_second);
         figures.add(proxy.kind, cpu_key(name), hits.per_cpu_second);
+        if let Some((user, kernel)) = split_keys(name) {
+            figures.add(proxy.kind, user, hits.user_us);
+            figures.add(proxy.kind, kernel, hits.kernel_us);
+        }
+    }
+}
+
+/// Where the CPU time of an HTTP/1.1 hit goes: user space and kernel, per request.
+fn split_keys(name: &str) -> Option<(&'static str, &'static str)> {
+    match name {
+        "h1_1k" => Some(("h1_1k_user", "h1_1k_kernel")),
+        "h1_1m" => Some(("h1_1m_user", "h1_1m_kernel")),
+        _ => None,
     }
 }
 
@@ -308,6 +321,21 @@ fn report(f: &Figures, kinds: &[Kind], rounds: usize, seconds: u64, live_seconds
     ] {
         row(&mut out, label, &|k| match (f.median(k, name), f.median(k, cpu)) {
             (Some(r), Some(c)) if r > 0.0 => format!("{r:.0} · {c:.0}/CPU-s"),
+            _ => "n/a".to_owned(),
+        });
+    }
+    let _ = writeln!(
+        out,
+        "\nThe proxy's CPU time per HTTP/1.1 hit, user space + kernel (from /proc: utime and stime). \
+         On loopback the kernel time includes delivering each response to the client's socket.\n"
+    );
+    header(&mut out, "object");
+    for (label, user, kernel) in [
+        ("1 KiB", "h1_1k_user", "h1_1k_kernel"),
+        ("1 MiB", "h1_1m_user", "h1_1m_kernel"),
+    ] {
+        row(&mut out, label, &|k| match (f.median(k, user), f.median(k, kernel)) {
+            (Some(u), Some(s)) if u + s > 0.0 => format!("{u:.1} + {s:.1} µs"),
             _ => "n/a".to_owned(),
         });
     }

@@ -146,18 +146,15 @@ impl Proxy {
         tree
     }
 
-    /// CPU time (user + system) used so far by the proxy's processes.
-    pub fn cpu(&self) -> Duration {
-        let ticks: u64 = self
-            .pids()
-            .iter()
-            .map(|&pid| {
-                let user: u64 = stat_field(pid, 13).and_then(|v| v.parse().ok()).unwrap_or(0);
-                let system: u64 = stat_field(pid, 14).and_then(|v| v.parse().ok()).unwrap_or(0);
-                user + system
-            })
-            .sum();
-        Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
+    /// CPU time used so far by the proxy's processes: in user space, and in the kernel.
+    pub fn cpu_split(&self) -> (Duration, Duration) {
+        let (mut user, mut system) = (0u64, 0u64);
+        for pid in self.pids() {
+            user += stat_field(pid, 13).and_then(|v| v.parse().ok()).unwrap_or(0);
+            system += stat_field(pid, 14).and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+        let time = |ticks: u64| Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64);
+        (time(user), time(system))
     }
 
     /// Resident memory of the proxy's processes, in bytes.

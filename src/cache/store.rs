@@ -1,5 +1,6 @@
 //! The in-memory store: moka, weighed in bytes (bodies and headers together).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -70,6 +71,9 @@ impl Expiry<CacheKey, Arc<Entry>> for EntryExpiry {
 pub struct Store {
     entries: Cache<CacheKey, Arc<Entry>>,
     vary: Cache<CacheKey, Arc<[HeaderName]>>,
+    /// Whether any answer with `Vary` was ever stored: until one is, a lookup
+    /// skips the `vary` map (segments seldom vary).
+    any_vary: AtomicBool,
 }
 
 impl Store {
@@ -83,11 +87,18 @@ impl Store {
             .max_capacity(100_000)
             .time_to_idle(Duration::from_secs(3600))
             .build();
-        Self { entries, vary }
+        Self {
+            entries,
+            vary,
+            any_vary: AtomicBool::new(false),
+        }
     }
 
     /// The request headers answers for `base` vary on, if they do.
     pub fn variants(&self, base: &CacheKey) -> Option<Arc<[HeaderName]>> {
+        if !self.any_vary.load(Ordering::Acquire) {
+            return None;
+        }
         self.vary.get(base)
     }
 
@@ -112,6 +123,7 @@ impl Store {
             base.clone()
         } else {
             let key = base.variant(&names, request);
+            self.any_vary.store(true, Ordering::Release);
             self.vary.insert(base.clone(), names.into());
             key
         };

@@ -1,10 +1,10 @@
 //! CTA-5004 Common Media Client Data: the one key the edge acts on is `nor`
 //! (next object request), a hint to fetch that object ahead of the player.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use percent_encoding::percent_decode_str;
 
-const CMCD_REQUEST: &str = "cmcd-request";
+const CMCD_REQUEST: HeaderName = HeaderName::from_static("cmcd-request");
 
 /// The `nor` hint of a request, from the `CMCD-Request` header or the `CMCD`
 /// query argument, as a URL relative to the requested object.
