@@ -73,6 +73,16 @@ pub fn detached(headers: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// A number as a header value, in one allocation (`HeaderValue::from(u64)` makes two).
+pub fn number(n: u64) -> HeaderValue {
+    use std::io::Write;
+    let mut digits = [0u8; 20];
+    let mut at = &mut digits[..];
+    let _ = write!(at, "{n}");
+    let len = 20 - at.len();
+    HeaderValue::from_bytes(&digits[..len]).expect("digits are a valid header value")
+}
+
 /// The `Content-Length` header as a number, when present and valid.
 pub fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
@@ -140,6 +150,13 @@ mod tests {
         }
         let order: Vec<_> = own.get_all(header::CACHE_CONTROL).iter().collect();
         assert_eq!(order, ["max-age=3600", "public"]);
+    }
+
+    #[test]
+    fn numbers_become_values() {
+        for n in [0, 7, 1024, u64::MAX] {
+            assert_eq!(number(n), HeaderValue::from(n));
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! route → cache lookup → coalesce (join or start a fill) → respond → log.
 
 use std::convert::Infallible;
+use std::fmt::Write;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -44,7 +45,9 @@ pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, client: IpAddr) -> 
         }
     };
     edge.cors.apply(&parts.headers, response.headers_mut());
-    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(id.to_string())) {
+    let mut id_text = String::with_capacity(24);
+    let _ = write!(id_text, "{id}");
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(id_text)) {
         response.headers_mut().insert(X_REQUEST_ID, v);
     }
     edge.metrics.request(outcome);

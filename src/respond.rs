@@ -13,7 +13,7 @@ use crate::body::EdgeBody;
 use crate::cache::Head;
 use crate::error::EdgeError;
 use crate::fill::Reader;
-use crate::headers::{append_list, CACHE_STATUS, VIA_VALUE};
+use crate::headers::{append_list, number, CACHE_STATUS, VIA_VALUE};
 use crate::outcome::Outcome;
 
 /// Where the body comes from.
@@ -75,12 +75,12 @@ pub fn respond(request: &Parts, head: &Head, source: Source, served: Served) -> 
                 header::CONTENT_RANGE,
                 HeaderValue::from_str(&content_range).expect("digits are valid"),
             );
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(last - first + 1));
+            headers.insert(header::CONTENT_LENGTH, number(last - first + 1));
             (first, Some(last + 1))
         }
         (None, _, Some(total)) => {
             if head.content_length != Some(total) {
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+                headers.insert(header::CONTENT_LENGTH, number(total));
             }
             (0, Some(total))
         }
@@ -115,7 +115,7 @@ pub fn decorate(headers: &mut HeaderMap, head: &Head, served: Served) {
 /// The per-answer part of [`decorate`]: `Age` and `Cache-Status`.
 fn stamp(headers: &mut HeaderMap, head: &Head, served: Served) {
     if !matches!(served.outcome, Outcome::Pass(_)) {
-        headers.insert(header::AGE, HeaderValue::from(head.age(served.now).as_secs()));
+        headers.insert(header::AGE, number(head.age(served.now).as_secs()));
     }
     let status = served.outcome.cache_status(served.stored);
     let value = if served.prefetched {

@@ -158,7 +158,10 @@ impl Routes {
 fn strip_prefix(path: &str, prefix: &str) -> Option<String> {
     let rest = path.strip_prefix(prefix)?;
     if prefix.ends_with('/') {
-        Some(format!("/{rest}"))
+        let mut below = String::with_capacity(rest.len() + 1);
+        below.push('/');
+        below.push_str(rest);
+        Some(below)
     } else if rest.is_empty() || rest.starts_with('/') {
         Some(if rest.is_empty() { "/".into() } else { rest.to_owned() })
     } else {

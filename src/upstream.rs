@@ -85,10 +85,14 @@ impl UpstreamRequest {
 
 /// The full URL of `path_and_query` at `origin`, as text (also the cache key).
 pub fn origin_url(origin: &OriginUrl, path_and_query: &str) -> String {
-    format!(
-        "{}://{}{}{}",
-        origin.scheme, origin.authority, origin.base_path, path_and_query
-    )
+    // Sized once: this runs for every request (it is the cache key).
+    let (scheme, authority) = (origin.scheme.as_str(), origin.authority.as_str());
+    let parts = [scheme, "://", authority, &origin.base_path, path_and_query];
+    let mut url = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        url.push_str(part);
+    }
+    url
 }
 
 /// The full URL of `path_and_query` at `origin`.
