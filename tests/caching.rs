@@ -328,6 +328,50 @@ async fn memory_budget_is_kept_by_eviction() {
     edge.shutdown().await;
 }
 
+/// Whether `values` lie end to end in memory, in this order: true of values
+/// copied into one allocation of their own, false of values hyper parsed
+/// (slices of its read buffer, with names and separators between them).
+fn end_to_end<'a>(values: impl Iterator<Item = &'a http::HeaderValue>) -> bool {
+    let spans: Vec<(usize, usize)> = values.map(|v| (v.as_bytes().as_ptr() as usize, v.len())).collect();
+    spans.windows(2).all(|w| w[0].0 + w[0].1 == w[1].0)
+}
+
+#[tokio::test]
+async fn stored_heads_do_not_keep_the_connections_read_buffer() {
+    let origin = TestOrigin::start().await;
+    origin.set(
+        "/kept.ts",
+        Script::ok(payload(300_000, 9)).headers(&[
+            ("cache-control", "max-age=60"),
+            ("content-type", "video/mp2t"),
+            ("etag", "\"k1\""),
+        ]),
+    );
+    let edge = edge_for(&origin).await;
+    let c = client();
+    let got = send(
+        &c,
+        "GET",
+        &url(&edge, "/kept.ts"),
+        &[("accept-language", "fi"), ("x-player", "p1")],
+    )
+    .await;
+    assert_eq!(got.bytes(), &payload(300_000, 9));
+    let key = outpost::cache::CacheKey::new(&outpost::cache::key::key_url(&edge.edge.config.routes[0], "/kept.ts"));
+    let entry = edge.edge.store.get(&key).expect("stored");
+    let head = &entry.head.headers;
+    assert!(head.len() >= 4, "{head:?}");
+    assert!(
+        end_to_end(head.values()),
+        "stored response header values are slices of a read buffer"
+    );
+    assert!(
+        end_to_end(entry.request.headers().values()),
+        "the kept request's header values are slices of the client's read buffer"
+    );
+    edge.shutdown().await;
+}
+
 #[tokio::test]
 async fn h2c_clients_are_served() {
     let origin = TestOrigin::start().await;
