@@ -163,3 +163,43 @@ fn open_ranges_for_bodies_of_unknown_length() {
         "If-Range that does not match: the whole body"
     );
 }
+
+#[test]
+fn every_answer_from_a_prepared_head_gets_the_edge_headers_once() {
+    let now = std::time::SystemTime::now();
+    let served = Served {
+        outcome: Outcome::Hit,
+        stored: true,
+        prefetched: false,
+        now,
+    };
+    // The origin sent its own Via and no Content-Length (a chunked answer).
+    let head = Head::from_upstream(StatusCode::OK, h(&[("via", "1.1 origin-cdn")]), now);
+    let body = Bytes::from_static(b"0123456789");
+    for _ in 0..3 {
+        let r = respond(&request(&[]), &head, Source::Stored(body.clone()), served).unwrap();
+        let via: Vec<_> = r.headers().get_all("via").iter().collect();
+        assert_eq!(
+            via,
+            ["1.1 origin-cdn, 1.1 outpost"],
+            "Via is added once, not once per answer"
+        );
+        assert_eq!(r.headers()["accept-ranges"], "bytes");
+        assert_eq!(r.headers()["content-length"], "10");
+        assert_eq!(r.headers()["cache-status"], "outpost; hit");
+        assert!(r.headers().contains_key("age"));
+    }
+    let missing = Head::from_upstream(StatusCode::NOT_FOUND, h(&[("content-length", "3")]), now);
+    let r = respond(
+        &request(&[]),
+        &missing,
+        Source::Stored(Bytes::from_static(b"no\n")),
+        served,
+    )
+    .unwrap();
+    assert!(
+        !r.headers().contains_key("accept-ranges"),
+        "ranges are offered on 200s only"
+    );
+    assert_eq!(r.headers().get_all("content-length").iter().count(), 1);
+}
