@@ -2,6 +2,7 @@
 //! origin: started pinned to the proxy CPU, measured through /proc, stopped.
 
 use std::fmt::Write as _;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -81,7 +82,9 @@ impl Proxy {
             Kind::Trafficserver => trafficserver(&mut cmd, &dir, port, origin_port, budget),
         }
         let log = std::fs::File::create(dir.join("proxy.log")).expect("a log file");
+        // Its own process group, so that it and every process it forks end together.
         let child = cmd
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -194,8 +197,18 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        for pid in self.pids().into_iter().rev() {
-            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        // The whole group at once: killed one by one, children first, nginx's
+        // master respawned its cache manager in between and left it behind.
+        let pids = self.pids();
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-9", "--", &group]).status();
+        // Then any that left the group, parents first so none respawns the rest.
+        for pid in pids {
+            let _ = Command::new("kill")
+                .arg("-9")
+                .arg(pid.to_string())
+                .stderr(Stdio::null())
+                .status();
         }
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(shm_dir(&self.dir));
