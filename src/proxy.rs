@@ -129,6 +129,8 @@ async fn lookup(
         Some(names) => base.variant(&names, &upstream.headers),
         None => base.clone(),
     };
+    // `serve` read a non-varying key already; a miss reads it once more, which
+    // is nothing next to the fetch, and keeps this function whole.
     let cached = edge.store.get(&key);
     if let Some(entry) = cached.as_ref().filter(|e| e.is_fresh(now)) {
         return from_entry(parts, entry, Outcome::Hit, now);
