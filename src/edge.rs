@@ -64,6 +64,11 @@ pub enum StartError {
 impl Edge {
     pub fn new(config: Config) -> Result<Arc<Self>, StartError> {
         let metrics = Arc::new(Metrics::new());
+        #[cfg(target_os = "linux")]
+        if config.server.sendfile {
+            // Descriptors for connections, upstream sockets and files come first.
+            crate::mapped::init(config.server.max_connections + 1024);
+        }
         let tls = client_tls(config.upstream.ca_file.as_deref()).map_err(StartError::Tls)?;
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)

@@ -187,7 +187,7 @@ async fn fetch(edge: &Edge, job: &FetchJob, writer: &Writer) -> Result<Fetched, 
     let Some(chunks) = writer.body_chunks() else {
         return Ok(Fetched::default());
     };
-    let body = concat(chunks.iter());
+    let body = stored_body(edge, &chunks);
     let playlist = match head.status {
         StatusCode::OK => Document::read(kind, &body),
         _ => None,
@@ -208,6 +208,17 @@ async fn fetch(edge: &Edge, job: &FetchJob, writer: &Writer) -> Result<Fetched, 
         entry: Some(entry),
         playlist,
     })
+}
+
+/// The body as the cache keeps it: one buffer, mapped for sendfile when large.
+fn stored_body(edge: &Edge, chunks: &[Bytes]) -> Bytes {
+    #[cfg(target_os = "linux")]
+    if edge.config.server.sendfile {
+        if let Some(mapped) = crate::mapped::store(chunks) {
+            return mapped;
+        }
+    }
+    concat(chunks.iter())
 }
 
 fn shared(d: Disposition) -> bool {

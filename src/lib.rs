@@ -18,6 +18,8 @@ pub mod error;
 pub mod fetch;
 pub mod fill;
 pub mod headers;
+#[cfg(target_os = "linux")]
+pub mod mapped;
 pub mod media;
 pub mod metrics;
 pub mod outcome;
@@ -25,6 +27,8 @@ pub mod prefetch;
 pub mod proxy;
 pub mod respond;
 pub mod route;
+#[cfg(target_os = "linux")]
+pub mod sendfile;
 pub mod server;
 pub mod upstream;
 

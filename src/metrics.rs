@@ -35,6 +35,8 @@ pub struct Metrics {
     /// Indexed like `Outcome::ALL_LABELS`.
     requests: [Counter; 6],
     pub response_bytes: Counter,
+    /// Body bytes of those that went out with sendfile(2) instead of a copy.
+    pub sendfile_bytes: Counter,
     /// Indexed like `SOURCES`.
     upstream_requests: [Counter; 2],
     upstream_bytes: [Counter; 2],
@@ -56,6 +58,7 @@ impl Metrics {
         let mut registry = Registry::default();
         let requests = Family::<Label, Counter>::default();
         let response_bytes = Counter::default();
+        let sendfile_bytes = Counter::default();
         let upstream_requests = Family::<Label, Counter>::default();
         let upstream_bytes = Family::<Label, Counter>::default();
         let prefetch = Family::<Label, Counter>::default();
@@ -68,6 +71,11 @@ impl Metrics {
             "outpost_response_bytes",
             "Body bytes sent to clients",
             response_bytes.clone(),
+        );
+        registry.register(
+            "outpost_sendfile_bytes",
+            "Body bytes sent to clients with sendfile(2), not copied",
+            sendfile_bytes.clone(),
         );
         registry.register(
             "outpost_upstream_requests",
@@ -100,6 +108,7 @@ impl Metrics {
             registry,
             requests: series(&requests, "cache", Outcome::ALL_LABELS),
             response_bytes,
+            sendfile_bytes,
             upstream_requests: series(&upstream_requests, "source", SOURCES),
             upstream_bytes: series(&upstream_bytes, "source", SOURCES),
             prefetch: series(&prefetch, "result", PREFETCH_RESULTS),

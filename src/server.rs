@@ -121,6 +121,11 @@ pub async fn serve_edge(edge: Arc<Edge>, listener: Listener, tls: Option<TlsAcce
                         Ok(Ok(n)) if n > 0 => {}
                         _ => return,
                     }
+                    #[cfg(target_os = "linux")]
+                    if edge.config.server.sendfile {
+                        let stream = crate::sendfile::SendfileStream::new(stream, edge.metrics.sendfile_bytes.clone());
+                        return serve_io(&edge, peer, &builder, stream, service, watcher).await;
+                    }
                     serve_io(&edge, peer, &builder, stream, service, watcher).await;
                 }
                 Some(acceptor) => {

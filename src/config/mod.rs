@@ -65,6 +65,8 @@ pub struct ServerConfig {
     pub max_header_size: usize,
     pub max_connections: usize,
     pub cors_origins: Vec<String>,
+    /// Large stored bodies go to plain-HTTP clients with sendfile(2) (see `mapped`).
+    pub sendfile: bool,
     pub shutdown_grace: Duration,
 }
 
@@ -233,6 +235,7 @@ impl Config {
             max_header_size: s.max_header_size.0 as usize,
             max_connections: s.max_connections,
             cors_origins: s.cors_origins.clone(),
+            sendfile: s.sendfile,
             shutdown_grace: s.shutdown_grace.0,
         };
 

@@ -68,6 +68,7 @@ pub struct RawServer {
     pub max_header_size: Size,
     pub max_connections: usize,
     pub cors_origins: Vec<String>,
+    pub sendfile: bool,
     pub shutdown_grace: Dur,
 }
 
@@ -171,6 +172,7 @@ impl Default for RawServer {
             max_header_size: Size(16 << 10),
             max_connections: 10_000,
             cors_origins: vec!["*".into()],
+            sendfile: true,
             shutdown_grace: secs(30),
         }
     }

@@ -519,6 +519,22 @@ pub fn payload(len: usize, seed: u8) -> Bytes {
         .into()
 }
 
+/// Deterministic test bytes with no short period, so a body sent from the
+/// wrong offset never matches by chance.
+pub fn noise(len: usize, seed: u32) -> Bytes {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            // xorshift32
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect::<Vec<u8>>()
+        .into()
+}
+
 /// Writes raw bytes to `addr` and reads what comes back until the server closes (at most 5 s).
 pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
