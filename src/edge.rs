@@ -66,8 +66,7 @@ impl Edge {
         let metrics = Arc::new(Metrics::new());
         #[cfg(target_os = "linux")]
         if config.server.sendfile {
-            // Descriptors for connections, upstream sockets and files come first.
-            crate::mapped::init(config.server.max_connections + 1024);
+            crate::mapped::init(config.server.max_connections);
         }
         let tls = client_tls(config.upstream.ca_file.as_deref()).map_err(StartError::Tls)?;
         let nanos = SystemTime::now()

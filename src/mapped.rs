@@ -35,8 +35,9 @@ static OPEN: AtomicUsize = AtomicUsize::new(0);
 static BUDGET: AtomicUsize = AtomicUsize::new(0);
 
 /// Raises the soft descriptor limit to the hard one and lets mapped bodies
-/// use what `reserved` (connections, upstream sockets, files) leaves.
-pub fn init(reserved: usize) {
+/// use what `connections` (plus upstream sockets and files) leave, but at
+/// least half of it: a `max_connections` past the limit could not be reached.
+pub fn init(connections: usize) {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -58,7 +59,9 @@ pub fn init(reserved: usize) {
         limit.rlim_cur
     };
     let soft = usize::try_from(soft).unwrap_or(usize::MAX);
-    BUDGET.store(soft.saturating_sub(reserved), Ordering::Relaxed);
+    let budget = soft - connections.saturating_add(1024).min(soft / 2);
+    BUDGET.store(budget, Ordering::Relaxed);
+    tracing::debug!(descriptors = soft, mapped_bodies = budget, "sendfile budget");
 }
 
 /// The body `chunks` make, copied into a new mapping; `None` keeps it on the

@@ -4,8 +4,7 @@
 //! body's `Bytes` as the edge gave them (it does not copy large bodies). This
 //! wrapper looks for a slice lying in a mapped body ([`crate::mapped`]) and
 //! sends it from the body's memfd with sendfile, after the slices before it
-//! (the head) with `MSG_MORE`, so head and body still share packets. Every
-//! other write goes to the socket unchanged. The bytes on the wire are the
+//! (the head) in the same call. Every other write goes to the socket unchanged. The bytes on the wire are the
 //! same either way: the slice and the file hold them at the same offsets.
 
 use std::io::{self, IoSlice};
@@ -54,16 +53,19 @@ fn mapped_slice(slice: &[u8]) -> Option<(RawFd, u64)> {
     mapped::find(slice)
 }
 
-/// `sendmsg` of `bufs` with `MSG_MORE`: the kernel holds a partial packet for
-/// the bytes that follow instead of pushing the head out alone.
-fn send_more(socket: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+/// `sendmsg` of the slices before a mapped one (hyper's head buffer).
+///
+/// Not with `MSG_MORE`: a corked head in front of spliced pages made each
+/// 1 MiB sendfile cost 360-550 µs of kernel time instead of 90-105 µs
+/// (`python3 benches/probes/sendfile.py send sendfile sendfile-more`).
+fn send_head(socket: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     // SAFETY: an all-zero msghdr is valid (no address, no control data).
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     // IoSlice is ABI-compatible with iovec on Unix, and sendmsg only reads them.
     msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
     msg.msg_iovlen = bufs.len() as _;
     // SAFETY: `msg` points at `bufs`, which outlive the call.
-    let sent = unsafe { libc::sendmsg(socket, &msg, libc::MSG_MORE | libc::MSG_NOSIGNAL) };
+    let sent = unsafe { libc::sendmsg(socket, &msg, libc::MSG_NOSIGNAL) };
     usize::try_from(sent).map_err(|_| io::Error::last_os_error())
 }
 
@@ -101,7 +103,7 @@ impl AsyncWrite for SendfileStream {
         let before: usize = bufs[..at].iter().map(|b| b.len()).sum();
         let mut written = 0;
         if before > 0 {
-            match this.poll_io(cx, |socket| send_more(socket, &bufs[..at])) {
+            match this.poll_io(cx, |socket| send_head(socket, &bufs[..at])) {
                 Poll::Ready(Ok(n)) if n < before => return Poll::Ready(Ok(n)),
                 Poll::Ready(Ok(n)) => written = n,
                 other => return other,

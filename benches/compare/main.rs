@@ -11,7 +11,8 @@
 //!
 //! Settings (environment): `COMPARE_ROUNDS` (3), `COMPARE_SECONDS` per hit
 //! run (10), `COMPARE_LIVE_SECONDS` (60), `COMPARE_PLAYERS` (1000),
-//! `COMPARE_ONLY` (a comma-separated subset: outpost,nginx,varnish,trafficserver).
+//! `COMPARE_ONLY` (a comma-separated subset: outpost,nginx,varnish,trafficserver),
+//! `COMPARE_NGINX_SENDFILE` (`on`, as Debian ships nginx; `off`, nginx's built-in default).
 
 #[path = "../common.rs"]
 mod common;
@@ -205,18 +206,20 @@ async fn hit_runs(proxy: &Proxy, seconds: u64, figures: &mut Figures) {
         let hits: Hits = tokio::task::block_in_place(|| load::run(proxy, protocol, &url, 64, seconds, LOAD_CPU));
         figures.add(proxy.kind, name, hits.per_second);
         figures.add(proxy.kind, cpu_key(name), hits.per_cpu_second);
-        if let Some((user, kernel)) = split_keys(name) {
+        if let Some((user, kernel, load)) = split_keys(name) {
             figures.add(proxy.kind, user, hits.user_us);
             figures.add(proxy.kind, kernel, hits.kernel_us);
+            figures.add(proxy.kind, load, hits.load_us);
         }
     }
 }
 
-/// Where the CPU time of an HTTP/1.1 hit goes: user space and kernel, per request.
-fn split_keys(name: &str) -> Option<(&'static str, &'static str)> {
+/// Where the CPU time of an HTTP/1.1 hit goes: the proxy's user space and
+/// kernel, and the load generator, per request.
+fn split_keys(name: &str) -> Option<(&'static str, &'static str, &'static str)> {
     match name {
-        "h1_1k" => Some(("h1_1k_user", "h1_1k_kernel")),
-        "h1_1m" => Some(("h1_1m_user", "h1_1m_kernel")),
+        "h1_1k" => Some(("h1_1k_user", "h1_1k_kernel", "h1_1k_load")),
+        "h1_1m" => Some(("h1_1m_user", "h1_1m_kernel", "h1_1m_load")),
         _ => None,
     }
 }
@@ -272,7 +275,8 @@ fn report(f: &Figures, kinds: &[Kind], rounds: usize, seconds: u64, live_seconds
     let _ = writeln!(
         out,
         "Written by `cargo bench --bench compare` (COMPARE_ROUNDS={rounds} COMPARE_SECONDS={seconds} \
-         COMPARE_LIVE_SECONDS={live_seconds} COMPARE_PLAYERS={players}).\n"
+         COMPARE_LIVE_SECONDS={live_seconds} COMPARE_PLAYERS={players} COMPARE_NGINX_SENDFILE={}).\n",
+        std::env::var("COMPARE_NGINX_SENDFILE").unwrap_or_else(|_| "on".into())
     );
     let _ = writeln!(out, "- Machine: {}", machine());
     for k in kinds {
@@ -326,18 +330,24 @@ fn report(f: &Figures, kinds: &[Kind], rounds: usize, seconds: u64, live_seconds
     }
     let _ = writeln!(
         out,
-        "\nThe proxy's CPU time per HTTP/1.1 hit, user space + kernel (from /proc: utime and stime). \
-         On loopback the kernel time includes delivering each response to the client's socket.\n"
+        "\nCPU time per HTTP/1.1 hit: the proxy's user space + kernel (from /proc: utime and stime), \
+         and the load generator's (wrk's user + kernel, from getrusage). On loopback one side's kernel \
+         often does the other's work: delivering a response to the client's socket, or sending queued \
+         data when the client's acknowledgement arrives. Their sum is the whole machine's cost.\n"
     );
     header(&mut out, "object");
-    for (label, user, kernel) in [
-        ("1 KiB", "h1_1k_user", "h1_1k_kernel"),
-        ("1 MiB", "h1_1m_user", "h1_1m_kernel"),
+    for (label, user, kernel, load) in [
+        ("1 KiB", "h1_1k_user", "h1_1k_kernel", "h1_1k_load"),
+        ("1 MiB", "h1_1m_user", "h1_1m_kernel", "h1_1m_load"),
     ] {
-        row(&mut out, label, &|k| match (f.median(k, user), f.median(k, kernel)) {
-            (Some(u), Some(s)) if u + s > 0.0 => format!("{u:.1} + {s:.1} µs"),
-            _ => "n/a".to_owned(),
-        });
+        row(
+            &mut out,
+            label,
+            &|k| match (f.median(k, user), f.median(k, kernel), f.median(k, load)) {
+                (Some(u), Some(s), Some(l)) if u + s > 0.0 => format!("{u:.1} + {s:.1} µs · load {l:.1} µs"),
+                _ => "n/a".to_owned(),
+            },
+        );
     }
     for (label, cpu) in [("1 KiB", "h1_1k_cpu"), ("1 MiB", "h1_1m_cpu")] {
         let best_other = kinds

@@ -243,6 +243,10 @@ fn nginx(cmd: &mut Command, dir: &Path, port: u16, h2_port: Option<u16>, origin:
     std::fs::create_dir_all(shm.join("nginx-cache")).expect("cache dir");
     let d = dir.display();
     let mut conf = String::new();
+    // `sendfile on` as Debian's nginx.conf ships it (nginx's built-in default is
+    // off): outpost sends large hits with sendfile too. `off` copies, like
+    // nginx did in this bench's earlier tables.
+    let sendfile = std::env::var("COMPARE_NGINX_SENDFILE").unwrap_or_else(|_| "on".into());
     let _ = write!(
         conf,
         "user root;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
@@ -251,6 +255,7 @@ fn nginx(cmd: &mut Command, dir: &Path, port: u16, h2_port: Option<u16>, origin:
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
            fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
            keepalive_requests 1000000;\n  keepalive_timeout 300s;\n\
+           sendfile {sendfile};\n\
            proxy_cache_path {}/nginx-cache levels=1:2 keys_zone=edge:64m max_size={} inactive=1h use_temp_path=off;\n\
            upstream origin {{ server 127.0.0.1:{origin}; keepalive 64; }}\n\
            server {{\n    listen 127.0.0.1:{port};\n    listen 127.0.0.1:{} http2;\n\
