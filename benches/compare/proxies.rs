@@ -238,15 +238,23 @@ fn outpost(cmd: &mut Command, dir: &Path, port: u16, origin: u16, budget: &Budge
         .env("OUTPOST_LOG", "warn");
 }
 
+/// nginx's `sendfile`: `off` (its built-in default) unless COMPARE_NGINX_SENDFILE
+/// says `on` (as Debian's nginx.conf has it). Off is nginx's best in this bench:
+/// with it on, 1 KiB hits cost nginx more CPU (a second system call per hit) and
+/// 1 MiB hits cost the same, and the client more.
+pub fn nginx_sendfile() -> &'static str {
+    match std::env::var("COMPARE_NGINX_SENDFILE").as_deref() {
+        Ok("on") => "on",
+        _ => "off",
+    }
+}
+
 fn nginx(cmd: &mut Command, dir: &Path, port: u16, h2_port: Option<u16>, origin: u16, budget: &Budget) {
     let shm = shm_dir(dir);
     std::fs::create_dir_all(shm.join("nginx-cache")).expect("cache dir");
     let d = dir.display();
     let mut conf = String::new();
-    // `sendfile on` as Debian's nginx.conf ships it (nginx's built-in default is
-    // off): outpost sends large hits with sendfile too. `off` copies, like
-    // nginx did in this bench's earlier tables.
-    let sendfile = std::env::var("COMPARE_NGINX_SENDFILE").unwrap_or_else(|_| "on".into());
+    let sendfile = nginx_sendfile();
     let _ = write!(
         conf,
         "user root;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\

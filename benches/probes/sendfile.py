@@ -2,13 +2,16 @@
 """What sendfile(2) from a memfd saves over copying, for 1 MiB responses.
 
 Not outpost: a minimal keep-alive HTTP/1.1 server that answers every request
-with the same 1 MiB body, either copied into the socket (`send`, as outpost
-and hyper do today) or handed over by reference from a memfd (`sendfile`).
-Each mode runs pinned to CPU 0 with wrk on CPU 1 (64 connections, 5 s), and
-its CPU time per response, user and kernel, is read from /proc. The kernel
-column is the one that matters: the user-space cost here is Python's.
+with the same 1 MiB body, either copied into the socket (`send`) or handed
+over by reference from a memfd (`sendfile`, as outpost does with
+`server.sendfile`); `sendfile-more` sends the head with MSG_MORE first.
+Each mode runs pinned to CPU 0 with wrk on CPU 1 (64 connections, 5 s). The
+server's CPU time per response, user and kernel, is read from /proc, and
+wrk's from its rusage. The server's kernel column is the one that compares
+to a proxy (the user-space cost here is Python's); on loopback the client's
+column shows what the server's kernel leaves to the client's.
 
-    python3 benches/probes/sendfile.py        (needs wrk and taskset)
+    python3 benches/probes/sendfile.py [mode ...]   (needs wrk and taskset)
 """
 
 import os
@@ -42,7 +45,10 @@ def serve(mode):
                         sock.sendall(HEAD)
                         sock.sendall(BODY)
                     else:
-                        sock.sendall(HEAD)
+                        if mode == "sendfile-more":
+                            sock.sendall(HEAD, socket.MSG_MORE)
+                        else:
+                            sock.sendall(HEAD)
                         offset = 0
                         while offset < len(BODY):
                             offset += os.sendfile(sock.fileno(), memfd, offset, len(BODY) - offset)
@@ -68,10 +74,12 @@ def measure(mode):
     try:
         time.sleep(1)
         (u0, s0) = cpu_ticks(server.pid)
+        before = os.times()
         out = subprocess.run(
             ["taskset", "-c", "1", "wrk", "-t1", "-c64", "-d5s", f"http://127.0.0.1:{PORT}/"],
             capture_output=True, text=True, check=True,
         ).stdout
+        after = os.times()
         (u1, s1) = cpu_ticks(server.pid)
     finally:
         server.kill()
@@ -79,15 +87,19 @@ def measure(mode):
     requests = int(next(l for l in out.splitlines() if "requests in" in l).split()[0])
     hz = os.sysconf("SC_CLK_TCK")
     user, kernel = (u1 - u0) / hz, (s1 - s0) / hz
-    print(f"| {mode} | {requests / (user + kernel):,.0f} | {user * 1e6 / requests:.1f} µs | {kernel * 1e6 / requests:.1f} µs |")
+    client = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    print(
+        f"| {mode} | {requests / 5:,.0f} | {requests / (user + kernel):,.0f} | {user * 1e6 / requests:.1f} µs "
+        f"| {kernel * 1e6 / requests:.1f} µs | {client * 1e6 / requests:.0f} µs |"
+    )
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--serve"]:
         serve(sys.argv[2])
     else:
-        print("| mode | responses per CPU-second | user per response | kernel per response |")
-        print("| --- | ---: | ---: | ---: |")
+        print("| mode | responses/s | per server CPU-second | server user | server kernel | client (wrk) |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
         for _ in range(2):
-            for mode in ("send", "sendfile"):
+            for mode in sys.argv[1:] or ("send", "sendfile"):
                 measure(mode)
