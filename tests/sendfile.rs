@@ -13,6 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LEN: usize = 3 * 1024 * 1024 + 17;
 
+const SENDFILE_ON: &str = "[server]\nsendfile = true\n[[routes]]\nurl = \"{origin}\"\ntimeout = \"2s\"\n";
+
 /// Mapped bodies are counted process-wide; `cargo test` runs these tests in
 /// one process, so they take turns.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -38,7 +40,7 @@ async fn large_hits_and_ranges_go_out_with_sendfile_byte_for_byte() {
         "/small.ts",
         Script::ok(noise(1024, 3)).header("cache-control", "max-age=60"),
     );
-    let edge = edge_for(&origin).await;
+    let edge = start_edge(SENDFILE_ON, &origin).await;
     let c = client();
 
     let miss = get(&c, &url(&edge, "/big.ts")).await;
@@ -81,7 +83,7 @@ async fn many_clients_at_once_get_the_whole_mapped_body() {
     let origin = TestOrigin::start().await;
     let body = noise(LEN, 11);
     large_segment(&origin, "/many.ts", body.clone());
-    let edge = edge_for(&origin).await;
+    let edge = start_edge(SENDFILE_ON, &origin).await;
     let c = client();
     get(&c, &url(&edge, "/many.ts")).await;
     for got in get_many(&c, &url(&edge, "/many.ts"), 24).await {
@@ -140,7 +142,7 @@ async fn a_slow_reader_with_pipelined_requests_gets_every_byte_in_order() {
     let second = noise(LEN / 2, 22);
     large_segment(&origin, "/a.ts", first.clone());
     large_segment(&origin, "/b.ts", second.clone());
-    let edge = edge_for(&origin).await;
+    let edge = start_edge(SENDFILE_ON, &origin).await;
     let c = client();
     get(&c, &url(&edge, "/a.ts")).await;
     get(&c, &url(&edge, "/b.ts")).await;
@@ -166,12 +168,13 @@ async fn a_slow_reader_with_pipelined_requests_gets_every_byte_in_order() {
 }
 
 #[tokio::test]
-async fn with_sendfile_off_the_same_bytes_are_copied() {
+async fn by_default_the_same_bytes_are_copied() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let origin = TestOrigin::start().await;
     let body = noise(LEN, 31);
     large_segment(&origin, "/off.ts", body.clone());
-    let edge = start_edge("[server]\nsendfile = false\n[[routes]]\nurl = \"{origin}\"\n", &origin).await;
+    // Off is the default.
+    let edge = edge_for(&origin).await;
     let c = client();
     get(&c, &url(&edge, "/off.ts")).await;
     let hit = get(&c, &url(&edge, "/off.ts")).await;
@@ -189,7 +192,7 @@ async fn h2c_and_https_clients_read_mapped_bodies_by_copy() {
     large_segment(&origin, "/m.ts", body.clone());
     let cert = TestCert::new("mapped");
     let toml = format!(
-        "[server]\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n[[routes]]\nurl = \"{{origin}}\"\n",
+        "[server]\nsendfile = true\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n[[routes]]\nurl = \"{{origin}}\"\n",
         cert.cert_path(),
         cert.key_path()
     );
@@ -224,7 +227,7 @@ async fn purged_bodies_give_back_their_mappings() {
     for i in 0..3 {
         large_segment(&origin, &format!("/p{i}.ts"), noise(LEN, 50 + i));
     }
-    let edge = edge_for(&origin).await;
+    let edge = start_edge(SENDFILE_ON, &origin).await;
     let c = client();
     for i in 0..3 {
         get(&c, &url(&edge, &format!("/p{i}.ts"))).await;

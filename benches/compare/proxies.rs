@@ -11,17 +11,27 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Outpost,
+    /// outpost with `server.sendfile` on: its own column, since on loopback
+    /// the proxy's CPU and the whole machine's tell different stories.
+    OutpostSendfile,
     Nginx,
     Varnish,
     Trafficserver,
 }
 
-pub const ALL: [Kind; 4] = [Kind::Outpost, Kind::Nginx, Kind::Varnish, Kind::Trafficserver];
+pub const ALL: [Kind; 5] = [
+    Kind::Outpost,
+    Kind::OutpostSendfile,
+    Kind::Nginx,
+    Kind::Varnish,
+    Kind::Trafficserver,
+];
 
 impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Outpost => "outpost",
+            Kind::OutpostSendfile => "outpost+sendfile",
             Kind::Nginx => "nginx",
             Kind::Varnish => "Varnish",
             Kind::Trafficserver => "Traffic Server",
@@ -31,12 +41,16 @@ impl Kind {
     /// The proxy's version, as it reports it.
     pub fn version(self) -> String {
         let (cmd, args): (&str, &[&str]) = match self {
-            Kind::Outpost => (env!("CARGO_BIN_EXE_outpost"), &["--version"]),
+            Kind::Outpost | Kind::OutpostSendfile => (env!("CARGO_BIN_EXE_outpost"), &["--version"]),
             Kind::Nginx => ("nginx", &["-v"]),
             Kind::Varnish => ("varnishd", &["-V"]),
             Kind::Trafficserver => ("traffic_server", &["-V"]),
         };
         first_line(cmd, args)
+    }
+
+    pub fn is_outpost(self) -> bool {
+        matches!(self, Kind::Outpost | Kind::OutpostSendfile)
     }
 }
 
@@ -69,14 +83,15 @@ impl Proxy {
         std::fs::create_dir_all(&dir).expect("a scratch directory");
         let port = free_port();
         let h2_port = match kind {
-            Kind::Outpost => Some(port), // one listener speaks HTTP/1.1 and h2c
-            Kind::Trafficserver => None, // Traffic Server speaks HTTP/2 over TLS only
+            Kind::Outpost | Kind::OutpostSendfile => Some(port), // one listener speaks HTTP/1.1 and h2c
+            Kind::Trafficserver => None,                         // Traffic Server speaks HTTP/2 over TLS only
             _ => Some(free_port()),
         };
         let mut cmd = Command::new("taskset");
         cmd.arg("-c").arg(cpu.to_string());
         match kind {
-            Kind::Outpost => outpost(&mut cmd, &dir, port, origin_port, budget),
+            Kind::Outpost => outpost(&mut cmd, &dir, port, origin_port, budget, false),
+            Kind::OutpostSendfile => outpost(&mut cmd, &dir, port, origin_port, budget, true),
             Kind::Nginx => nginx(&mut cmd, &dir, port, h2_port, origin_port, budget),
             Kind::Varnish => varnish(&mut cmd, &dir, port, h2_port, origin_port, budget),
             Kind::Trafficserver => trafficserver(&mut cmd, &dir, port, origin_port, budget),
@@ -221,9 +236,10 @@ fn shm_dir(dir: &Path) -> PathBuf {
     PathBuf::from("/dev/shm").join(dir.file_name().expect("named"))
 }
 
-fn outpost(cmd: &mut Command, dir: &Path, port: u16, origin: u16, budget: &Budget) {
+fn outpost(cmd: &mut Command, dir: &Path, port: u16, origin: u16, budget: &Budget, sendfile: bool) {
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 100000\nheader_timeout = \"300s\"\n\n\
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 100000\nheader_timeout = \"300s\"\n\
+         sendfile = {sendfile}\n\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n\n\
          [cache]\nmemory = \"{}\"\n\n\
          [[routes]]\nurl = \"http://127.0.0.1:{origin}\"\n",

@@ -172,7 +172,7 @@ impl Default for RawServer {
             max_header_size: Size(16 << 10),
             max_connections: 10_000,
             cors_origins: vec!["*".into()],
-            sendfile: true,
+            sendfile: false,
             shutdown_grace: secs(30),
         }
     }
