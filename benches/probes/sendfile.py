@@ -4,7 +4,9 @@
 Not outpost: a minimal keep-alive HTTP/1.1 server that answers every request
 with the same 1 MiB body, either copied into the socket (`send`) or handed
 over by reference from a memfd (`sendfile`, as outpost does with
-`server.sendfile`); `sendfile-more` sends the head with MSG_MORE first.
+`server.sendfile`); `sendfile-more` sends the head with MSG_MORE first, and
+a mode ending in `-cubic` (`send-cubic`, `sendfile-cubic`) uses CUBIC
+congestion control on the server's sockets instead of the machine's default.
 Each mode runs pinned to CPU 0 with wrk on CPU 1 (64 connections, 5 s). The
 server's CPU time per response, user and kernel, is read from /proc, and
 wrk's from its rusage. The server's kernel column is the one that compares
@@ -32,6 +34,9 @@ def serve(mode):
 
     def connection(sock):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if mode.endswith("-cubic"):
+            # This socket only: the machine's default may be BBR, which paces.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"cubic")
         pending = b""
         try:
             while True:
@@ -41,11 +46,11 @@ def serve(mode):
                 pending += data
                 while b"\r\n\r\n" in pending:
                     _, pending = pending.split(b"\r\n\r\n", 1)
-                    if mode == "send":
+                    if not mode.startswith("sendfile"):
                         sock.sendall(HEAD)
                         sock.sendall(BODY)
                     else:
-                        if mode == "sendfile-more":
+                        if mode.startswith("sendfile-more"):
                             sock.sendall(HEAD, socket.MSG_MORE)
                         else:
                             sock.sendall(HEAD)
