@@ -4,8 +4,9 @@
 //! body's `Bytes` as the edge gave them (it does not copy large bodies). This
 //! wrapper looks for a slice lying in a mapped body ([`crate::mapped`]) and
 //! sends it from the body's memfd with sendfile, after the slices before it
-//! (the head) in the same call. Every other write goes to the socket unchanged. The bytes on the wire are the
-//! same either way: the slice and the file hold them at the same offsets.
+//! (the head) in the same call. Every other write goes to the socket
+//! unchanged. The bytes on the wire are the same either way: the slice and
+//! the file hold them at the same offsets.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
