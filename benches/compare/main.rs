@@ -132,6 +132,20 @@ fn main() {
         .build()
         .unwrap();
     let mut figures = Figures::default();
+    rt.spawn(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        eprintln!("stopped: killing the running proxy");
+        proxies::kill_running();
+        std::process::exit(130);
+    });
     rt.block_on(async {
         let origin = Arc::new(TestOrigin::start().await);
         let long = [("cache-control", "max-age=3600")];

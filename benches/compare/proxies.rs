@@ -5,7 +5,20 @@ use std::fmt::Write as _;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+/// The process group of the proxy running now (0: none), for [`kill_running`].
+static RUNNING: AtomicU32 = AtomicU32::new(0);
+
+/// Kills the running proxy's process group: it is not in the bench's own
+/// group, so a Ctrl-C or a kill of the bench would leave it serving.
+pub fn kill_running() {
+    let group = RUNNING.swap(0, Ordering::SeqCst);
+    if group != 0 {
+        let _ = Command::new("kill").args(["-9", "--", &format!("-{group}")]).status();
+    }
+}
 
 /// Which proxy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +118,7 @@ impl Proxy {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", kind.name()));
+        RUNNING.store(child.id(), Ordering::SeqCst);
         let proxy = Proxy {
             kind,
             port,
@@ -215,6 +229,7 @@ impl Drop for Proxy {
         // The whole group at once: killed one by one, children first, nginx's
         // master respawned its cache manager in between and left it behind.
         let pids = self.pids();
+        let _ = RUNNING.compare_exchange(self.child.id(), 0, Ordering::SeqCst, Ordering::SeqCst);
         let group = format!("-{}", self.child.id());
         let _ = Command::new("kill").args(["-9", "--", &group]).status();
         // Then any that left the group, parents first so none respawns the rest.
