@@ -191,11 +191,7 @@ async fn h2c_and_https_clients_read_mapped_bodies_by_copy() {
     let body = noise(LEN, 41);
     large_segment(&origin, "/m.ts", body.clone());
     let cert = TestCert::new("mapped");
-    let toml = format!(
-        "[server]\nsendfile = true\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n[[routes]]\nurl = \"{{origin}}\"\n",
-        cert.cert_path(),
-        cert.key_path()
-    );
+    let toml = cert.edge_toml("sendfile = true\n");
     let edge = start_edge(&toml, &origin).await;
     get(&client(), &url(&edge, "/m.ts")).await;
     let h2 = get(&h2_client(), &url(&edge, "/m.ts")).await;

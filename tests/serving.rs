@@ -12,11 +12,7 @@ async fn tls_listener_speaks_h2_and_http11_by_alpn() {
     let origin = TestOrigin::start().await;
     origin.set("/t.ts", Script::ok("over tls"));
     let cert = TestCert::new("listener");
-    let toml = format!(
-        "[server]\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n[[routes]]\nurl = \"{{origin}}\"\n",
-        cert.cert_path(),
-        cert.key_path()
-    );
+    let toml = cert.edge_toml("");
     let edge = start_edge(&toml, &origin).await;
     let tls_addr = edge.addrs.tls_listen.expect("tls listener bound");
     for (h2, version) in [(true, http::Version::HTTP_2), (false, http::Version::HTTP_11)] {

@@ -594,6 +594,16 @@ impl TestCert {
         tokio_rustls::TlsAcceptor::from(Arc::new(config))
     }
 
+    /// An edge config serving HTTPS with this certificate on 127.0.0.1:0, one
+    /// route to `{origin}`, with `server` lines added to `[server]`.
+    pub fn edge_toml(&self, server: &str) -> String {
+        format!(
+            "[server]\n{server}tls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n[[routes]]\nurl = \"{{origin}}\"\n",
+            self.cert_path(),
+            self.key_path()
+        )
+    }
+
     /// A client trusting only this certificate, offering `alpn` (e.g. h2 and http/1.1).
     pub fn client(
         &self,
