@@ -21,6 +21,8 @@ pub fn ms(d: Duration) -> String {
 /// What a storm of clients saw: time to first body byte and to the last,
 /// from the moment all were released, sorted; and how many failed.
 pub struct Storm {
+    /// When the clients were released.
+    pub start: Instant,
     pub ttfb: Vec<Duration>,
     pub done: Vec<Duration>,
     pub errors: usize,
@@ -59,6 +61,7 @@ pub async fn storm(url: &str, clients: usize, size: usize) -> Storm {
         })
         .collect();
     let mut out = Storm {
+        start,
         ttfb: Vec::new(),
         done: Vec::new(),
         errors: 0,

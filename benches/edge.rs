@@ -61,7 +61,7 @@ async fn cold_storm(clients: usize) {
             .throttle(40_000, Duration::from_millis(10)),
     );
     let edge = edge_for(&origin).await;
-    let Storm { ttfb, done, errors } = storm(&url(&edge, "/cold.ts"), clients, size).await;
+    let Storm { ttfb, done, errors, .. } = storm(&url(&edge, "/cold.ts"), clients, size).await;
     println!(
         "| cold storm, {clients} clients, 2 MB, origin 200 ms TTFB at 4 MB/s | origin requests {} | TTFB p50 {} p99 {} | done p50 {} p99 {} | errors {errors} |",
         origin.hits("/cold.ts"),

@@ -280,6 +280,7 @@ impl Reader {
             offset: 0,
             start,
             end: end.unwrap_or(u64::MAX),
+            yielded: Yield::BeforeFirst,
         }
     }
 }
@@ -304,6 +305,17 @@ pub struct FillBody {
     offset: u64,
     start: u64,
     end: u64,
+    /// Whether the first piece has gone out and the reader yielded after it.
+    yielded: Yield,
+}
+
+/// The first piece of a fill goes out alone: after it the body yields once, so
+/// that a storm of waiters all get their first bytes before any gets the rest.
+#[derive(Debug, PartialEq)]
+enum Yield {
+    BeforeFirst,
+    Due,
+    Done,
 }
 
 impl Body for FillBody {
@@ -312,6 +324,13 @@ impl Body for FillBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, FetchError>>> {
         let this = self.get_mut();
+        if this.yielded == Yield::Due {
+            // hyper writes what it holds when the body is pending; the wake puts
+            // this connection behind the others that are ready.
+            this.yielded = Yield::Done;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let mut st = this.reader.fill.lock();
         while this.offset < this.end {
             let Some(chunk) = this
@@ -343,6 +362,9 @@ impl Body for FillBody {
             let hi = this.end.min(chunk_end);
             if lo < hi {
                 let piece = chunk.slice((lo - chunk_start) as usize..(hi - chunk_start) as usize);
+                if this.yielded == Yield::BeforeFirst {
+                    this.yielded = Yield::Due;
+                }
                 return Poll::Ready(Some(Ok(Frame::data(piece))));
             }
         }

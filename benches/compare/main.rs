@@ -13,7 +13,8 @@
 //! run (10), `COMPARE_LIVE_SECONDS` (60), `COMPARE_PLAYERS` (1000),
 //! `COMPARE_ONLY` (a comma-separated subset: outpost,outpost+sendfile,nginx,varnish,trafficserver),
 //! `COMPARE_NGINX_SENDFILE` (`off`, nginx's built-in default and its best here;
-//! `on`, as Debian's nginx.conf has it).
+//! `on`, as Debian's nginx.conf has it), `COMPARE_PARTS` (a comma-separated
+//! subset of hits,storm,live,memory; all by default).
 
 #[path = "../common.rs"]
 mod common;
@@ -116,6 +117,8 @@ fn main() {
     let live_seconds = env_or("COMPARE_LIVE_SECONDS", 60);
     let players = env_or("COMPARE_PLAYERS", 1000) as usize;
     let only = std::env::var("COMPARE_ONLY").unwrap_or_default().to_lowercase();
+    let parts = std::env::var("COMPARE_PARTS").unwrap_or_default().to_lowercase();
+    let part = |name: &str| parts.is_empty() || parts.split(',').any(|p| p.trim() == name);
     let kinds: Vec<Kind> = proxies::ALL
         .into_iter()
         .filter(|k| {
@@ -153,16 +156,20 @@ fn main() {
         origin.set("/1m", Script::ok(payload(1 << 20, 2)).headers(&long));
         let origin_port = origin.addr.port();
 
-        for round in 0..rounds {
+        for round in (0..rounds).filter(|_| part("hits") || part("storm")) {
             for &kind in &kinds {
                 eprintln!("round {}/{rounds}: {}", round + 1, kind.name());
                 let proxy = start(kind, origin_port, HIT_CACHE).await;
-                warm(&proxy).await;
-                hit_runs(&proxy, seconds, &mut figures).await;
-                cold_storm(&proxy, &origin, round, &mut figures).await;
+                if part("hits") {
+                    warm(&proxy).await;
+                    hit_runs(&proxy, seconds, &mut figures).await;
+                }
+                if part("storm") {
+                    cold_storm(&proxy, &origin, round, &mut figures).await;
+                }
             }
         }
-        for &kind in &kinds {
+        for &kind in kinds.iter().filter(|_| part("live")) {
             eprintln!("live fan-out: {}", kind.name());
             let proxy = start(kind, origin_port, HIT_CACHE).await;
             let stream = format!("live-{}", kind.name().replace(' ', "").to_lowercase());
@@ -174,7 +181,7 @@ fn main() {
             figures.add(kind, "live_downloads", f.downloads as f64);
             figures.add(kind, "live_errors", f.errors as f64);
         }
-        for &kind in &kinds {
+        for &kind in kinds.iter().filter(|_| part("memory")) {
             eprintln!("memory: {}", kind.name());
             let proxy = start(kind, origin_port, MEMORY_CACHE).await;
             warm(&proxy).await;
@@ -185,8 +192,14 @@ fn main() {
         }
     });
     let report = report(&figures, &kinds, rounds, seconds, live_seconds, players);
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/RESULTS.md");
-    std::fs::write(path, &report).expect("writing benches/RESULTS.md");
+    // A partial run (some proxies or some parts) is printed, and leaves the
+    // full run's table in place.
+    if only.is_empty() && parts.is_empty() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/RESULTS.md");
+        std::fs::write(path, &report).expect("writing benches/RESULTS.md");
+    } else {
+        eprintln!("a partial run (COMPARE_ONLY or COMPARE_PARTS): benches/RESULTS.md left as it was");
+    }
     println!("{report}");
 }
 
@@ -261,6 +274,11 @@ async fn cold_storm(proxy: &Proxy, origin: &TestOrigin, round: usize, figures: &
     let s = storm(&proxy.url(&path), STORM_CLIENTS, STORM_BYTES).await;
     let kind = proxy.kind;
     figures.add(kind, "storm_origin", origin.hits(&path) as f64);
+    // The origin's own time to first byte, from the same start as the clients':
+    // the 200 ms it waits, plus how long the request took to reach it.
+    if let Some(sent) = origin.first_sent(&path) {
+        figures.add(kind, "storm_origin_ttfb", (sent - s.start).as_secs_f64());
+    }
     figures.add(kind, "storm_ttfb_p50", percentile(&s.ttfb, 0.5).as_secs_f64());
     figures.add(kind, "storm_ttfb_p99", percentile(&s.ttfb, 0.99).as_secs_f64());
     figures.add(kind, "storm_done_p50", percentile(&s.done, 0.5).as_secs_f64());
@@ -415,6 +433,9 @@ fn report(f: &Figures, kinds: &[Kind], rounds: usize, seconds: u64, live_seconds
     let secs = |v: f64| ms(Duration::from_secs_f64(v));
     row(&mut out, "origin requests", &|k| {
         num(f.median(k, "storm_origin"), &|v| format!("{v:.0}"))
+    });
+    row(&mut out, "origin's first byte sent", &|k| {
+        num(f.median(k, "storm_origin_ttfb"), &secs)
     });
     row(&mut out, "TTFB p50", &|k| num(f.median(k, "storm_ttfb_p50"), &secs));
     row(&mut out, "TTFB p99", &|k| num(f.median(k, "storm_ttfb_p99"), &secs));

@@ -128,3 +128,44 @@ fn concat_copies_only_when_needed() {
     assert_eq!(concat(parts.iter()), "ab");
     assert!(concat(std::iter::empty()).is_empty());
 }
+
+#[test]
+fn the_first_piece_goes_out_alone_then_the_reader_yields_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Wakes(AtomicUsize);
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let (_fill, writer, reader) = Fill::start();
+    writer.head(head());
+    for part in ["first", "second", "third"] {
+        writer.push(Bytes::from(part));
+    }
+    writer.finish(Ok(()));
+    let mut body = reader.into_body(0, None);
+    let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+    let waker = Waker::from(Arc::clone(&wakes));
+    let mut cx = Context::from_waker(&waker);
+    let mut poll = || match Pin::new(&mut body).poll_frame(&mut cx) {
+        Poll::Ready(Some(Ok(frame))) => Some(frame.into_data().expect("data")),
+        Poll::Ready(None) => Some(Bytes::from_static(b"<end>")),
+        Poll::Ready(Some(Err(e))) => panic!("fill failed: {e}"),
+        Poll::Pending => None,
+    };
+    assert_eq!(poll().as_deref(), Some(&b"first"[..]));
+    // Everything else is there, but this connection steps back once, and
+    // asks to be polled again.
+    assert_eq!(poll(), None);
+    assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+    assert_eq!(poll().as_deref(), Some(&b"second"[..]));
+    assert_eq!(poll().as_deref(), Some(&b"third"[..]));
+    assert_eq!(poll().as_deref(), Some(&b"<end>"[..]));
+    assert_eq!(
+        wakes.0.load(Ordering::SeqCst),
+        1,
+        "it yields only after the first piece"
+    );
+}

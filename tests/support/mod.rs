@@ -127,6 +127,8 @@ struct State {
     requests: Mutex<Vec<(String, HeaderMap)>>,
     active: Mutex<HashMap<String, usize>>,
     peak: Mutex<HashMap<String, usize>>,
+    /// When the first body bytes of each path were handed to the connection.
+    first_sent: Mutex<HashMap<String, std::time::Instant>>,
     total: AtomicUsize,
     arrived: Notify,
 }
@@ -210,6 +212,12 @@ impl TestOrigin {
 
     pub fn total(&self) -> usize {
         self.state.total.load(Ordering::SeqCst)
+    }
+
+    /// When the origin first handed body bytes for `path` to its connection:
+    /// the origin's own time to first byte, as a benchmark measures it.
+    pub fn first_sent(&self, path: &str) -> Option<std::time::Instant> {
+        self.state.first_sent.lock().unwrap().get(path).copied()
     }
 
     /// Every path (with query) requested so far, sorted.
@@ -303,6 +311,10 @@ async fn answer(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Scrip
             let take = script.chunk.min(limit - sent);
             if tx.send(Ok(body.slice(sent..sent + take))).await.is_err() {
                 break;
+            }
+            if sent == 0 {
+                let mut first = state.first_sent.lock().unwrap();
+                first.entry(path.clone()).or_insert_with(std::time::Instant::now);
             }
             sent += take;
             if sent == take {
