@@ -18,6 +18,7 @@ pub mod error;
 pub mod fetch;
 pub mod fill;
 pub mod headers;
+pub mod http1;
 #[cfg(target_os = "linux")]
 pub mod mapped;
 pub mod media;

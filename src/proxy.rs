@@ -32,11 +32,18 @@ use crate::upstream::UpstreamRequest;
 
 type Answer = Result<(Response<EdgeBody>, Outcome), EdgeError>;
 
-/// Serves one client request. Never fails: errors become answers here.
+/// Serves one client request that came through hyper. The edge reads no
+/// request bodies: it serves GET and HEAD.
 pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, client: IpAddr) -> Result<Response<EdgeBody>, Infallible> {
+    let (parts, _body) = req.into_parts();
+    Ok(answer(edge, parts, client).await)
+}
+
+/// Answers one client request, whichever connection loop read it. Never
+/// fails: errors become answers here.
+pub async fn answer(edge: Arc<Edge>, parts: Parts, client: IpAddr) -> Response<EdgeBody> {
     let started = Instant::now();
     let id = edge.next_request_id();
-    let (parts, _body) = req.into_parts();
     let (mut response, outcome) = match serve(&edge, &parts, client).await {
         Ok(answer) => answer,
         Err(e) => {
@@ -63,7 +70,7 @@ pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, client: IpAddr) -> 
         error: None,
         metrics: Arc::clone(&edge.metrics),
     };
-    Ok(response.map(|body| body.with_log(log)))
+    response.map(|body| body.with_log(log))
 }
 
 async fn serve(edge: &Arc<Edge>, parts: &Parts, client: IpAddr) -> Answer {

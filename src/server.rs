@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::body::EdgeBody;
 use crate::config::{ServerConfig, TlsConfig};
 use crate::edge::{Edge, StartError};
+use crate::http1;
 
 /// A bound listening socket.
 pub struct Listener {
@@ -67,6 +68,12 @@ pub fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, StartError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// The largest request head a connection reads before refusing it with 431
+/// (the edge refuses heads past `max_header_size` itself, with its own answer).
+fn max_head(cfg: &ServerConfig) -> usize {
+    (2 * cfg.max_header_size).max(8192)
+}
+
 fn edge_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -76,7 +83,7 @@ fn edge_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(cfg.header_timeout)
         // The edge answers 431 itself (with a text body and a request id) past
         // max_header_size; hyper's bare 431 is only for heads twice as large.
-        .max_buf_size((2 * cfg.max_header_size).max(8192))
+        .max_buf_size(max_head(cfg))
         .keep_alive(true);
     builder
         .http2()
@@ -95,6 +102,7 @@ pub async fn serve_edge(edge: Arc<Edge>, listener: Listener, tls: Option<TlsAcce
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
     // Refusals are cheap but not free: past this many at once, the socket is just closed.
     let refusals = Arc::new(Semaphore::new(64));
+    let conn_stop = stop.clone();
     let serve = move |stream: TcpStream, peer: SocketAddr, watcher: Watcher| {
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             let refusal = Arc::clone(&refusals).try_acquire_owned().ok();
@@ -108,25 +116,26 @@ pub async fn serve_edge(edge: Arc<Edge>, listener: Listener, tls: Option<TlsAcce
         let builder = Arc::clone(&builder);
         let tls = tls.clone();
         let header_timeout = cfg.header_timeout;
+        let stop = conn_stop.clone();
         Box::pin(async move {
             let _permit = permit;
             let for_service = Arc::clone(&edge);
             let service = service_fn(move |req| crate::proxy::handle(Arc::clone(&for_service), req, peer.ip()));
             match tls {
                 None => {
-                    // hyper's header timeout starts once it knows the protocol: a
-                    // client that sends nothing at all is dropped here instead.
-                    let mut first = [0u8; 1];
-                    match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
-                        Ok(Ok(n)) if n > 0 => {}
-                        _ => return,
-                    }
+                    let plain = Plain {
+                        edge: &edge,
+                        peer,
+                        builder: &builder,
+                        watcher,
+                        stop,
+                    };
                     #[cfg(target_os = "linux")]
                     if edge.config.server.sendfile {
                         let stream = crate::sendfile::SendfileStream::new(stream, edge.metrics.sendfile_bytes.clone());
-                        return serve_io(&edge, peer, &builder, stream, service, watcher).await;
+                        return plain.serve(stream, service).await;
                     }
-                    serve_io(&edge, peer, &builder, stream, service, watcher).await;
+                    plain.serve(stream, service).await;
                 }
                 Some(acceptor) => {
                     let Ok(Ok(stream)) = tokio::time::timeout(header_timeout, acceptor.accept(stream)).await else {
@@ -139,6 +148,38 @@ pub async fn serve_edge(edge: Arc<Edge>, listener: Listener, tls: Option<TlsAcce
         })
     };
     accept_loop(listener, stop, cfg.shutdown_grace, serve).await;
+}
+
+/// A plain-text connection: the edge's own HTTP/1.1 loop first, then hyper
+/// if the loop hands the connection over.
+struct Plain<'a> {
+    edge: &'a Arc<Edge>,
+    peer: SocketAddr,
+    builder: &'a auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    stop: watch::Receiver<bool>,
+}
+
+impl Plain<'_> {
+    async fn serve<I, S>(mut self, mut io: I, service: S)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::Service<
+                http::Request<hyper::body::Incoming>,
+                Response = Response<EdgeBody>,
+                Error = std::convert::Infallible,
+            > + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let cfg = &self.edge.config.server;
+        let (timeout, limit) = (cfg.header_timeout, max_head(cfg));
+        let ended = http1::serve(self.edge, &mut io, self.peer, timeout, limit, &mut self.stop).await;
+        if let http1::Ended::Handoff(read) = ended {
+            let io = http1::Prefixed::new(read, io);
+            serve_io(self.edge, self.peer, self.builder, io, service, self.watcher).await;
+        }
+    }
 }
 
 async fn serve_io<I, S>(

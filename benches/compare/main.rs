@@ -279,7 +279,11 @@ async fn cold_storm(proxy: &Proxy, origin: &TestOrigin, round: usize, figures: &
     if let Some(sent) = origin.first_sent(&path) {
         let own = (sent - s.start).as_secs_f64();
         figures.add(kind, "storm_origin_ttfb", own);
-        figures.add(kind, "storm_ttfb_p99_over", percentile(&s.ttfb, 0.99).as_secs_f64() - own);
+        figures.add(
+            kind,
+            "storm_ttfb_p99_over",
+            percentile(&s.ttfb, 0.99).as_secs_f64() - own,
+        );
     }
     figures.add(kind, "storm_ttfb_p50", percentile(&s.ttfb, 0.5).as_secs_f64());
     figures.add(kind, "storm_ttfb_p99", percentile(&s.ttfb, 0.99).as_secs_f64());
@@ -442,7 +446,9 @@ fn report(f: &Figures, kinds: &[Kind], rounds: usize, seconds: u64, live_seconds
     row(&mut out, "TTFB p50", &|k| num(f.median(k, "storm_ttfb_p50"), &secs));
     row(&mut out, "TTFB p99", &|k| num(f.median(k, "storm_ttfb_p99"), &secs));
     row(&mut out, "TTFB p99 after the origin's first byte", &|k| {
-        num(f.median(k, "storm_ttfb_p99_over"), &|v| format!("{:+.0} ms", v * 1000.0))
+        num(f.median(k, "storm_ttfb_p99_over"), &|v| {
+            format!("{:+.0} ms", v * 1000.0)
+        })
     });
     row(&mut out, "complete p50", &|k| num(f.median(k, "storm_done_p50"), &secs));
     row(&mut out, "complete p99", &|k| num(f.median(k, "storm_done_p99"), &secs));

@@ -1,0 +1,447 @@
+//! Plain-text HTTP/1.1 connections: the edge's own loop for GET and HEAD,
+//! hyper for anything else.
+//!
+//! A cache hit is a parse, a lookup and one `writev`. hyper's general
+//! machinery around that (its dispatcher, a timer armed per request, its
+//! header encoder) cost about as much user time as the edge's own work (the
+//! README's performance section has the figures). This loop reads heads with
+//! httparse, answers them through the same [`proxy::answer`] as every other
+//! request, and writes the answer itself. A request it does not take (one with
+//! a body, HTTP/1.0, an upgrade or `Expect`, h2c, a head that is malformed or
+//! too large) goes to hyper together with the bytes read so far, and hyper
+//! serves the rest of that connection.
+//!
+//! [`proxy::answer`]: crate::proxy::answer
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::body::EdgeBody;
+use crate::edge::Edge;
+
+/// More header fields than this go to hyper (which takes up to 100).
+const MAX_FIELDS: usize = 64;
+
+/// How a connection left this loop.
+pub enum Ended {
+    /// Closed: by the client, on an error, a timeout, or shutdown.
+    Closed,
+    /// hyper serves the rest; these bytes were read and not consumed.
+    Handoff(Bytes),
+}
+
+/// Serves requests on `io` until the connection ends or needs hyper.
+///
+/// `head_timeout` bounds both an idle keep-alive connection and reading one
+/// request head; `max_head` is where a head too large for this loop goes to
+/// hyper, which refuses it with 431.
+pub async fn serve<I>(
+    edge: &Arc<Edge>,
+    io: &mut I,
+    peer: SocketAddr,
+    head_timeout: Duration,
+    max_head: usize,
+    stop: &mut watch::Receiver<bool>,
+) -> Ended
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(8 << 10);
+    let mut out = BytesMut::with_capacity(1 << 10);
+    // One timer for the connection: it is moved only when it fires early, not
+    // once per request.
+    let mut deadline = Instant::now() + head_timeout;
+    let timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(timer);
+    loop {
+        let head = match parse(&mut buf) {
+            Parsed::Request(head) => head,
+            Parsed::Handoff => return Ended::Handoff(buf.freeze()),
+            Parsed::Partial if buf.len() >= max_head => return Ended::Handoff(buf.freeze()),
+            Parsed::Partial => {
+                if buf.is_empty() && *stop.borrow() {
+                    return Ended::Closed;
+                }
+                if buf.capacity() - buf.len() < 1024 {
+                    buf.reserve(8 << 10);
+                }
+                let read = tokio::select! {
+                    biased;
+                    read = io.read_buf(&mut buf) => read,
+                    _ = &mut timer => {
+                        if Instant::now() < deadline {
+                            timer.as_mut().reset(deadline);
+                            continue;
+                        }
+                        tracing::debug!(peer = %peer, "request head timed out");
+                        return Ended::Closed;
+                    }
+                    _ = stop.changed(), if buf.is_empty() => return Ended::Closed,
+                };
+                match read {
+                    Ok(0) | Err(_) => return Ended::Closed,
+                    Ok(_) => continue,
+                }
+            }
+        };
+        let method = head.parts.method.clone();
+        let close = head.close;
+        let response = crate::proxy::answer(Arc::clone(edge), head.parts, peer.ip()).await;
+        match write_response(io, &mut out, response, method == Method::HEAD, close).await {
+            Ok(true) if !*stop.borrow() => {}
+            Ok(_) => return Ended::Closed,
+            Err(e) => {
+                tracing::debug!(peer = %peer, error = %e, "client connection ended while answering");
+                return Ended::Closed;
+            }
+        }
+        deadline = Instant::now() + head_timeout;
+    }
+}
+
+/// A request head this loop takes.
+struct Head {
+    parts: http::request::Parts,
+    /// The client asked to close after this answer.
+    close: bool,
+}
+
+// Returned once per request and moved straight on: boxing it would cost an
+// allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum Parsed {
+    Request(Head),
+    Partial,
+    Handoff,
+}
+
+/// Takes one complete request head off the front of `buf`, if there is one
+/// this loop serves.
+fn parse(buf: &mut BytesMut) -> Parsed {
+    if buf.is_empty() {
+        return Parsed::Partial;
+    }
+    if buf.starts_with(b"PRI ") {
+        // The h2c preface (prior knowledge).
+        return Parsed::Handoff;
+    }
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut fields);
+    let len = match req.parse(&buf[..]) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Handoff,
+    };
+    let method = match req.method {
+        Some("GET") => Method::GET,
+        Some("HEAD") => Method::HEAD,
+        _ => return Parsed::Handoff,
+    };
+    if req.version != Some(1) {
+        return Parsed::Handoff;
+    }
+    // Where each piece lies in the head, so that the parsed request shares its
+    // bytes instead of copying them.
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+    let target = span(req.path.unwrap_or("/").as_bytes());
+    let mut spans = [((0, 0), (0, 0)); MAX_FIELDS];
+    let mut close = false;
+    for (i, field) in req.headers.iter().enumerate() {
+        let name = field.name.as_bytes();
+        let refused = [&b"content-length"[..], b"transfer-encoding", b"upgrade", b"expect"]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n));
+        if refused {
+            return Parsed::Handoff;
+        }
+        if name.eq_ignore_ascii_case(b"connection") {
+            for token in field.value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"upgrade") {
+                    return Parsed::Handoff;
+                }
+                close |= token.eq_ignore_ascii_case(b"close");
+            }
+        }
+        spans[i] = (span(name), span(field.value));
+    }
+    let count = req.headers.len();
+    let head = buf.split_to(len).freeze();
+    match build(&head, method, target, &spans[..count]) {
+        Some(parts) => Parsed::Request(Head { parts, close }),
+        None => {
+            // Not valid for `http` after all: hyper answers it, from the start.
+            let mut whole = BytesMut::with_capacity(head.len() + buf.len());
+            whole.extend_from_slice(&head);
+            whole.extend_from_slice(buf);
+            *buf = whole;
+            Parsed::Handoff
+        }
+    }
+}
+
+type Span = (usize, usize);
+
+fn build(head: &Bytes, method: Method, target: Span, fields: &[(Span, Span)]) -> Option<http::request::Parts> {
+    let slice = |(at, len): Span| head.slice(at..at + len);
+    let uri = Uri::from_maybe_shared(slice(target)).ok()?;
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for &(name, value) in fields {
+        let name = HeaderName::from_bytes(&head[name.0..name.0 + name.1]).ok()?;
+        let value = HeaderValue::from_maybe_shared(slice(value)).ok()?;
+        headers.append(name, value);
+    }
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    parts.headers = headers;
+    Some(parts)
+}
+
+/// How the body is delimited on the wire.
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Writes `response`; true if the connection can take another request.
+async fn write_response<I>(
+    io: &mut I,
+    out: &mut BytesMut,
+    response: Response<EdgeBody>,
+    head_request: bool,
+    mut close: bool,
+) -> io::Result<bool>
+where
+    I: AsyncWrite + Unpin,
+{
+    let (parts, mut body) = response.into_parts();
+    let status = parts.status;
+    let mut headers = parts.headers;
+    headers.remove(header::TRANSFER_ENCODING);
+    close |= headers
+        .get(header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    let bodyless = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let framing = match (bodyless, declared, body.size_hint().exact()) {
+        (true, _, _) => Framing::None,
+        (false, Some(len), _) => Framing::Length(len),
+        (false, None, Some(len)) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            Framing::Length(len)
+        }
+        (false, None, None) => {
+            headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            Framing::Chunked
+        }
+    };
+    if close && !headers.contains_key(header::CONNECTION) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    encode_head(out, status, &headers);
+    let mut head = Some(out.split().freeze());
+    if let Framing::None = framing {
+        // Not read, as hyper does not: the answer has no body on the wire.
+        drop(body);
+        write_all(io, &mut [IoSlice::new(&head.unwrap_or_default())]).await?;
+        return Ok(!close);
+    }
+    let mut sent = 0u64;
+    loop {
+        // The head goes with the first data when that is ready; a body that
+        // is still arriving (a fill, an open range) gets its head at once.
+        let next = match poll_fn(|cx| Poll::Ready(poll_data(&mut body, cx))).await {
+            Poll::Ready(next) => next,
+            Poll::Pending => {
+                if let Some(head) = head.take() {
+                    write_all(io, &mut [IoSlice::new(&head)]).await?;
+                }
+                poll_fn(|cx| poll_data(&mut body, cx)).await
+            }
+        };
+        let data = match next {
+            None => break,
+            // The body failed (it logs why): close without finishing the
+            // message, so the client knows the body is incomplete.
+            Some(Err(())) => return Ok(false),
+            Some(Ok(data)) if data.is_empty() => continue,
+            Some(Ok(data)) => data,
+        };
+        let head = head.take().unwrap_or_default();
+        sent += data.len() as u64;
+        match framing {
+            // More than the declared length: the answer is wrong; stop here.
+            Framing::Length(len) if sent > len => return Ok(false),
+            Framing::Length(_) | Framing::None => {
+                write_all(io, &mut [IoSlice::new(&head), IoSlice::new(&data)]).await?;
+            }
+            Framing::Chunked => {
+                let size = format!("{:x}\r\n", data.len());
+                let mut slices = [
+                    IoSlice::new(&head),
+                    IoSlice::new(size.as_bytes()),
+                    IoSlice::new(&data),
+                    IoSlice::new(b"\r\n"),
+                ];
+                write_all(io, &mut slices).await?;
+            }
+        }
+    }
+    let head = head.unwrap_or_default();
+    match framing {
+        Framing::Chunked => {
+            write_all(io, &mut [IoSlice::new(&head), IoSlice::new(b"0\r\n\r\n")]).await?;
+            Ok(!close)
+        }
+        Framing::Length(len) => {
+            write_all(io, &mut [IoSlice::new(&head)]).await?;
+            // Short of the declared length: the client sees the connection
+            // close early, never a short body passed off as whole.
+            Ok(sent == len && !close)
+        }
+        Framing::None => Ok(!close),
+    }
+}
+
+/// The body's next data, `Err` if it failed (the body logs the failure).
+fn poll_data(body: &mut EdgeBody, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, ()>>> {
+    loop {
+        match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(_))) => return Poll::Ready(Some(Err(()))),
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    return Poll::Ready(Some(Ok(data)));
+                }
+            }
+        }
+    }
+}
+
+fn encode_head(out: &mut BytesMut, status: StatusCode, headers: &HeaderMap) {
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.put_slice(b"\r\n");
+    for (name, value) in headers {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    if !headers.contains_key(header::DATE) {
+        out.put_slice(b"date: ");
+        date(|d| out.put_slice(d));
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// Today's `Date` value, formatted once a second per thread.
+fn date(with: impl FnOnce(&[u8])) {
+    use std::cell::RefCell;
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != secs {
+            *cached = (secs, httpdate::fmt_http_date(now));
+        }
+        with(cached.1.as_bytes());
+    });
+}
+
+/// Writes every byte of `slices`, in as few calls as the socket allows.
+async fn write_all<I>(io: &mut I, slices: &mut [IoSlice<'_>]) -> io::Result<()>
+where
+    I: AsyncWrite + Unpin,
+{
+    let mut slices = &mut slices[..];
+    // Drops leading empty slices: nothing at all to write is no system call.
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        let n = io.write_vectored(slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
+}
+
+/// A connection with bytes already read in front of it, for hyper.
+pub struct Prefixed<I> {
+    read: Bytes,
+    inner: I,
+}
+
+impl<I> Prefixed<I> {
+    pub fn new(read: Bytes, inner: I) -> Self {
+        Self { read, inner }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
