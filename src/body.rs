@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use std::future::Future;
 use tokio::time::Sleep;
 
+use crate::cache::Head;
 use crate::edge::RequestId;
 use crate::fill::FillBody;
 use crate::metrics::Metrics;
@@ -21,6 +22,9 @@ use crate::upstream::FetchError;
 pub struct EdgeBody {
     inner: Inner,
     log: Option<AccessLog>,
+    /// A stored answer's headers, kept out of the response's own map: see
+    /// [`crate::respond::respond_stored`].
+    shared_head: Option<Arc<Head>>,
 }
 
 enum Inner {
@@ -39,6 +43,7 @@ impl EdgeBody {
         Self {
             inner: Inner::Full((!bytes.is_empty()).then_some(bytes)),
             log: None,
+            shared_head: None,
         }
     }
 
@@ -46,6 +51,7 @@ impl EdgeBody {
         Self {
             inner: Inner::Fill(body),
             log: None,
+            shared_head: None,
         }
     }
 
@@ -53,7 +59,19 @@ impl EdgeBody {
         Self {
             inner: Inner::Pass(body),
             log: None,
+            shared_head: None,
         }
+    }
+
+    /// Sends `head`'s prepared headers before the response's own.
+    pub fn with_shared_head(mut self, head: Arc<Head>) -> Self {
+        self.shared_head = Some(head);
+        self
+    }
+
+    /// The stored head whose prepared headers go before the response's own.
+    pub fn take_shared_head(&mut self) -> Option<Arc<Head>> {
+        self.shared_head.take()
     }
 
     /// Attaches the access log line, written when the body ends or is dropped.

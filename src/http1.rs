@@ -54,7 +54,7 @@ pub async fn serve<I>(
     peer: SocketAddr,
     head_timeout: Duration,
     max_head: usize,
-    stop: &mut watch::Receiver<bool>,
+    stop: &watch::Receiver<bool>,
 ) -> Ended
 where
     I: AsyncRead + AsyncWrite + Unpin,
@@ -66,6 +66,10 @@ where
     let mut deadline = Instant::now() + head_timeout;
     let timer = tokio::time::sleep_until(deadline);
     tokio::pin!(timer);
+    // Likewise one registration for shutdown, made once, not per request.
+    let mut watched = stop.clone();
+    let stopping = watched.changed();
+    tokio::pin!(stopping);
     loop {
         let head = match parse(&mut buf) {
             Parsed::Request(head) => head,
@@ -89,7 +93,7 @@ where
                         tracing::debug!(peer = %peer, "request head timed out");
                         return Ended::Closed;
                     }
-                    _ = stop.changed(), if buf.is_empty() => return Ended::Closed,
+                    _ = &mut stopping, if buf.is_empty() => return Ended::Closed,
                 };
                 match read {
                     Ok(0) | Err(_) => return Ended::Closed,
@@ -234,6 +238,16 @@ where
     let (parts, mut body) = response.into_parts();
     let status = parts.status;
     let mut headers = parts.headers;
+    // A stored answer's own headers come prepared (`respond::respond_stored`).
+    let shared = body.take_shared_head();
+    let wire = match &shared {
+        Some(head) if head.wire().is_none() => {
+            crate::respond::merge_shared(head, &mut headers);
+            None
+        }
+        Some(head) => head.wire(),
+        None => None,
+    };
     headers.remove(header::TRANSFER_ENCODING);
     close |= headers
         .get(header::CONNECTION)
@@ -242,10 +256,17 @@ where
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = match (&shared, wire) {
+        (Some(head), Some(_)) => head.content_length,
+        _ => headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok()),
+    };
+    let dated = headers.contains_key(header::DATE)
+        || shared
+            .as_ref()
+            .is_some_and(|head| head.headers.contains_key(header::DATE));
     let framing = match (bodyless, declared, body.size_hint().exact()) {
         (true, _, _) => Framing::None,
         (false, Some(len), _) => Framing::Length(len),
@@ -261,7 +282,7 @@ where
     if close && !headers.contains_key(header::CONNECTION) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    encode_head(out, status, &headers);
+    encode_head(out, status, wire, &headers, dated);
     let mut head = Some(out.split().freeze());
     if let Framing::None = framing {
         // Not read, as hyper does not: the answer has no body on the wire.
@@ -342,24 +363,32 @@ fn poll_data(body: &mut EdgeBody, cx: &mut Context<'_>) -> Poll<Option<Result<By
     }
 }
 
-fn encode_head(out: &mut BytesMut, status: StatusCode, headers: &HeaderMap) {
+fn encode_head(out: &mut BytesMut, status: StatusCode, prepared: Option<&Bytes>, headers: &HeaderMap, dated: bool) {
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(status.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.put_slice(b"\r\n");
+    if let Some(prepared) = prepared {
+        out.put_slice(prepared);
+    }
+    encode_fields(out, headers);
+    if !dated {
+        out.put_slice(b"date: ");
+        date(|d| out.put_slice(d));
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// Header fields as HTTP/1.1 writes them, one `name: value` line each.
+pub fn encode_fields(out: &mut BytesMut, headers: &HeaderMap) {
     for (name, value) in headers {
         out.put_slice(name.as_str().as_bytes());
         out.put_slice(b": ");
         out.put_slice(value.as_bytes());
         out.put_slice(b"\r\n");
     }
-    if !headers.contains_key(header::DATE) {
-        out.put_slice(b"date: ");
-        date(|d| out.put_slice(d));
-        out.put_slice(b"\r\n");
-    }
-    out.put_slice(b"\r\n");
 }
 
 /// Today's `Date` value, formatted once a second per thread.

@@ -26,7 +26,7 @@ use crate::headers::{self, append_list, X_FORWARDED_FOR, X_REQUEST_ID};
 use crate::media::{self, cmcd, MediaKind};
 use crate::outcome::{Outcome, PassReason};
 use crate::prefetch;
-use crate::respond::{respond, Served, Source};
+use crate::respond::{respond, respond_stored, Served, Source};
 use crate::route::Target;
 use crate::upstream::UpstreamRequest;
 
@@ -36,7 +36,11 @@ type Answer = Result<(Response<EdgeBody>, Outcome), EdgeError>;
 /// request bodies: it serves GET and HEAD.
 pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, client: IpAddr) -> Result<Response<EdgeBody>, Infallible> {
     let (parts, _body) = req.into_parts();
-    Ok(answer(edge, parts, client).await)
+    let mut response = answer(edge, parts, client).await;
+    if let Some(head) = response.body_mut().take_shared_head() {
+        crate::respond::merge_shared(&head, response.headers_mut());
+    }
+    Ok(response)
 }
 
 /// Answers one client request, whichever connection loop read it. Never
@@ -173,7 +177,7 @@ fn from_entry(parts: &Parts, entry: &Entry, outcome: Outcome, now: SystemTime) -
         prefetched: entry.prefetched,
         now,
     };
-    let response = respond(parts, &entry.head, Source::Stored(entry.body.clone()), served)?;
+    let response = respond_stored(parts, &entry.head, entry.body.clone(), served)?;
     Ok((response, outcome))
 }
 

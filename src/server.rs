@@ -161,7 +161,7 @@ struct Plain<'a> {
 }
 
 impl Plain<'_> {
-    async fn serve<I, S>(mut self, mut io: I, service: S)
+    async fn serve<I, S>(self, mut io: I, service: S)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: hyper::service::Service<
@@ -174,7 +174,7 @@ impl Plain<'_> {
     {
         let cfg = &self.edge.config.server;
         let (timeout, limit) = (cfg.header_timeout, max_head(cfg));
-        let ended = http1::serve(self.edge, &mut io, self.peer, timeout, limit, &mut self.stop).await;
+        let ended = http1::serve(self.edge, &mut io, self.peer, timeout, limit, &self.stop).await;
         if let http1::Ended::Handoff(read) = ended {
             let io = http1::Prefixed::new(read, io);
             serve_io(self.edge, self.peer, self.builder, io, service, self.watcher).await;

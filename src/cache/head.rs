@@ -3,10 +3,11 @@
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use http::header::{self, HeaderMap, HeaderValue};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
 
-use crate::headers::{append_list, content_length, strip_hop_by_hop, VIA_VALUE};
+use crate::headers::{append_list, content_length, strip_hop_by_hop, CACHE_STATUS, VIA_VALUE, X_REQUEST_ID};
 
 /// Headers added per answer (`Age`, `Cache-Status`, `X-Request-Id`, CORS, a
 /// range's): room kept for them so that adding them does not rehash the map.
@@ -27,7 +28,25 @@ pub struct Head {
     /// `headers` as every client gets them, built on first use (so only once
     /// the head is final and shared): see [`Head::prepared`].
     prepared: OnceLock<HeaderMap>,
+    /// `prepared` as HTTP/1.1 writes it: see [`Head::wire`].
+    wire: OnceLock<Option<Bytes>>,
 }
+
+/// Every header an answer gets or changes after [`Head::prepared`]: the
+/// edge's own per answer (`respond::stamp`, `proxy::answer`, CORS), a range's,
+/// and the starter's cookies. A head that has any of them is not sent from
+/// [`Head::wire`], where they could not be replaced. (`Date` is not one: the
+/// edge adds it only when the origin gave none.)
+pub const PER_ANSWER_NAMES: [HeaderName; 8] = [
+    header::AGE,
+    CACHE_STATUS,
+    X_REQUEST_ID,
+    header::VARY,
+    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+    header::CONTENT_RANGE,
+    header::SET_COOKIE,
+];
 
 impl Head {
     pub fn from_upstream(status: StatusCode, mut headers: HeaderMap, now: SystemTime) -> Self {
@@ -46,6 +65,7 @@ impl Head {
             received_at: now,
             age_at_receipt,
             prepared: OnceLock::new(),
+            wire: OnceLock::new(),
         }
     }
 
@@ -64,6 +84,24 @@ impl Head {
             }
             out
         })
+    }
+
+    /// [`Head::prepared`] as an HTTP/1.1 head writes it (`name: value` lines),
+    /// made once: a whole stored answer is sent with these bytes and the few
+    /// per-answer headers after them. `None` when the head holds a header in
+    /// [`PER_ANSWER_NAMES`] (an origin's `Vary`, say).
+    pub fn wire(&self) -> Option<&Bytes> {
+        self.wire
+            .get_or_init(|| {
+                let prepared = self.prepared();
+                if PER_ANSWER_NAMES.iter().any(|name| prepared.contains_key(name)) {
+                    return None;
+                }
+                let mut out = bytes::BytesMut::new();
+                crate::http1::encode_fields(&mut out, prepared);
+                Some(out.freeze())
+            })
+            .as_ref()
     }
 
     /// The `Age` of this answer at `now` (RFC 9111 §4.2.3, without the origin's own clock).
