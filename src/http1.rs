@@ -474,3 +474,6 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests;

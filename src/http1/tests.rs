@@ -1,0 +1,109 @@
+use super::*;
+
+fn parsed(raw: &[u8]) -> (Parsed, BytesMut) {
+    let mut buf = BytesMut::from(raw);
+    let parsed = parse(&mut buf);
+    (parsed, buf)
+}
+
+#[test]
+fn get_and_head_are_taken_one_after_another() {
+    let raw = b"GET /live/seg-1.ts?cmcd=x HTTP/1.1\r\nHost: video.example\r\nX-Trace: abc\r\n\r\nHEAD /a HTTP/1.1\r\nHost: h\r\n\r\n";
+    let mut buf = BytesMut::from(&raw[..]);
+    let Parsed::Request(first) = parse(&mut buf) else {
+        panic!("a GET is taken")
+    };
+    assert_eq!(first.parts.method, Method::GET);
+    assert_eq!(first.parts.uri, "/live/seg-1.ts?cmcd=x");
+    assert_eq!(first.parts.headers["host"], "video.example");
+    assert!(!first.close);
+    assert_eq!(first.parts.headers["x-trace"], "abc");
+    let Parsed::Request(second) = parse(&mut buf) else {
+        panic!("the pipelined HEAD is taken")
+    };
+    assert_eq!(second.parts.method, Method::HEAD);
+    assert!(buf.is_empty());
+    assert!(matches!(parse(&mut buf), Parsed::Partial));
+}
+
+#[test]
+fn header_values_point_into_the_head_buffer() {
+    let mut buf = BytesMut::with_capacity(256);
+    buf.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: 0123456789abcdef\r\n\r\n");
+    let (start, end) = (buf.as_ptr() as usize, buf.as_ptr() as usize + buf.len());
+    let Parsed::Request(head) = parse(&mut buf) else {
+        panic!("taken")
+    };
+    let at = head.parts.headers["x-long"].as_bytes().as_ptr() as usize;
+    assert!(
+        (start..end).contains(&at),
+        "the value was copied out of the read buffer"
+    );
+}
+
+#[test]
+fn a_partial_head_waits_and_consumes_nothing() {
+    let (p, buf) = parsed(b"GET /a HTTP/1.1\r\nHost: x\r\n");
+    assert!(matches!(p, Parsed::Partial));
+    assert_eq!(buf.len(), 26);
+}
+
+#[test]
+fn everything_else_goes_to_hyper_with_every_byte() {
+    let many_fields: String = (0..MAX_FIELDS + 1).map(|i| format!("X-{i}: v\r\n")).collect();
+    let many = format!("GET / HTTP/1.1\r\n{many_fields}\r\n");
+    let cases: [&[u8]; 10] = [
+        b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx",
+        b"GET /a HTTP/1.0\r\nHost: x\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, upgrade\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+        many.as_bytes(),
+    ];
+    for raw in cases {
+        let (p, buf) = parsed(raw);
+        let shown = String::from_utf8_lossy(&raw[..raw.len().min(40)]);
+        assert!(matches!(p, Parsed::Handoff), "{shown}");
+        assert_eq!(&buf[..], raw, "{shown}: bytes kept for hyper");
+    }
+}
+
+#[test]
+fn an_invalid_target_goes_to_hyper_from_the_start() {
+    // httparse takes it; `http` refuses the target, after the head was split off.
+    let raw = b"GET http://[::1 HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\n";
+    let mut fields = [httparse::EMPTY_HEADER; 4];
+    let taken = httparse::Request::new(&mut fields).parse(raw);
+    assert!(matches!(taken, Ok(httparse::Status::Complete(_))), "httparse takes it");
+    let (p, buf) = parsed(raw);
+    assert!(matches!(p, Parsed::Handoff));
+    assert_eq!(&buf[..], &raw[..]);
+}
+
+#[test]
+fn connection_close_is_seen_among_other_tokens() {
+    let (p, _) = parsed(b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Close\r\n\r\n");
+    let Parsed::Request(head) = p else { panic!("taken") };
+    assert!(head.close);
+}
+
+#[test]
+fn the_head_has_one_date_and_the_prepared_fields_first() {
+    let mut out = BytesMut::new();
+    let mut own = HeaderMap::new();
+    own.insert(header::AGE, HeaderValue::from_static("3"));
+    let prepared = Bytes::from_static(b"content-length: 5\r\n");
+    encode_head(&mut out, StatusCode::OK, Some(&prepared), &own, false);
+    let text = String::from_utf8(out.split().to_vec()).unwrap();
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK\r\ncontent-length: 5\r\nage: 3\r\ndate: "),
+        "{text}"
+    );
+    assert!(text.ends_with(" GMT\r\n\r\n"), "{text}");
+    encode_head(&mut out, StatusCode::NOT_FOUND, None, &own, true);
+    assert_eq!(&out[..], b"HTTP/1.1 404 Not Found\r\nage: 3\r\n\r\n");
+}
