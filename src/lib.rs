@@ -1,7 +1,8 @@
 //! outpost: a caching edge for live and on-demand video.
 //!
 //! The request path, in the order a request meets it: [`server`] accepts,
-//! [`proxy::handle`] routes ([`route`]), looks up the [`cache`], joins or
+//! [`http1`] reads a plain HTTP/1.1 request (hyper reads the others),
+//! [`proxy::answer`] routes ([`route`]), looks up the [`cache`], joins or
 //! starts a [`fill`] ([`coalesce`], [`fetch`], [`upstream`]), and answers
 //! ([`respond`]); [`body`] writes the access log line when the answer ends.
 
