@@ -33,6 +33,24 @@ impl std::fmt::Display for RequestId {
     }
 }
 
+impl RequestId {
+    /// The id as an `X-Request-Id` value: the same text as `Display`, written
+    /// digit by digit, since this is done on every answer.
+    pub fn header_value(&self) -> http::HeaderValue {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 8 + 1 + 16];
+        for (i, slot) in text[..8].iter_mut().enumerate() {
+            *slot = HEX[(self.prefix >> (28 - 4 * i) & 0xf) as usize];
+        }
+        text[8] = b'-';
+        let digits = (64 - self.n.leading_zeros()).div_ceil(4).max(1) as usize;
+        for (i, slot) in text[9..9 + digits].iter_mut().enumerate() {
+            *slot = HEX[(self.n >> (4 * (digits - 1 - i)) & 0xf) as usize];
+        }
+        http::HeaderValue::from_bytes(&text[..9 + digits]).expect("hex digits are a valid header value")
+    }
+}
+
 /// Everything a request needs, shared by all connections.
 pub struct Edge {
     pub config: Config,
@@ -166,5 +184,18 @@ impl RunningEdge {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestId;
+
+    #[test]
+    fn the_header_value_is_the_displayed_id() {
+        for (prefix, n) in [(0, 0), (0x5f3e2a1b, 0x2c), (1, 1), (u32::MAX, u64::MAX), (0xabc, 0x10)] {
+            let id = RequestId { prefix, n };
+            assert_eq!(id.header_value(), id.to_string().as_str(), "{prefix:x} {n:x}");
+        }
     }
 }

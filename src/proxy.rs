@@ -2,12 +2,10 @@
 //! route → cache lookup → coalesce (join or start a fill) → respond → log.
 
 use std::convert::Infallible;
-use std::fmt::Write;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response};
@@ -56,11 +54,7 @@ pub async fn answer(edge: Arc<Edge>, parts: Parts, client: IpAddr) -> Response<E
         }
     };
     edge.cors.apply(&parts.headers, response.headers_mut());
-    let mut id_text = String::with_capacity(24);
-    let _ = write!(id_text, "{id}");
-    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(id_text)) {
-        response.headers_mut().insert(X_REQUEST_ID, v);
-    }
+    response.headers_mut().insert(X_REQUEST_ID, id.header_value());
     edge.metrics.request(outcome);
     let log = AccessLog {
         id,
