@@ -1,5 +1,5 @@
-//! Plain-text HTTP/1.1 connections: the edge's own loop for GET and HEAD,
-//! hyper for anything else.
+//! Plain-text HTTP/1.1 connections: the edge's own loop for GET, HEAD and
+//! OPTIONS (a player's CORS preflight), hyper for anything else.
 //!
 //! A cache hit is a parse, a lookup and one `writev`. hyper's general
 //! machinery around that (its dispatcher, a timer armed per request, its
@@ -152,6 +152,7 @@ fn parse(buf: &mut BytesMut) -> Parsed {
     let method = match req.method {
         Some("GET") => Method::GET,
         Some("HEAD") => Method::HEAD,
+        Some("OPTIONS") => Method::OPTIONS,
         _ => return Parsed::Handoff,
     };
     if req.version != Some(1) {

@@ -42,6 +42,14 @@ fn header_values_point_into_the_head_buffer() {
 }
 
 #[test]
+fn a_cors_preflight_is_taken() {
+    let (p, buf) = parsed(b"OPTIONS /live/seg.ts HTTP/1.1\r\nHost: x\r\nOrigin: https://player.example\r\nAccess-Control-Request-Method: GET\r\n\r\n");
+    let Parsed::Request(head) = p else { panic!("taken") };
+    assert_eq!(head.parts.method, Method::OPTIONS);
+    assert!(buf.is_empty());
+}
+
+#[test]
 fn a_partial_head_waits_and_consumes_nothing() {
     let (p, buf) = parsed(b"GET /a HTTP/1.1\r\nHost: x\r\n");
     assert!(matches!(p, Parsed::Partial));
