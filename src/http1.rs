@@ -155,14 +155,14 @@ fn parse(buf: &mut BytesMut) -> Parsed {
         Some("OPTIONS") => Method::OPTIONS,
         _ => return Parsed::Handoff,
     };
-    if req.version != Some(1) {
+    let (Some(1), Some(path)) = (req.version, req.path) else {
         return Parsed::Handoff;
-    }
+    };
     // Where each piece lies in the head, so that the parsed request shares its
     // bytes instead of copying them.
     let base = buf.as_ptr() as usize;
     let span = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
-    let target = span(req.path.unwrap_or("/").as_bytes());
+    let target = span(path.as_bytes());
     let mut spans = [((0, 0), (0, 0)); MAX_FIELDS];
     let mut close = false;
     for (i, field) in req.headers.iter().enumerate() {
