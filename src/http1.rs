@@ -101,10 +101,9 @@ where
                 }
             }
         };
-        let method = head.parts.method.clone();
-        let close = head.close;
+        let (head_request, close) = (head.parts.method == Method::HEAD, head.close);
         let response = crate::proxy::answer(Arc::clone(edge), head.parts, peer.ip()).await;
-        match write_response(io, &mut out, response, method == Method::HEAD, close).await {
+        match write_response(io, &mut out, response, head_request, close).await {
             Ok(true) if !*stop.borrow() => {}
             Ok(_) => return Ended::Closed,
             Err(e) => {
@@ -241,14 +240,10 @@ where
     let mut headers = parts.headers;
     // A stored answer's own headers come prepared (`respond::respond_stored`).
     let shared = body.take_shared_head();
-    let wire = match &shared {
-        Some(head) if head.wire().is_none() => {
-            crate::respond::merge_shared(head, &mut headers);
-            None
-        }
-        Some(head) => head.wire(),
-        None => None,
-    };
+    let wire = shared.as_ref().and_then(|head| head.wire());
+    if let (Some(head), None) = (&shared, wire) {
+        crate::respond::merge_shared(head, &mut headers);
+    }
     headers.remove(header::TRANSFER_ENCODING);
     close |= headers
         .get(header::CONNECTION)

@@ -119,8 +119,6 @@ pub async fn serve_edge(edge: Arc<Edge>, listener: Listener, tls: Option<TlsAcce
         let stop = conn_stop.clone();
         Box::pin(async move {
             let _permit = permit;
-            let for_service = Arc::clone(&edge);
-            let service = service_fn(move |req| crate::proxy::handle(Arc::clone(&for_service), req, peer.ip()));
             match tls {
                 None => {
                     let plain = Plain {
@@ -133,16 +131,16 @@ pub async fn serve_edge(edge: Arc<Edge>, listener: Listener, tls: Option<TlsAcce
                     #[cfg(target_os = "linux")]
                     if edge.config.server.sendfile {
                         let stream = crate::sendfile::SendfileStream::new(stream, edge.metrics.sendfile_bytes.clone());
-                        return plain.serve(stream, service).await;
+                        return plain.serve(stream).await;
                     }
-                    plain.serve(stream, service).await;
+                    plain.serve(stream).await;
                 }
                 Some(acceptor) => {
                     let Ok(Ok(stream)) = tokio::time::timeout(header_timeout, acceptor.accept(stream)).await else {
                         tracing::debug!(peer = %peer, "TLS handshake failed or timed out");
                         return;
                     };
-                    serve_io(&edge, peer, &builder, stream, service, watcher).await;
+                    serve_io(&edge, peer, &builder, stream, watcher).await;
                 }
             }
         })
@@ -161,44 +159,32 @@ struct Plain<'a> {
 }
 
 impl Plain<'_> {
-    async fn serve<I, S>(self, mut io: I, service: S)
+    async fn serve<I>(self, mut io: I)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: hyper::service::Service<
-                http::Request<hyper::body::Incoming>,
-                Response = Response<EdgeBody>,
-                Error = std::convert::Infallible,
-            > + Send
-            + 'static,
-        S::Future: Send + 'static,
     {
         let cfg = &self.edge.config.server;
         let (timeout, limit) = (cfg.header_timeout, max_head(cfg));
         let ended = http1::serve(self.edge, &mut io, self.peer, timeout, limit, &self.stop).await;
         if let http1::Ended::Handoff(read) = ended {
             let io = http1::Prefixed::new(read, io);
-            serve_io(self.edge, self.peer, self.builder, io, service, self.watcher).await;
+            serve_io(self.edge, self.peer, self.builder, io, self.watcher).await;
         }
     }
 }
 
-async fn serve_io<I, S>(
-    edge: &Edge,
+/// Serves a client connection with hyper (HTTP/1.1 or HTTP/2).
+async fn serve_io<I>(
+    edge: &Arc<Edge>,
     peer: SocketAddr,
     builder: &auto::Builder<TokioExecutor>,
     io: I,
-    service: S,
     watcher: Watcher,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = Response<EdgeBody>,
-            Error = std::convert::Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
 {
+    let for_service = Arc::clone(edge);
+    let service = service_fn(move |req| crate::proxy::handle(Arc::clone(&for_service), req, peer.ip()));
     let conn = builder.serve_connection(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn).await {
         // hyper answered these itself (400, 431) before any request reached the
