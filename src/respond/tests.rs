@@ -117,6 +117,59 @@ fn hits_share_the_stored_bytes_without_copying() {
 }
 
 #[test]
+fn a_whole_stored_hit_keeps_the_entry_headers_shared_and_the_body_uncopied() {
+    let now = std::time::SystemTime::now();
+    let head = Arc::new(Head::from_upstream(
+        StatusCode::OK,
+        h(&[("etag", "\"v1\""), ("content-length", "4096")]),
+        now,
+    ));
+    let stored = Bytes::from(vec![7u8; 4096]);
+    let served = Served {
+        outcome: Outcome::Hit,
+        stored: true,
+        prefetched: false,
+        now,
+    };
+    let mut whole = respond_stored(&request(&[]), &head, stored.clone(), served).unwrap();
+    // Only the per-answer headers are in the map; the entry's travel with the body.
+    let mut own: Vec<&str> = whole.headers().keys().map(|k| k.as_str()).collect();
+    own.sort();
+    assert_eq!(own, ["age", "cache-status"]);
+    let shared = whole
+        .body_mut()
+        .take_shared_head()
+        .expect("the entry's head goes with the body");
+    assert!(Arc::ptr_eq(&shared, &head));
+    // Merged (as for hyper), the map is the one `respond` builds.
+    let mut merged = whole.headers().clone();
+    merge_shared(&shared, &mut merged);
+    let general = respond(&request(&[]), &head, Source::Stored(stored.clone()), served).unwrap();
+    assert_eq!(merged, *general.headers());
+    assert_eq!(
+        first_frame(whole).as_ptr(),
+        stored.as_ptr(),
+        "the hit points into the stored buffer"
+    );
+
+    // A range, or a validator, takes the general path.
+    for extra in [("range", "bytes=0-9"), ("if-none-match", "\"v1\"")] {
+        let mut other = respond_stored(&request(&[extra]), &head, stored.clone(), served).unwrap();
+        assert!(other.body_mut().take_shared_head().is_none(), "{extra:?}");
+        assert_ne!(other.status(), StatusCode::OK, "{extra:?}");
+    }
+    // So does a head whose headers the answer changes (an origin's Vary).
+    let varied = Arc::new(Head::from_upstream(
+        StatusCode::OK,
+        h(&[("vary", "Accept-Encoding"), ("content-length", "4096")]),
+        now,
+    ));
+    let mut other = respond_stored(&request(&[]), &varied, stored, served).unwrap();
+    assert!(other.body_mut().take_shared_head().is_none());
+    assert_eq!(other.headers()["vary"], "Accept-Encoding");
+}
+
+#[test]
 fn head_and_not_modified_have_no_body() {
     let now = std::time::SystemTime::now();
     let head = Head::from_upstream(StatusCode::OK, h(&[("etag", "\"v1\"")]), now);
