@@ -69,6 +69,16 @@ fn request(headers: &[(&str, &str)]) -> Parts {
     req.into_parts().0
 }
 
+/// How a plain cache hit is served at `now`.
+fn hit(now: std::time::SystemTime) -> Served {
+    Served {
+        outcome: Outcome::Hit,
+        stored: true,
+        prefetched: false,
+        now,
+    }
+}
+
 /// The first data frame of an answer, polled by hand.
 fn first_frame(response: Response<EdgeBody>) -> Bytes {
     use http_body::Body;
@@ -86,12 +96,7 @@ fn hits_share_the_stored_bytes_without_copying() {
     let now = std::time::SystemTime::now();
     let head = Head::from_upstream(StatusCode::OK, h(&[("etag", "\"v1\"")]), now);
     let stored = Bytes::from(vec![7u8; 4096]);
-    let served = Served {
-        outcome: Outcome::Hit,
-        stored: true,
-        prefetched: false,
-        now,
-    };
+    let served = hit(now);
     let whole = respond(&request(&[]), &head, Source::Stored(stored.clone()), served).unwrap();
     assert_eq!(whole.headers()["content-length"], "4096");
     assert_eq!(
@@ -125,12 +130,7 @@ fn a_whole_stored_hit_keeps_the_entry_headers_shared_and_the_body_uncopied() {
         now,
     ));
     let stored = Bytes::from(vec![7u8; 4096]);
-    let served = Served {
-        outcome: Outcome::Hit,
-        stored: true,
-        prefetched: false,
-        now,
-    };
+    let served = hit(now);
     let mut whole = respond_stored(&request(&[]), &head, stored.clone(), served).unwrap();
     // Only the per-answer headers are in the map; the entry's travel with the body.
     let mut own: Vec<&str> = whole.headers().keys().map(|k| k.as_str()).collect();
@@ -173,12 +173,7 @@ fn a_whole_stored_hit_keeps_the_entry_headers_shared_and_the_body_uncopied() {
 fn head_and_not_modified_have_no_body() {
     let now = std::time::SystemTime::now();
     let head = Head::from_upstream(StatusCode::OK, h(&[("etag", "\"v1\"")]), now);
-    let served = Served {
-        outcome: Outcome::Hit,
-        stored: true,
-        prefetched: false,
-        now,
-    };
+    let served = hit(now);
     let body = Bytes::from_static(b"0123456789");
     let mut req = request(&[]);
     req.method = Method::HEAD;
@@ -220,12 +215,7 @@ fn open_ranges_for_bodies_of_unknown_length() {
 #[test]
 fn every_answer_from_a_prepared_head_gets_the_edge_headers_once() {
     let now = std::time::SystemTime::now();
-    let served = Served {
-        outcome: Outcome::Hit,
-        stored: true,
-        prefetched: false,
-        now,
-    };
+    let served = hit(now);
     // The origin sent its own Via and no Content-Length (a chunked answer).
     let head = Head::from_upstream(StatusCode::OK, h(&[("via", "1.1 origin-cdn")]), now);
     let body = Bytes::from_static(b"0123456789");
