@@ -290,14 +290,19 @@ where
     loop {
         // The head goes with the first data when that is ready; a body that
         // is still arriving (a fill, an open range) gets its head at once.
-        let next = match poll_fn(|cx| Poll::Ready(poll_data(&mut body, cx))).await {
-            Poll::Ready(next) => next,
-            Poll::Pending => {
-                if let Some(head) = head.take() {
-                    write_all(io, &mut [IoSlice::new(&head)]).await?;
+        // Once the head is out, a pending body suspends this task: a fill's
+        // reader yields after its first piece, and peeking here would undo that.
+        let next = match &head {
+            Some(_) => match poll_fn(|cx| Poll::Ready(poll_data(&mut body, cx))).await {
+                Poll::Ready(next) => next,
+                Poll::Pending => {
+                    if let Some(head) = head.take() {
+                        write_all(io, &mut [IoSlice::new(&head)]).await?;
+                    }
+                    poll_fn(|cx| poll_data(&mut body, cx)).await
                 }
-                poll_fn(|cx| poll_data(&mut body, cx)).await
-            }
+            },
+            None => poll_fn(|cx| poll_data(&mut body, cx)).await,
         };
         let data = match next {
             None => break,

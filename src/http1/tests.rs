@@ -115,3 +115,33 @@ fn the_head_has_one_date_and_the_prepared_fields_first() {
     encode_head(&mut out, StatusCode::NOT_FOUND, None, &own, true);
     assert_eq!(&out[..], b"HTTP/1.1 404 Not Found\r\nage: 3\r\n\r\n");
 }
+
+/// A storm's waiters all get their first bytes before any gets the rest only
+/// if the loop lets a fill's reader step back after its first piece.
+#[test]
+fn a_fill_answer_steps_back_after_its_first_piece() {
+    use std::future::Future;
+    use std::task::Waker;
+    let (_fill, writer, reader) = crate::fill::Fill::start();
+    for part in ["first", "second"] {
+        writer.push(Bytes::from(part));
+    }
+    writer.finish(Ok(()));
+    let mut response = Response::new(EdgeBody::fill(reader.into_body(0, None)));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("11"));
+    let mut wire = Vec::new();
+    let mut out = BytesMut::new();
+    let mut written = Box::pin(write_response(&mut wire, &mut out, response, false, false));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(
+        written.as_mut().poll(&mut cx).is_pending(),
+        "the whole answer went out in one turn: the reader's step back was skipped"
+    );
+    assert!(matches!(written.as_mut().poll(&mut cx), Poll::Ready(Ok(true))));
+    drop(written);
+    let text = String::from_utf8(wire).expect("text");
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nfirstsecond"), "{text}");
+}
