@@ -284,9 +284,16 @@ async fn cold_storm(proxy: &Proxy, origin: &TestOrigin, round: usize, figures: &
             "storm_ttfb_p99_over",
             percentile(&s.ttfb, 0.99).as_secs_f64() - own,
         );
+        figures.add(
+            kind,
+            "storm_arrived_p99_over",
+            percentile(&s.arrived, 0.99).as_secs_f64() - own,
+        );
     }
     figures.add(kind, "storm_ttfb_p50", percentile(&s.ttfb, 0.5).as_secs_f64());
     figures.add(kind, "storm_ttfb_p99", percentile(&s.ttfb, 0.99).as_secs_f64());
+    figures.add(kind, "storm_arrived_p50", percentile(&s.arrived, 0.5).as_secs_f64());
+    figures.add(kind, "storm_arrived_p99", percentile(&s.arrived, 0.99).as_secs_f64());
     figures.add(kind, "storm_done_p50", percentile(&s.done, 0.5).as_secs_f64());
     figures.add(kind, "storm_done_p99", percentile(&s.done, 0.99).as_secs_f64());
     figures.add(kind, "storm_errors", s.errors as f64);
@@ -447,6 +454,17 @@ fn report(f: &Figures, kinds: &[Kind], rounds: usize, seconds: u64, live_seconds
     row(&mut out, "TTFB p99", &|k| num(f.median(k, "storm_ttfb_p99"), &secs));
     row(&mut out, "TTFB p99 after the origin's first byte", &|k| {
         num(f.median(k, "storm_ttfb_p99_over"), &|v| {
+            format!("{:+.0} ms", v * 1000.0)
+        })
+    });
+    row(&mut out, "first body byte at the client's socket, p50", &|k| {
+        num(f.median(k, "storm_arrived_p50"), &secs)
+    });
+    row(&mut out, "first body byte at the client's socket, p99", &|k| {
+        num(f.median(k, "storm_arrived_p99"), &secs)
+    });
+    row(&mut out, "the same p99 after the origin's first byte", &|k| {
+        num(f.median(k, "storm_arrived_p99_over"), &|v| {
             format!("{:+.0} ms", v * 1000.0)
         })
     });
