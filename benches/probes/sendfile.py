@@ -5,8 +5,10 @@ Not outpost: a minimal keep-alive HTTP/1.1 server that answers every request
 with the same 1 MiB body, either copied into the socket (`send`) or handed
 over by reference from a memfd (`sendfile`, as outpost does with
 `server.sendfile`); `sendfile-more` sends the head with MSG_MORE first, and
-a mode ending in `-cubic` (`send-cubic`, `sendfile-cubic`) uses CUBIC
-congestion control on the server's sockets instead of the machine's default.
+a mode with `-cubic` (`send-cubic`, `sendfile-cubic`) uses CUBIC
+congestion control on the server's sockets instead of the machine's default,
+and one with `-lowatN` (`sendfile-lowat16`) sets TCP_NOTSENT_LOWAT to N KiB,
+so that the server queues little unsent data and transmits it itself.
 Each mode runs pinned to CPU 0 with wrk on CPU 1 (64 connections, 5 s). The
 server's CPU time per response, user and kernel, is read from /proc, and
 wrk's from its rusage. The server's kernel column is the one that compares
@@ -34,9 +36,13 @@ def serve(mode):
 
     def connection(sock):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if mode.endswith("-cubic"):
+        if "-cubic" in mode:
             # This socket only: the machine's default may be BBR, which paces.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"cubic")
+        for part in mode.split("-"):
+            if part.startswith("lowat"):
+                # TCP_NOTSENT_LOWAT (25): at most this many KiB queued unsent.
+                sock.setsockopt(socket.IPPROTO_TCP, 25, int(part[5:]) * 1024)
         pending = b""
         try:
             while True:
