@@ -16,7 +16,7 @@ use outpost::cache::{policy, CacheKey, Entry, Head, Store};
 use outpost::config::RouteConfig;
 use outpost::media::{Document, MediaKind};
 use outpost::outcome::Outcome;
-use outpost::respond::{respond, Served, Source};
+use outpost::respond::{respond, respond_stored, Served, Source};
 
 fn route() -> RouteConfig {
     let config = outpost::Config::from_toml(
@@ -75,6 +75,15 @@ fn keys(c: &mut Criterion) {
     c.bench_function("route: normalise a path", |b| {
         b.iter(|| outpost::route::normalize_path(black_box("/live/720p/seg-1234.ts")))
     });
+    let parts = Request::get("/live/720p/seg-1234.ts")
+        .header(header::HOST, "edge.example:8080")
+        .body(())
+        .expect("request")
+        .into_parts()
+        .0;
+    c.bench_function("route: a request's target (host without port, path)", |b| {
+        b.iter(|| outpost::route::Target::of(black_box(&parts)).map(|t| t.host.len()))
+    });
 }
 
 fn lookup(c: &mut Criterion) {
@@ -125,6 +134,17 @@ fn response_headers(c: &mut Criterion) {
             })
         });
     }
+    // What a plain hit takes now: the entry's head is shared, and only the
+    // per-answer headers are built.
+    let parts = Request::get("/live/720p/seg-1234.ts")
+        .header(header::HOST, "edge.example")
+        .body(())
+        .expect("request")
+        .into_parts()
+        .0;
+    c.bench_function("respond: 200 from a stored entry, prepared head", |b| {
+        b.iter(|| respond_stored(black_box(&parts), &stored.head, stored.body.clone(), served))
+    });
 }
 
 /// A live LL-HLS media playlist: `segments` segments of four parts each.

@@ -73,14 +73,11 @@ pub fn detached(headers: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// A number as a header value, in one allocation (`HeaderValue::from(u64)` makes two).
+/// A number as a header value, in one allocation (`HeaderValue::from(u64)`
+/// makes two, and goes through the formatter).
 pub fn number(n: u64) -> HeaderValue {
-    use std::io::Write;
-    let mut digits = [0u8; 20];
-    let mut at = &mut digits[..];
-    let _ = write!(at, "{n}");
-    let len = 20 - at.len();
-    HeaderValue::from_bytes(&digits[..len]).expect("digits are a valid header value")
+    let mut digits = itoa::Buffer::new();
+    HeaderValue::from_str(digits.format(n)).expect("digits are a valid header value")
 }
 
 /// The `Content-Length` header as a number, when present and valid.

@@ -212,6 +212,11 @@ mod tests {
         assert_eq!(host_without_port("[::1]:80").as_deref(), Some("[::1]"));
         assert_eq!(host_without_port("a b"), None);
         assert_eq!(host_without_port(""), None);
+        assert_eq!(host_without_port(":80"), None);
+        assert_eq!(host_without_port("[::1"), None);
+        assert_eq!(host_without_port("user@Edge:80").as_deref(), Some("edge"));
+        assert_eq!(host_without_port("a@b@edge").as_deref(), Some("edge"));
+        assert_eq!(host_without_port("edge.example").as_deref(), Some("edge.example"));
     }
 
     #[test]
