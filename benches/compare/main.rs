@@ -482,7 +482,9 @@ fn report(f: &Figures, kinds: &[Kind], rounds: usize, seconds: u64, live_seconds
     let _ = writeln!(
         out,
         "\nThe target: TTFB p99 within 30 ms of the origin's own first byte (the time it sent \
-         its first body bytes, from the same start as the clients), and no worse than Varnish's."
+         its first body bytes, from the same start as the clients), and no worse than Varnish's. \
+         The rows at the client's socket are the kernel's receive timestamps; the TTFB rows add \
+         the time the clients (all {STORM_CLIENTS} on one CPU, with the origin) took to read them."
     );
 
     let _ = writeln!(
