@@ -75,12 +75,7 @@ fn keys(c: &mut Criterion) {
     c.bench_function("route: normalise a path", |b| {
         b.iter(|| outpost::route::normalize_path(black_box("/live/720p/seg-1234.ts")))
     });
-    let parts = Request::get("/live/720p/seg-1234.ts")
-        .header(header::HOST, "edge.example:8080")
-        .body(())
-        .expect("request")
-        .into_parts()
-        .0;
+    let parts = segment_request("edge.example:8080", None);
     c.bench_function("route: a request's target (host without port, path)", |b| {
         b.iter(|| outpost::route::Target::of(black_box(&parts)).map(|t| t.host.len()))
     });
@@ -105,6 +100,15 @@ fn lookup(c: &mut Criterion) {
     });
 }
 
+/// A player's GET for a segment, with a `Range` if given.
+fn segment_request(host: &str, range: Option<&str>) -> http::request::Parts {
+    let mut request = Request::get("/live/720p/seg-1234.ts").header(header::HOST, host);
+    if let Some(range) = range {
+        request = request.header(header::RANGE, range);
+    }
+    request.body(()).expect("request").into_parts().0
+}
+
 fn response_headers(c: &mut Criterion) {
     let now = SystemTime::now();
     let stored = entry(now);
@@ -118,11 +122,7 @@ fn response_headers(c: &mut Criterion) {
         ("respond: 200 from a stored entry", None),
         ("respond: 206 range from a stored entry", Some("bytes=100-499")),
     ] {
-        let mut request = Request::get("/live/720p/seg-1234.ts").header(header::HOST, "edge.example");
-        if let Some(range) = range {
-            request = request.header(header::RANGE, range);
-        }
-        let parts = request.body(()).expect("request").into_parts().0;
+        let parts = segment_request("edge.example", range);
         c.bench_function(name, |b| {
             b.iter(|| {
                 respond(
@@ -136,12 +136,7 @@ fn response_headers(c: &mut Criterion) {
     }
     // What a plain hit takes now: the entry's head is shared, and only the
     // per-answer headers are built.
-    let parts = Request::get("/live/720p/seg-1234.ts")
-        .header(header::HOST, "edge.example")
-        .body(())
-        .expect("request")
-        .into_parts()
-        .0;
+    let parts = segment_request("edge.example", None);
     c.bench_function("respond: 200 from a stored entry, prepared head", |b| {
         b.iter(|| respond_stored(black_box(&parts), &stored.head, stored.body.clone(), served))
     });
