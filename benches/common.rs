@@ -17,7 +17,7 @@ pub fn ms(d: Duration) -> String {
 }
 
 /// What a storm of clients saw: time to first body byte and to the last,
-/// from `start`.
+/// from `start`, sorted; and how many failed.
 pub struct Storm {
     /// When the clients were released.
     pub start: Instant,

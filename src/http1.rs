@@ -292,8 +292,8 @@ where
         // is still arriving (a fill, an open range) gets its head at once.
         // Once the head is out, a pending body suspends this task: a fill's
         // reader yields after its first piece, and peeking here would undo that.
-        let next = match &head {
-            Some(_) => match poll_fn(|cx| Poll::Ready(poll_data(&mut body, cx))).await {
+        let next = if head.is_some() {
+            match poll_fn(|cx| Poll::Ready(poll_data(&mut body, cx))).await {
                 Poll::Ready(next) => next,
                 Poll::Pending => {
                     if let Some(head) = head.take() {
@@ -301,8 +301,9 @@ where
                     }
                     poll_fn(|cx| poll_data(&mut body, cx)).await
                 }
-            },
-            None => poll_fn(|cx| poll_data(&mut body, cx)).await,
+            }
+        } else {
+            poll_fn(|cx| poll_data(&mut body, cx)).await
         };
         let data = match next {
             None => break,
