@@ -11,11 +11,11 @@ use hyper::body::Incoming;
 use std::future::Future;
 use tokio::time::Sleep;
 
-use crate::cache::Head;
 use crate::edge::RequestId;
 use crate::fill::FillBody;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
+use crate::respond::SharedHead;
 use crate::upstream::FetchError;
 
 /// Every response body the edge sends.
@@ -24,7 +24,7 @@ pub struct EdgeBody {
     log: Option<AccessLog>,
     /// A stored answer's headers, kept out of the response's own map: see
     /// [`crate::respond::respond_stored`].
-    shared_head: Option<Arc<Head>>,
+    shared_head: Option<SharedHead>,
 }
 
 enum Inner {
@@ -63,15 +63,19 @@ impl EdgeBody {
         }
     }
 
-    /// Sends `head`'s prepared headers before the response's own.
-    pub fn with_shared_head(mut self, head: Arc<Head>) -> Self {
-        self.shared_head = Some(head);
+    /// Sends `shared`'s headers before the response's own.
+    pub fn with_shared_head(mut self, shared: SharedHead) -> Self {
+        self.shared_head = Some(shared);
         self
     }
 
-    /// The stored head whose prepared headers go before the response's own.
-    pub fn take_shared_head(&mut self) -> Option<Arc<Head>> {
+    /// The stored head whose headers go before the response's own.
+    pub fn take_shared_head(&mut self) -> Option<SharedHead> {
         self.shared_head.take()
+    }
+
+    pub fn shared_head_mut(&mut self) -> Option<&mut SharedHead> {
+        self.shared_head.as_mut()
     }
 
     /// Attaches the access log line, written when the body ends or is dropped.

@@ -34,9 +34,14 @@ impl std::fmt::Display for RequestId {
 }
 
 impl RequestId {
-    /// The id as an `X-Request-Id` value: the same text as `Display`, written
-    /// digit by digit, since this is done on every answer.
+    /// The id as an `X-Request-Id` value: the same text as `Display`.
     pub fn header_value(&self) -> http::HeaderValue {
+        self.with_text(|text| http::HeaderValue::from_bytes(text).expect("hex digits are a valid header value"))
+    }
+
+    /// Calls `with` on the id's text, written digit by digit rather than
+    /// through the formatter, since this is done on every answer.
+    pub fn with_text<T>(&self, with: impl FnOnce(&[u8]) -> T) -> T {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut text = [0u8; 8 + 1 + 16];
         for (i, slot) in text[..8].iter_mut().enumerate() {
@@ -47,7 +52,7 @@ impl RequestId {
         for (i, slot) in text[9..9 + digits].iter_mut().enumerate() {
             *slot = HEX[(self.n >> (4 * (digits - 1 - i)) & 0xf) as usize];
         }
-        http::HeaderValue::from_bytes(&text[..9 + digits]).expect("hex digits are a valid header value")
+        with(&text[..9 + digits])
     }
 }
 

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 
 use crate::body::EdgeBody;
 use crate::edge::Edge;
+use crate::respond::SharedHead;
 
 /// More header fields than this go to hyper (which takes up to 100).
 const MAX_FIELDS: usize = 64;
@@ -240,9 +241,9 @@ where
     let mut headers = parts.headers;
     // A stored answer's own headers come prepared (`respond::respond_stored`).
     let shared = body.take_shared_head();
-    let wire = shared.as_ref().and_then(|head| head.wire());
-    if let (Some(head), None) = (&shared, wire) {
-        crate::respond::merge_shared(head, &mut headers);
+    let wire = shared.as_ref().and_then(|shared| shared.head.wire());
+    if let (Some(shared), None) = (&shared, wire) {
+        crate::respond::merge_shared(shared, &mut headers);
     }
     headers.remove(header::TRANSFER_ENCODING);
     close |= headers
@@ -253,7 +254,7 @@ where
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let declared = match (&shared, wire) {
-        (Some(head), Some(_)) => head.content_length,
+        (Some(shared), Some(_)) => shared.head.content_length,
         _ => headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -262,7 +263,7 @@ where
     let dated = headers.contains_key(header::DATE)
         || shared
             .as_ref()
-            .is_some_and(|head| head.headers.contains_key(header::DATE));
+            .is_some_and(|shared| shared.head.headers.contains_key(header::DATE));
     let framing = match (bodyless, declared, body.size_hint().exact()) {
         (true, _, _) => Framing::None,
         (false, Some(len), _) => Framing::Length(len),
@@ -278,7 +279,8 @@ where
     if close && !headers.contains_key(header::CONNECTION) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    encode_head(out, status, wire, &headers, dated);
+    let prepared = wire.zip(shared.as_ref());
+    encode_head(out, status, prepared, &headers, dated);
     let mut head = Some(out.split().freeze());
     if let Framing::None = framing {
         // Not read, as hyper does not: the answer has no body on the wire.
@@ -365,14 +367,23 @@ fn poll_data(body: &mut EdgeBody, cx: &mut Context<'_>) -> Poll<Option<Result<By
     }
 }
 
-fn encode_head(out: &mut BytesMut, status: StatusCode, prepared: Option<&Bytes>, headers: &HeaderMap, dated: bool) {
+/// The head on the wire: the status line, a stored head's prepared fields
+/// and per-answer ones if there are, the map's, then `Date` unless `dated`.
+fn encode_head(
+    out: &mut BytesMut,
+    status: StatusCode,
+    prepared: Option<(&Bytes, &SharedHead)>,
+    headers: &HeaderMap,
+    dated: bool,
+) {
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(status.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.put_slice(b"\r\n");
-    if let Some(prepared) = prepared {
-        out.put_slice(prepared);
+    if let Some((wire, shared)) = prepared {
+        out.put_slice(wire);
+        shared.encode(out);
     }
     encode_fields(out, headers);
     if !dated {

@@ -35,8 +35,8 @@ type Answer = Result<(Response<EdgeBody>, Outcome), EdgeError>;
 pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, client: IpAddr) -> Result<Response<EdgeBody>, Infallible> {
     let (parts, _body) = req.into_parts();
     let mut response = answer(edge, parts, client).await;
-    if let Some(head) = response.body_mut().take_shared_head() {
-        crate::respond::merge_shared(&head, response.headers_mut());
+    if let Some(shared) = response.body_mut().take_shared_head() {
+        crate::respond::merge_shared(&shared, response.headers_mut());
     }
     Ok(response)
 }
@@ -54,7 +54,12 @@ pub async fn answer(edge: Arc<Edge>, parts: Parts, client: IpAddr) -> Response<E
         }
     };
     edge.cors.apply(&parts.headers, response.headers_mut());
-    response.headers_mut().insert(X_REQUEST_ID, id.header_value());
+    match response.body_mut().shared_head_mut() {
+        Some(shared) => shared.request_id = Some(id),
+        None => {
+            response.headers_mut().insert(X_REQUEST_ID, id.header_value());
+        }
+    }
     edge.metrics.request(outcome);
     let log = AccessLog {
         id,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
@@ -12,9 +12,10 @@ use http_range_header::{ParsedRanges, SyntacticallyCorrectRange};
 
 use crate::body::EdgeBody;
 use crate::cache::Head;
+use crate::edge::RequestId;
 use crate::error::EdgeError;
 use crate::fill::Reader;
-use crate::headers::{append_list, number, CACHE_STATUS, VIA_VALUE};
+use crate::headers::{append_list, number, CACHE_STATUS, VIA_VALUE, X_REQUEST_ID};
 use crate::outcome::Outcome;
 
 /// Where the body comes from.
@@ -108,11 +109,12 @@ pub fn respond(request: &Parts, head: &Head, source: Source, served: Served) -> 
 }
 
 /// The answer to `request` from a stored entry. In the usual case (a 200 sent
-/// whole, no validators or range in the request) the entry's headers stay out
-/// of the response's map: the body carries the entry's head, the response
-/// holds only the per-answer headers, and an HTTP/1.1 connection writes the
-/// head's prepared bytes ([`Head::wire`]) before them. That saves cloning and
-/// re-encoding a dozen headers per hit. Every other case is [`respond`]'s.
+/// whole, no validators or range in the request) no header goes in the
+/// response's map: the body carries a [`SharedHead`], the entry's head and
+/// the few headers written per answer, and an HTTP/1.1 connection writes the
+/// head's prepared bytes ([`Head::wire`]) and those few straight out. That
+/// saves cloning and re-encoding a dozen headers, and building a map, per
+/// hit. Every other case is [`respond`]'s.
 pub fn respond_stored(
     request: &Parts,
     head: &Arc<Head>,
@@ -128,22 +130,64 @@ pub fn respond_stored(
     if !plain {
         return respond(request, head, Source::Stored(body), served);
     }
-    let mut headers = HeaderMap::with_capacity(crate::cache::head::PER_ANSWER_NAMES.len());
-    stamp(&mut headers, head, served);
+    let (age, cache_status) = stamps(head, served);
+    let shared = SharedHead {
+        head: Arc::clone(head),
+        age,
+        cache_status,
+        request_id: None,
+    };
     let body = if request.method == Method::HEAD {
         EdgeBody::empty()
     } else {
         EdgeBody::full(body)
     };
-    let mut response = Response::new(body.with_shared_head(Arc::clone(head)));
-    *response.headers_mut() = headers;
-    Ok(response)
+    Ok(Response::new(body.with_shared_head(shared)))
 }
 
-/// Puts a stored head's prepared headers in front of an answer's own, in one
-/// map: for a connection that writes maps (hyper), not [`Head::wire`].
-pub fn merge_shared(head: &Head, headers: &mut HeaderMap) {
-    let own = std::mem::replace(headers, head.prepared().clone());
+/// A stored answer's head, shared instead of copied into the response's map,
+/// and the headers that differ per answer, kept as values until written.
+#[derive(Debug, Clone)]
+pub struct SharedHead {
+    pub head: Arc<Head>,
+    /// `Age` in seconds.
+    pub age: Option<u64>,
+    pub cache_status: HeaderValue,
+    /// `X-Request-Id`: set by [`crate::proxy::answer`].
+    pub request_id: Option<RequestId>,
+}
+
+impl SharedHead {
+    /// The per-answer headers as HTTP/1.1 lines.
+    pub fn encode(&self, out: &mut BytesMut) {
+        if let Some(age) = self.age {
+            out.put_slice(b"age: ");
+            out.put_slice(itoa::Buffer::new().format(age).as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(b"cache-status: ");
+        out.put_slice(self.cache_status.as_bytes());
+        out.put_slice(b"\r\n");
+        if let Some(id) = &self.request_id {
+            out.put_slice(b"x-request-id: ");
+            id.with_text(|text| out.put_slice(text));
+            out.put_slice(b"\r\n");
+        }
+    }
+}
+
+/// Puts a stored head's prepared headers and its per-answer ones in front of
+/// an answer's own, in one map: for a connection that writes maps (hyper),
+/// not [`Head::wire`].
+pub fn merge_shared(shared: &SharedHead, headers: &mut HeaderMap) {
+    let own = std::mem::replace(headers, shared.head.prepared().clone());
+    if let Some(age) = shared.age {
+        headers.insert(header::AGE, number(age));
+    }
+    headers.insert(CACHE_STATUS, shared.cache_status.clone());
+    if let Some(id) = &shared.request_id {
+        headers.insert(X_REQUEST_ID, id.header_value());
+    }
     headers.extend(own);
 }
 
@@ -155,16 +199,23 @@ pub fn decorate(headers: &mut HeaderMap, head: &Head, served: Served) {
 
 /// The per-answer part of [`decorate`]: `Age` and `Cache-Status`.
 fn stamp(headers: &mut HeaderMap, head: &Head, served: Served) {
-    if !matches!(served.outcome, Outcome::Pass(_)) {
-        headers.insert(header::AGE, number(head.age(served.now).as_secs()));
+    let (age, cache_status) = stamps(head, served);
+    if let Some(age) = age {
+        headers.insert(header::AGE, number(age));
     }
+    headers.insert(CACHE_STATUS, cache_status);
+}
+
+/// `Age` (none for a pass) and `Cache-Status` of an answer from `head`.
+fn stamps(head: &Head, served: Served) -> (Option<u64>, HeaderValue) {
+    let age = (!matches!(served.outcome, Outcome::Pass(_))).then(|| head.age(served.now).as_secs());
     let status = served.outcome.cache_status(served.stored);
     let value = if served.prefetched {
         HeaderValue::from_str(&format!("{status}; detail=prefetch")).expect("static text")
     } else {
         HeaderValue::from_static(status)
     };
-    headers.insert(CACHE_STATUS, value);
+    (age, value)
 }
 
 fn not_modified_response(head: &Head, served: Served) -> Response<EdgeBody> {

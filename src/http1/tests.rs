@@ -103,17 +103,33 @@ fn connection_close_is_seen_among_other_tokens() {
 fn the_head_has_one_date_and_the_prepared_fields_first() {
     let mut out = BytesMut::new();
     let mut own = HeaderMap::new();
-    own.insert(header::AGE, HeaderValue::from_static("3"));
+    own.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     let prepared = Bytes::from_static(b"content-length: 5\r\n");
-    encode_head(&mut out, StatusCode::OK, Some(&prepared), &own, false);
+    let shared = SharedHead {
+        head: Arc::new(crate::cache::Head::from_upstream(
+            StatusCode::OK,
+            HeaderMap::new(),
+            SystemTime::now(),
+        )),
+        age: Some(3),
+        cache_status: HeaderValue::from_static("outpost; hit"),
+        request_id: None,
+    };
+    encode_head(&mut out, StatusCode::OK, Some((&prepared, &shared)), &own, false);
     let text = String::from_utf8(out.split().to_vec()).unwrap();
     assert!(
-        text.starts_with("HTTP/1.1 200 OK\r\ncontent-length: 5\r\nage: 3\r\ndate: "),
+        text.starts_with(
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nage: 3\r\ncache-status: outpost; hit\r\n\
+             access-control-allow-origin: *\r\ndate: "
+        ),
         "{text}"
     );
     assert!(text.ends_with(" GMT\r\n\r\n"), "{text}");
     encode_head(&mut out, StatusCode::NOT_FOUND, None, &own, true);
-    assert_eq!(&out[..], b"HTTP/1.1 404 Not Found\r\nage: 3\r\n\r\n");
+    assert_eq!(
+        &out[..],
+        b"HTTP/1.1 404 Not Found\r\naccess-control-allow-origin: *\r\n\r\n"
+    );
 }
 
 /// A storm's waiters all get their first bytes before any gets the rest only
