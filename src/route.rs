@@ -45,22 +45,31 @@ impl<'a> Target<'a> {
 }
 
 fn host_without_port(authority: &str) -> Option<Cow<'_, str>> {
-    let authority = authority.rsplit('@').next()?;
-    let host = if let Some(rest) = authority.strip_prefix('[') {
-        // An IPv6 literal: keep the brackets, drop the port.
-        let end = rest.find(']')?;
-        &authority[..end + 2]
-    } else {
-        authority.split(':').next()?
+    // Byte searches, and one pass to check and find upper case: this runs on
+    // every request.
+    let authority = match authority.as_bytes().iter().rposition(|&b| b == b'@') {
+        Some(at) => &authority[at + 1..],
+        None => authority,
     };
-    let valid = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
-    if !valid {
+    let bytes = authority.as_bytes();
+    let end = if bytes.first() == Some(&b'[') {
+        // An IPv6 literal: keep the brackets, drop the port.
+        bytes.iter().position(|&b| b == b']')? + 1
+    } else {
+        bytes.iter().position(|&b| b == b':').unwrap_or(bytes.len())
+    };
+    let host = &authority[..end];
+    let mut upper = false;
+    for b in host.bytes() {
+        if !(b.is_ascii_alphanumeric() || b"-._[]:".contains(&b)) {
+            return None;
+        }
+        upper |= b.is_ascii_uppercase();
+    }
+    if host.is_empty() {
         return None;
     }
-    Some(match host.bytes().any(|b| b.is_ascii_uppercase()) {
+    Some(match upper {
         true => Cow::Owned(host.to_ascii_lowercase()),
         false => Cow::Borrowed(host),
     })
