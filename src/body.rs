@@ -74,6 +74,7 @@ impl EdgeBody {
         self.shared_head.take()
     }
 
+    /// The shared head, for headers added after it was attached (`X-Request-Id`).
     pub fn shared_head_mut(&mut self) -> Option<&mut SharedHead> {
         self.shared_head.as_mut()
     }

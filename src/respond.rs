@@ -181,10 +181,7 @@ impl SharedHead {
 /// not [`Head::wire`].
 pub fn merge_shared(shared: &SharedHead, headers: &mut HeaderMap) {
     let own = std::mem::replace(headers, shared.head.prepared().clone());
-    if let Some(age) = shared.age {
-        headers.insert(header::AGE, number(age));
-    }
-    headers.insert(CACHE_STATUS, shared.cache_status.clone());
+    insert_stamps(headers, shared.age, shared.cache_status.clone());
     if let Some(id) = &shared.request_id {
         headers.insert(X_REQUEST_ID, id.header_value());
     }
@@ -200,6 +197,10 @@ pub fn decorate(headers: &mut HeaderMap, head: &Head, served: Served) {
 /// The per-answer part of [`decorate`]: `Age` and `Cache-Status`.
 fn stamp(headers: &mut HeaderMap, head: &Head, served: Served) {
     let (age, cache_status) = stamps(head, served);
+    insert_stamps(headers, age, cache_status);
+}
+
+fn insert_stamps(headers: &mut HeaderMap, age: Option<u64>, cache_status: HeaderValue) {
     if let Some(age) = age {
         headers.insert(header::AGE, number(age));
     }
