@@ -315,6 +315,9 @@ async fn both_ways(edge: &outpost::RunningEdge, path: &str) -> (Answer, Vec<(Str
         .iter()
         .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned()))
         .collect();
+    // hyper's answer carries its own id too (merged from the shared head).
+    let ids = theirs.iter().filter(|(n, _)| n == "x-request-id").count();
+    assert_eq!(ids, 1, "{path}: {theirs:?}");
     theirs.retain(|(n, _)| n != "x-request-id" && n != "date");
     (ours, theirs)
 }
