@@ -147,7 +147,7 @@ pub fn respond_stored(
 
 /// A stored answer's head, shared instead of copied into the response's map,
 /// and the headers that differ per answer, kept as values until written.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SharedHead {
     pub head: Arc<Head>,
     /// `Age` in seconds.
