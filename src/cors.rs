@@ -7,6 +7,10 @@ use http::{Method, Response, StatusCode};
 use crate::body::EdgeBody;
 
 const EXPOSE: &str = "Content-Length, Content-Range, Age, Cache-Status, Date, ETag";
+/// What [`Cors::apply`] adds for any origin (`*`), as HTTP/1.1 header lines:
+/// the same for every answer, so a plain hit writes them from here.
+pub const ANY_ORIGIN_LINES: &[u8] = b"access-control-allow-origin: *\r\n\
+access-control-expose-headers: Content-Length, Content-Range, Age, Cache-Status, Date, ETag\r\n";
 const METHODS: &str = "GET, HEAD, OPTIONS";
 /// Request headers a player may send cross-origin besides the safelisted ones.
 const ALLOWED_HEADERS: [&str; 4] = ["range", "if-none-match", "if-modified-since", "if-range"];
@@ -32,14 +36,21 @@ impl Cors {
         self.origins.contains(origin).then(|| origin.clone())
     }
 
+    /// True when every answer gets the same CORS headers, whatever the
+    /// request: those of [`ANY_ORIGIN_LINES`] and [`insert_any_origin`].
+    pub fn is_any(&self) -> bool {
+        self.any
+    }
+
     /// Adds the CORS response headers for a request with these headers.
     pub fn apply(&self, request: &HeaderMap, response: &mut HeaderMap) {
-        if !self.any {
-            crate::headers::append_list(response, header::VARY, "Origin");
+        if self.any {
+            insert_any_origin(response);
+            return;
         }
+        crate::headers::append_list(response, header::VARY, "Origin");
         if let Some(origin) = self.allow_origin(request) {
-            response.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-            response.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE));
+            insert_allowed(response, origin);
         }
     }
 
@@ -58,6 +69,16 @@ impl Cors {
         }
         response
     }
+}
+
+/// The CORS headers of every answer when any origin may read it.
+pub fn insert_any_origin(response: &mut HeaderMap) {
+    insert_allowed(response, HeaderValue::from_static("*"));
+}
+
+fn insert_allowed(response: &mut HeaderMap, origin: HeaderValue) {
+    response.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    response.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE));
 }
 
 /// The requested headers a player may send: `Range`, conditionals and CMCD (CTA-5004).
@@ -99,6 +120,15 @@ mod tests {
         for name in ["Content-Range", "Age", "Cache-Status"] {
             assert!(exposed.contains(name), "{name} exposed");
         }
+    }
+
+    #[test]
+    fn any_origin_lines_are_what_apply_adds() {
+        let mut out = HeaderMap::new();
+        Cors::new(&["*".into()]).apply(&HeaderMap::new(), &mut out);
+        let mut wire = bytes::BytesMut::new();
+        crate::http1::encode_fields(&mut wire, &out);
+        assert_eq!(&wire[..], ANY_ORIGIN_LINES);
     }
 
     #[test]

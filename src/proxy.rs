@@ -53,12 +53,22 @@ pub async fn answer(edge: Arc<Edge>, parts: Parts, client: IpAddr) -> Response<E
             (rescue(&e, &id.to_string()), Outcome::Error)
         }
     };
-    edge.cors.apply(&parts.headers, response.headers_mut());
-    match response.body_mut().shared_head_mut() {
-        Some(shared) => shared.request_id = Some(id),
+    // A plain stored hit carries its per-answer headers beside its shared
+    // head (see `respond_stored`), the rest in the response's map.
+    let any_origin = edge.cors.is_any();
+    let apart = match response.body_mut().shared_head_mut() {
+        Some(shared) => {
+            shared.request_id = Some(id);
+            shared.any_origin = any_origin;
+            true
+        }
         None => {
             response.headers_mut().insert(X_REQUEST_ID, id.header_value());
+            false
         }
+    };
+    if !(apart && any_origin) {
+        edge.cors.apply(&parts.headers, response.headers_mut());
     }
     edge.metrics.request(outcome);
     let log = AccessLog {

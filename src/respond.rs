@@ -121,11 +121,14 @@ pub fn respond_stored(
     body: Bytes,
     served: Served,
 ) -> Result<Response<EdgeBody>, EdgeError> {
+    // One pass over the request's few names, not a hashed lookup per name.
+    let conditional_or_range = request
+        .headers
+        .keys()
+        .any(|name| name == header::RANGE || name == header::IF_NONE_MATCH || name == header::IF_MODIFIED_SINCE);
     let plain = head.status == StatusCode::OK
         && head.content_length == Some(body.len() as u64)
-        && ![header::RANGE, header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE]
-            .iter()
-            .any(|name| request.headers.contains_key(name))
+        && !conditional_or_range
         && head.wire().is_some();
     if !plain {
         return respond(request, head, Source::Stored(body), served);
@@ -136,6 +139,7 @@ pub fn respond_stored(
         age,
         cache_status,
         request_id: None,
+        any_origin: false,
     };
     let body = if request.method == Method::HEAD {
         EdgeBody::empty()
@@ -155,6 +159,9 @@ pub struct SharedHead {
     pub cache_status: HeaderValue,
     /// `X-Request-Id`: set by [`crate::proxy::answer`].
     pub request_id: Option<RequestId>,
+    /// The CORS headers for any origin ([`crate::cors::ANY_ORIGIN_LINES`]):
+    /// set by [`crate::proxy::answer`] when `server.cors_origins` is `*`.
+    pub any_origin: bool,
 }
 
 impl SharedHead {
@@ -173,6 +180,9 @@ impl SharedHead {
             id.with_text(|text| out.put_slice(text));
             out.put_slice(b"\r\n");
         }
+        if self.any_origin {
+            out.put_slice(crate::cors::ANY_ORIGIN_LINES);
+        }
     }
 }
 
@@ -184,6 +194,9 @@ pub fn merge_shared(shared: &SharedHead, headers: &mut HeaderMap) {
     insert_stamps(headers, shared.age, shared.cache_status.clone());
     if let Some(id) = &shared.request_id {
         headers.insert(X_REQUEST_ID, id.header_value());
+    }
+    if shared.any_origin {
+        crate::cors::insert_any_origin(headers);
     }
     headers.extend(own);
 }

@@ -103,7 +103,7 @@ fn connection_close_is_seen_among_other_tokens() {
 fn the_head_has_one_date_and_the_prepared_fields_first() {
     let mut out = BytesMut::new();
     let mut own = HeaderMap::new();
-    own.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    own.insert(header::VARY, HeaderValue::from_static("Origin"));
     let prepared = Bytes::from_static(b"content-length: 5\r\n");
     let shared = SharedHead {
         head: Arc::new(crate::cache::Head::from_upstream(
@@ -114,22 +114,21 @@ fn the_head_has_one_date_and_the_prepared_fields_first() {
         age: Some(3),
         cache_status: HeaderValue::from_static("outpost; hit"),
         request_id: None,
+        any_origin: true,
     };
     encode_head(&mut out, StatusCode::OK, Some((&prepared, &shared)), &own, false);
     let text = String::from_utf8(out.split().to_vec()).unwrap();
     assert!(
         text.starts_with(
             "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nage: 3\r\ncache-status: outpost; hit\r\n\
-             access-control-allow-origin: *\r\ndate: "
+             access-control-allow-origin: *\r\naccess-control-expose-headers: Content-Length, \
+             Content-Range, Age, Cache-Status, Date, ETag\r\nvary: Origin\r\ndate: "
         ),
         "{text}"
     );
     assert!(text.ends_with(" GMT\r\n\r\n"), "{text}");
     encode_head(&mut out, StatusCode::NOT_FOUND, None, &own, true);
-    assert_eq!(
-        &out[..],
-        b"HTTP/1.1 404 Not Found\r\naccess-control-allow-origin: *\r\n\r\n"
-    );
+    assert_eq!(&out[..], b"HTTP/1.1 404 Not Found\r\nvary: Origin\r\n\r\n");
 }
 
 /// A storm's waiters all get their first bytes before any gets the rest only

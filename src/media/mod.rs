@@ -83,28 +83,37 @@ const SEGMENT_EXTENSIONS: [&str; 14] = [
 
 /// Classifies an object by its path's extension, else by its `Content-Type`.
 pub fn kind_of(path: &str, headers: &HeaderMap) -> MediaKind {
-    let path = path.split('?').next().unwrap_or_default();
-    let extension = path
-        .rsplit('/')
-        .next()
-        .and_then(|name| name.rsplit_once('.'))
-        .map(|(_, ext)| ext.to_ascii_lowercase());
-    match extension.as_deref() {
-        Some("m3u8" | "m3u") => return MediaKind::HlsPlaylist,
-        Some("mpd") => return MediaKind::DashManifest,
-        Some(ext) if SEGMENT_EXTENSIONS.contains(&ext) => return MediaKind::Segment,
-        _ => {}
+    // Runs on every request: compared in place, without lower-cased copies.
+    let path = path.split_once('?').map_or(path, |(path, _)| path);
+    let name = path.rsplit_once('/').map_or(path, |(_, name)| name);
+    if let Some((_, ext)) = name.rsplit_once('.') {
+        let is = |known: &str| ext.eq_ignore_ascii_case(known);
+        if is("m3u8") || is("m3u") {
+            return MediaKind::HlsPlaylist;
+        }
+        if is("mpd") {
+            return MediaKind::DashManifest;
+        }
+        if SEGMENT_EXTENSIONS.iter().any(|known| is(known)) {
+            return MediaKind::Segment;
+        }
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        .map(|v| v.split(';').next().unwrap_or_default().trim())
         .unwrap_or_default();
-    if HLS_TYPES.contains(&content_type.as_str()) {
+    let is = |known: &str| content_type.eq_ignore_ascii_case(known);
+    let starts = |prefix: &str| {
+        content_type
+            .get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    if HLS_TYPES.iter().any(|known| is(known)) {
         MediaKind::HlsPlaylist
-    } else if content_type == "application/dash+xml" {
+    } else if is("application/dash+xml") {
         MediaKind::DashManifest
-    } else if content_type.starts_with("video/") || content_type.starts_with("audio/") {
+    } else if starts("video/") || starts("audio/") {
         MediaKind::Segment
     } else {
         MediaKind::Other
@@ -157,6 +166,11 @@ mod tests {
             ("/s/1", &typed("video/mp2t"), MediaKind::Segment),
             ("/index.html", &typed("text/html"), MediaKind::Other),
             ("/a.d/file", &none, MediaKind::Other),
+            ("/live/SEG-13.TS", &none, MediaKind::Segment),
+            ("/live/index?next=a/b.ts", &none, MediaKind::Other),
+            ("/s/2", &typed("Video/MP2T"), MediaKind::Segment),
+            ("/s/3", &typed("vid"), MediaKind::Other),
+            ("/s/4", &typed("vidéo/x"), MediaKind::Other),
         ];
         for (path, headers, want) in cases {
             assert_eq!(kind_of(path, headers), want, "{path}");

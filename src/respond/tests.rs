@@ -152,9 +152,16 @@ fn a_whole_stored_hit_keeps_the_entry_headers_shared_and_the_body_uncopied() {
     );
 
     // A range, or a validator, takes the general path.
-    for extra in [("range", "bytes=0-9"), ("if-none-match", "\"v1\"")] {
-        let mut other = respond_stored(&request(&[extra]), &head, stored.clone(), served).unwrap();
+    for extra in [
+        ("range", "bytes=0-9"),
+        ("if-none-match", "\"v1\""),
+        ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT"),
+    ] {
+        let mut other = respond_stored(&request(&[("accept", "*/*"), extra]), &head, stored.clone(), served).unwrap();
         assert!(other.body_mut().take_shared_head().is_none(), "{extra:?}");
+    }
+    for extra in [("range", "bytes=0-9"), ("if-none-match", "\"v1\"")] {
+        let other = respond_stored(&request(&[extra]), &head, stored.clone(), served).unwrap();
         assert_ne!(other.status(), StatusCode::OK, "{extra:?}");
     }
     // So does a head whose headers the answer changes (an origin's Vary).
