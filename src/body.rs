@@ -63,10 +63,11 @@ impl EdgeBody {
         }
     }
 
-    /// Sends `shared`'s headers before the response's own.
-    pub fn with_shared_head(mut self, shared: SharedHead) -> Self {
+    /// Sends `shared`'s headers before the response's own. (Set in place:
+    /// a builder taking `self` would copy the body's few hundred bytes on
+    /// every hit.)
+    pub fn set_shared_head(&mut self, shared: SharedHead) {
         self.shared_head = Some(shared);
-        self
     }
 
     /// The stored head whose headers go before the response's own.
@@ -80,11 +81,10 @@ impl EdgeBody {
     }
 
     /// Attaches the access log line, written when the body ends or is dropped.
-    pub fn with_log(mut self, mut log: AccessLog) -> Self {
+    pub fn attach_log(&mut self, mut log: AccessLog) {
         // An empty body is never polled: it is complete as it stands.
         log.complete = self.is_end_stream();
         self.log = Some(log);
-        self
     }
 }
 

@@ -1,5 +1,7 @@
 //! What the cache did for a request: one type for `Cache-Status`, the log line and the metric label.
 
+use http::HeaderValue;
+
 /// Why a request went to the origin without the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PassReason {
@@ -44,15 +46,22 @@ impl Outcome {
     }
 
     /// The RFC 9211 `Cache-Status` value; `stored` says whether the answer was kept.
-    pub fn cache_status(self, stored: bool) -> &'static str {
+    pub fn cache_status(self, stored: bool) -> HeaderValue {
+        // Constants: `from_static` called at run time checks every byte, on
+        // every answer.
+        const HIT: HeaderValue = HeaderValue::from_static("outpost; hit");
+        const MISS_STORED: HeaderValue = HeaderValue::from_static("outpost; fwd=miss; stored");
+        const MISS: HeaderValue = HeaderValue::from_static("outpost; fwd=miss");
+        const COLLAPSED: HeaderValue = HeaderValue::from_static("outpost; fwd=miss; collapsed");
+        const STALE: HeaderValue = HeaderValue::from_static("outpost; fwd=stale");
+        const PASS: HeaderValue = HeaderValue::from_static("outpost; fwd=uri-miss");
         match (self, stored) {
-            (Outcome::Hit, _) => "outpost; hit",
-            (Outcome::Miss, true) => "outpost; fwd=miss; stored",
-            (Outcome::Miss, false) => "outpost; fwd=miss",
-            (Outcome::Collapsed, _) => "outpost; fwd=miss; collapsed",
-            (Outcome::Stale, _) => "outpost; fwd=stale",
-            (Outcome::Pass(_), _) => "outpost; fwd=uri-miss",
-            (Outcome::Error, _) => "outpost; fwd=miss",
+            (Outcome::Hit, _) => HIT,
+            (Outcome::Miss, true) => MISS_STORED,
+            (Outcome::Miss, false) | (Outcome::Error, _) => MISS,
+            (Outcome::Collapsed, _) => COLLAPSED,
+            (Outcome::Stale, _) => STALE,
+            (Outcome::Pass(_), _) => PASS,
         }
     }
 

@@ -122,10 +122,10 @@ pub fn blocking_limit(edge: &Edge, route: &RouteConfig, path_and_query: &str) ->
 
 /// After a player asked for `key`: if it is a VOD segment of a rendition
 /// fetched recently, prefetch the `media.prefetch_ahead` segments after it.
-pub fn after_segment(edge: &Arc<Edge>, key: &CacheKey, request: impl FnOnce() -> UpstreamRequest) {
+pub fn after_segment(edge: &Arc<Edge>, key: &str, request: impl FnOnce() -> UpstreamRequest) {
     // A read on most segment requests; a write (cache maintenance) only when a
     // rendition is new or its 30 s have run out.
-    let rendition = media::rendition_of(key.as_str());
+    let rendition = media::rendition_of(key);
     if !edge.prefetcher.recent.contains_key(&rendition) {
         edge.prefetcher.recent.insert(rendition, ());
     }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 use http::request::Parts;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
@@ -33,8 +33,8 @@ type Answer = Result<(Response<EdgeBody>, Outcome), EdgeError>;
 /// Serves one client request that came through hyper. The edge reads no
 /// request bodies: it serves GET and HEAD.
 pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, client: IpAddr) -> Result<Response<EdgeBody>, Infallible> {
-    let (parts, _body) = req.into_parts();
-    let mut response = answer(edge, parts, client).await;
+    let (mut parts, _body) = req.into_parts();
+    let mut response = answer(edge, &mut parts, client).await;
     if let Some(shared) = response.body_mut().take_shared_head() {
         crate::respond::merge_shared(&shared, response.headers_mut());
     }
@@ -42,11 +42,12 @@ pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, client: IpAddr) -> 
 }
 
 /// Answers one client request, whichever connection loop read it. Never
-/// fails: errors become answers here.
-pub async fn answer(edge: Arc<Edge>, parts: Parts, client: IpAddr) -> Response<EdgeBody> {
+/// fails: errors become answers here. The access log takes the request's
+/// method and target; its headers stay, for a connection to reuse the map.
+pub async fn answer(edge: Arc<Edge>, parts: &mut Parts, client: IpAddr) -> Response<EdgeBody> {
     let started = Instant::now();
     let id = edge.next_request_id();
-    let (mut response, outcome) = match serve(&edge, &parts, client).await {
+    let (mut response, outcome) = match serve(&edge, parts, client).await {
         Ok(answer) => answer,
         Err(e) => {
             tracing::warn!(id = %id, method = %parts.method, path = parts.uri.path(), error = %e, "request failed");
@@ -71,19 +72,20 @@ pub async fn answer(edge: Arc<Edge>, parts: Parts, client: IpAddr) -> Response<E
         edge.cors.apply(&parts.headers, response.headers_mut());
     }
     edge.metrics.request(outcome);
-    let log = AccessLog {
+    let status = response.status().as_u16();
+    response.body_mut().attach_log(AccessLog {
         id,
-        method: parts.method,
-        uri: parts.uri,
-        status: response.status().as_u16(),
+        method: std::mem::take(&mut parts.method),
+        uri: std::mem::take(&mut parts.uri),
+        status,
         outcome,
         started,
         bytes: 0,
         complete: false,
         error: None,
         metrics: Arc::clone(&edge.metrics),
-    };
-    response.map(|body| body.with_log(log))
+    });
+    response
 }
 
 async fn serve(edge: &Arc<Edge>, parts: &Parts, client: IpAddr) -> Answer {
@@ -106,32 +108,46 @@ async fn serve(edge: &Arc<Edge>, parts: &Parts, client: IpAddr) -> Answer {
     if parts.method != Method::GET && parts.method != Method::HEAD {
         return Err(EdgeError::Method(parts.method.clone()));
     }
-    let base = CacheKey::new(&key_url(&route, &path_and_query));
+    // The key's text: a hit looks it up as it is; a `CacheKey` is made only
+    // for a request that goes on to the fill machinery.
+    let url = key_url(&route, &path_and_query);
     // What a shared fill asks upstream: always GET the whole object (HEAD and
     // ranges are cut from it). Built only when needed: a hit never sends it.
     let blocking = prefetch::blocking_limit(edge, &route, &path_and_query);
     let fill_request = || UpstreamRequest {
         route: Arc::clone(&route),
         method: Method::GET,
-        path_and_query: path_and_query.clone(),
+        path_and_query: path_and_query.clone().into_owned(),
         headers: forward_headers(&parts.headers, client, true),
         blocking,
     };
     if let Some(next) = cmcd::next_object(&parts.headers, parts.uri.query()) {
         prefetch::hinted(edge, &fill_request(), &next);
     }
-    let variants = edge.store.variants(&base);
+    let variants = edge.store.variants(&url);
     let now = SystemTime::now();
     let fresh = match variants {
-        None => edge.store.get(&base).filter(|e| e.is_fresh(now)),
+        None => edge.store.get(url.as_str()).filter(|e| e.is_fresh(now)),
         Some(_) => None,
     };
     let answer = match fresh {
         Some(entry) => from_entry(parts, &entry, Outcome::Hit, now),
-        None => lookup(edge, parts, client, base.clone(), variants, fill_request()).await,
+        // Boxed: a miss's future is large, and inline it would be moved
+        // (copied) with every hit's.
+        None => {
+            Box::pin(lookup(
+                edge,
+                parts,
+                client,
+                CacheKey::new(&url),
+                variants,
+                fill_request(),
+            ))
+            .await
+        }
     };
     if media::kind_of(&path_and_query, &HeaderMap::new()) == MediaKind::Segment {
-        prefetch::after_segment(edge, &base, fill_request);
+        prefetch::after_segment(edge, &url, fill_request);
     }
     answer
 }
@@ -265,10 +281,7 @@ async fn pass(
     headers::strip_hop_by_hop(&mut head.headers);
     let outcome = Outcome::Pass(reason);
     append_list(&mut head.headers, header::VIA, headers::VIA_VALUE);
-    head.headers.insert(
-        headers::CACHE_STATUS,
-        HeaderValue::from_static(outcome.cache_status(false)),
-    );
+    head.headers.insert(headers::CACHE_STATUS, outcome.cache_status(false));
     let has_body = parts.method != Method::HEAD && !matches!(head.status.as_u16(), 204 | 304);
     let expected = if has_body {
         headers::content_length(&head.headers)

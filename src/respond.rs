@@ -146,7 +146,9 @@ pub fn respond_stored(
     } else {
         EdgeBody::full(body)
     };
-    Ok(Response::new(body.with_shared_head(shared)))
+    let mut response = Response::new(body);
+    response.body_mut().set_shared_head(shared);
+    Ok(response)
 }
 
 /// A stored answer's head, shared instead of copied into the response's map,
@@ -224,12 +226,11 @@ fn insert_stamps(headers: &mut HeaderMap, age: Option<u64>, cache_status: Header
 fn stamps(head: &Head, served: Served) -> (Option<u64>, HeaderValue) {
     let age = (!matches!(served.outcome, Outcome::Pass(_))).then(|| head.age(served.now).as_secs());
     let status = served.outcome.cache_status(served.stored);
-    let value = if served.prefetched {
-        HeaderValue::from_str(&format!("{status}; detail=prefetch")).expect("static text")
-    } else {
-        HeaderValue::from_static(status)
-    };
-    (age, value)
+    if !served.prefetched {
+        return (age, status);
+    }
+    let detailed = [status.as_bytes(), b"; detail=prefetch"].concat();
+    (age, HeaderValue::from_bytes(&detailed).unwrap_or(status))
 }
 
 fn not_modified_response(head: &Head, served: Served) -> Response<EdgeBody> {

@@ -146,33 +146,33 @@ impl Routes {
         Self(routes.iter().cloned().map(Arc::new).collect())
     }
 
-    /// The first route for `target`, and the path-and-query to ask its origin for.
-    pub fn find(&self, target: &Target) -> Option<(Arc<RouteConfig>, String)> {
+    /// The first route for `target`, and the path-and-query to ask its origin
+    /// for: a slice of the target's path when the request has no query.
+    pub fn find<'t>(&self, target: &'t Target) -> Option<(Arc<RouteConfig>, Cow<'t, str>)> {
         self.0.iter().find_map(|route| {
             if route.host.as_ref().is_some_and(|h| *h != *target.host) {
                 return None;
             }
             let rest = strip_prefix(&target.path, &route.prefix)?;
-            let mut path_and_query = rest;
-            if let Some(q) = target.query {
-                path_and_query.push('?');
-                path_and_query.push_str(q);
-            }
+            let path_and_query = match target.query {
+                None => Cow::Borrowed(rest),
+                Some(q) => Cow::Owned([rest, "?", q].concat()),
+            };
             Some((Arc::clone(route), path_and_query))
         })
     }
 }
 
 /// The path below `prefix`, starting with `/`, when `prefix` matches whole segments.
-fn strip_prefix(path: &str, prefix: &str) -> Option<String> {
+fn strip_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
     let rest = path.strip_prefix(prefix)?;
     if prefix.ends_with('/') {
-        let mut below = String::with_capacity(rest.len() + 1);
-        below.push('/');
-        below.push_str(rest);
-        Some(below)
-    } else if rest.is_empty() || rest.starts_with('/') {
-        Some(if rest.is_empty() { "/".into() } else { rest.to_owned() })
+        // The prefix's own last `/` starts what is below it.
+        Some(&path[prefix.len() - 1..])
+    } else if rest.is_empty() {
+        Some("/")
+    } else if rest.starts_with('/') {
+        Some(rest)
     } else {
         None
     }
@@ -230,11 +230,13 @@ mod tests {
 
     #[test]
     fn prefixes_match_whole_segments() {
-        assert_eq!(strip_prefix("/live/a.ts", "/live/").as_deref(), Some("/a.ts"));
-        assert_eq!(strip_prefix("/live/a.ts", "/live").as_deref(), Some("/a.ts"));
-        assert_eq!(strip_prefix("/live", "/live").as_deref(), Some("/"));
+        assert_eq!(strip_prefix("/live/a.ts", "/live/"), Some("/a.ts"));
+        assert_eq!(strip_prefix("/live/", "/live/"), Some("/"));
+        assert_eq!(strip_prefix("/live/a.ts", "/live"), Some("/a.ts"));
+        assert_eq!(strip_prefix("/live", "/live"), Some("/"));
         assert_eq!(strip_prefix("/livestream/a", "/live"), None);
-        assert_eq!(strip_prefix("/x", "/").as_deref(), Some("/x"));
+        assert_eq!(strip_prefix("/x", "/"), Some("/x"));
+        assert_eq!(strip_prefix("/x", ""), Some("/x"));
     }
 
     #[test]
@@ -257,11 +259,20 @@ mod tests {
             path: path.into(),
             query: Some("x=1"),
         };
-        let (r, pq) = routes.find(&target("a.example", "/live/s.m3u8")).unwrap();
+        let a = target("a.example", "/live/s.m3u8");
+        let (r, pq) = routes.find(&a).unwrap();
         assert_eq!(r.origin.base_path, "/origin-a");
         assert_eq!(pq, "/s.m3u8?x=1");
-        let (r, pq) = routes.find(&target("b.example", "/live/s.m3u8")).unwrap();
+        let b = target("b.example", "/live/s.m3u8");
+        let (r, pq) = routes.find(&b).unwrap();
         assert_eq!(r.origin.authority.as_str(), "127.0.0.1:2");
         assert_eq!(pq, "/live/s.m3u8?x=1");
+        // Without a query, the path below the prefix is a slice of the target's.
+        let bare = Target {
+            query: None,
+            ..target("a.example", "/live/s.m3u8")
+        };
+        let (_, pq) = routes.find(&bare).unwrap();
+        assert!(matches!(pq, Cow::Borrowed("/s.m3u8")), "{pq:?}");
     }
 }

@@ -29,7 +29,16 @@ pub struct Head {
     /// the head is final and shared): see [`Head::prepared`].
     prepared: OnceLock<HeaderMap>,
     /// `prepared` as HTTP/1.1 writes it: see [`Head::wire`].
-    wire: OnceLock<Option<Bytes>>,
+    wire: OnceLock<Option<Wire>>,
+}
+
+/// [`Head::prepared`] as an HTTP/1.1 head writes it.
+#[derive(Debug, Clone)]
+pub struct Wire {
+    /// `name: value` lines.
+    pub fields: Bytes,
+    /// The fields hold a `Date` (the origin's), so the edge adds none.
+    pub dated: bool,
 }
 
 /// Every header an answer gets or changes after [`Head::prepared`]: the
@@ -90,7 +99,7 @@ impl Head {
     /// made once: a whole stored answer is sent with these bytes and the few
     /// per-answer headers after them. `None` when the head holds a header in
     /// [`PER_ANSWER_NAMES`] (an origin's `Vary`, say).
-    pub fn wire(&self) -> Option<&Bytes> {
+    pub fn wire(&self) -> Option<&Wire> {
         self.wire
             .get_or_init(|| {
                 let prepared = self.prepared();
@@ -99,7 +108,10 @@ impl Head {
                 }
                 let mut out = bytes::BytesMut::new();
                 crate::http1::encode_fields(&mut out, prepared);
-                Some(out.freeze())
+                Some(Wire {
+                    fields: out.freeze(),
+                    dated: prepared.contains_key(header::DATE),
+                })
             })
             .as_ref()
     }

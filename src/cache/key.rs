@@ -38,6 +38,14 @@ pub fn key_url(route: &RouteConfig, path_and_query: &str) -> String {
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey(Arc<str>);
 
+/// Hashes and compares as its text (the derived `Hash` is `str`'s), so a
+/// hit looks up the URL it just built without copying it into a key.
+impl std::borrow::Borrow<str> for CacheKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl CacheKey {
     pub fn new(upstream_url: &str) -> Self {
         Self(Arc::from(upstream_url))

@@ -5,7 +5,7 @@ pub mod key;
 pub mod policy;
 pub mod store;
 
-pub use head::Head;
+pub use head::{Head, Wire};
 pub use key::CacheKey;
 pub use policy::Disposition;
 pub use store::{Entry, Store};

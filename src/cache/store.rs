@@ -95,7 +95,7 @@ impl Store {
     }
 
     /// The request headers answers for `base` vary on, if they do.
-    pub fn variants(&self, base: &CacheKey) -> Option<Arc<[HeaderName]>> {
+    pub fn variants(&self, base: &str) -> Option<Arc<[HeaderName]>> {
         if !self.any_vary.load(Ordering::Acquire) {
             return None;
         }
@@ -104,13 +104,18 @@ impl Store {
 
     /// The key a request for `base` looks up: a variant key when the object varies.
     pub fn resolve(&self, base: &CacheKey, request: &HeaderMap) -> CacheKey {
-        match self.variants(base) {
+        match self.variants(base.as_str()) {
             Some(names) => base.variant(&names, request),
             None => base.clone(),
         }
     }
 
-    pub fn get(&self, key: &CacheKey) -> Option<Arc<Entry>> {
+    /// The entry under `key`: a [`CacheKey`], or its text.
+    pub fn get<Q>(&self, key: &Q) -> Option<Arc<Entry>>
+    where
+        CacheKey: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
         self.entries.get(key)
     }
 

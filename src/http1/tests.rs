@@ -2,7 +2,7 @@ use super::*;
 
 fn parsed(raw: &[u8]) -> (Parsed, BytesMut) {
     let mut buf = BytesMut::from(raw);
-    let parsed = parse(&mut buf);
+    let parsed = parse(&mut buf, &mut HeaderMap::new());
     (parsed, buf)
 }
 
@@ -10,7 +10,7 @@ fn parsed(raw: &[u8]) -> (Parsed, BytesMut) {
 fn get_and_head_are_taken_one_after_another() {
     let raw = b"GET /live/seg-1.ts?cmcd=x HTTP/1.1\r\nHost: video.example\r\nX-Trace: abc\r\n\r\nHEAD /a HTTP/1.1\r\nHost: h\r\n\r\n";
     let mut buf = BytesMut::from(&raw[..]);
-    let Parsed::Request(first) = parse(&mut buf) else {
+    let Parsed::Request(first) = parse(&mut buf, &mut HeaderMap::new()) else {
         panic!("a GET is taken")
     };
     assert_eq!(first.parts.method, Method::GET);
@@ -18,12 +18,12 @@ fn get_and_head_are_taken_one_after_another() {
     assert_eq!(first.parts.headers["host"], "video.example");
     assert!(!first.close);
     assert_eq!(first.parts.headers["x-trace"], "abc");
-    let Parsed::Request(second) = parse(&mut buf) else {
+    let Parsed::Request(second) = parse(&mut buf, &mut HeaderMap::new()) else {
         panic!("the pipelined HEAD is taken")
     };
     assert_eq!(second.parts.method, Method::HEAD);
     assert!(buf.is_empty());
-    assert!(matches!(parse(&mut buf), Parsed::Partial));
+    assert!(matches!(parse(&mut buf, &mut HeaderMap::new()), Parsed::Partial));
 }
 
 #[test]
@@ -31,7 +31,7 @@ fn header_values_point_into_the_head_buffer() {
     let mut buf = BytesMut::with_capacity(256);
     buf.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: 0123456789abcdef\r\n\r\n");
     let (start, end) = (buf.as_ptr() as usize, buf.as_ptr() as usize + buf.len());
-    let Parsed::Request(head) = parse(&mut buf) else {
+    let Parsed::Request(head) = parse(&mut buf, &mut HeaderMap::new()) else {
         panic!("taken")
     };
     let at = head.parts.headers["x-long"].as_bytes().as_ptr() as usize;
@@ -104,7 +104,10 @@ fn the_head_has_one_date_and_the_prepared_fields_first() {
     let mut out = BytesMut::new();
     let mut own = HeaderMap::new();
     own.insert(header::VARY, HeaderValue::from_static("Origin"));
-    let prepared = Bytes::from_static(b"content-length: 5\r\n");
+    let prepared = crate::cache::Wire {
+        fields: Bytes::from_static(b"content-length: 5\r\n"),
+        dated: false,
+    };
     let shared = SharedHead {
         head: Arc::new(crate::cache::Head::from_upstream(
             StatusCode::OK,
