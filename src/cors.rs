@@ -30,7 +30,7 @@ impl Cors {
 
     fn allow_origin(&self, request: &HeaderMap) -> Option<HeaderValue> {
         if self.any {
-            return Some(HeaderValue::from_static("*"));
+            return Some(ANY_ORIGIN);
         }
         let origin = request.get(header::ORIGIN)?;
         self.origins.contains(origin).then(|| origin.clone())
@@ -71,14 +71,18 @@ impl Cors {
     }
 }
 
+// Constants: `from_static` called at run time checks every byte, per answer.
+const ANY_ORIGIN: HeaderValue = HeaderValue::from_static("*");
+const EXPOSED: HeaderValue = HeaderValue::from_static(EXPOSE);
+
 /// The CORS headers of every answer when any origin may read it.
 pub fn insert_any_origin(response: &mut HeaderMap) {
-    insert_allowed(response, HeaderValue::from_static("*"));
+    insert_allowed(response, ANY_ORIGIN);
 }
 
 fn insert_allowed(response: &mut HeaderMap, origin: HeaderValue) {
     response.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    response.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE));
+    response.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED);
 }
 
 /// The requested headers a player may send: `Range`, conditionals and CMCD (CTA-5004).

@@ -117,7 +117,7 @@ async fn serve(edge: &Arc<Edge>, parts: &Parts, client: IpAddr) -> Answer {
     let fill_request = || UpstreamRequest {
         route: Arc::clone(&route),
         method: Method::GET,
-        path_and_query: path_and_query.clone().into_owned(),
+        path_and_query: path_and_query.to_string(),
         headers: forward_headers(&parts.headers, client, true),
         blocking,
     };
