@@ -146,7 +146,7 @@ async fn serve(edge: &Arc<Edge>, parts: &Parts, client: IpAddr) -> Answer {
             .await
         }
     };
-    if media::kind_of(&path_and_query, &HeaderMap::new()) == MediaKind::Segment {
+    if media::kind_by_path(&path_and_query) == Some(MediaKind::Segment) {
         prefetch::after_segment(edge, &url, fill_request);
     }
     answer

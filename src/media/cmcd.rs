@@ -9,7 +9,14 @@ const CMCD_REQUEST: HeaderName = HeaderName::from_static("cmcd-request");
 /// The `nor` hint of a request, from the `CMCD-Request` header or the `CMCD`
 /// query argument, as a URL relative to the requested object.
 pub fn next_object(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    let from_header = headers.get(CMCD_REQUEST).and_then(|v| v.to_str().ok()).and_then(nor_of);
+    // Every request asks this, and few carry the header: a look at the names
+    // costs less than hashing one the map seldom holds (`get`).
+    let carried = headers.keys().any(|name| *name == CMCD_REQUEST);
+    let from_header = carried
+        .then(|| headers.get(CMCD_REQUEST))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(nor_of);
     from_header.or_else(|| {
         let encoded = query?.split('&').find_map(|pair| pair.strip_prefix("CMCD="))?;
         nor_of(&percent_decode_str(encoded).decode_utf8_lossy())

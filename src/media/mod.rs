@@ -83,20 +83,8 @@ const SEGMENT_EXTENSIONS: [&str; 14] = [
 
 /// Classifies an object by its path's extension, else by its `Content-Type`.
 pub fn kind_of(path: &str, headers: &HeaderMap) -> MediaKind {
-    // Runs on every request: compared in place, without lower-cased copies.
-    let path = path.split_once('?').map_or(path, |(path, _)| path);
-    let name = path.rsplit_once('/').map_or(path, |(_, name)| name);
-    if let Some((_, ext)) = name.rsplit_once('.') {
-        let is = |known: &str| ext.eq_ignore_ascii_case(known);
-        if is("m3u8") || is("m3u") {
-            return MediaKind::HlsPlaylist;
-        }
-        if is("mpd") {
-            return MediaKind::DashManifest;
-        }
-        if SEGMENT_EXTENSIONS.iter().any(|known| is(known)) {
-            return MediaKind::Segment;
-        }
+    if let Some(kind) = kind_by_path(path) {
+        return kind;
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -117,6 +105,28 @@ pub fn kind_of(path: &str, headers: &HeaderMap) -> MediaKind {
         MediaKind::Segment
     } else {
         MediaKind::Other
+    }
+}
+
+/// Classifies an object by its path's extension alone: `None` when the
+/// extension is not one the edge knows.
+pub fn kind_by_path(path: &str) -> Option<MediaKind> {
+    // Runs on every request: byte scans (the path is ASCII up to its query)
+    // and comparisons in place, without lower-cased copies.
+    let bytes = path.as_bytes();
+    let end = bytes.iter().position(|&b| b == b'?').unwrap_or(bytes.len());
+    let name = bytes[..end].iter().rposition(|&b| b == b'/').map_or(0, |at| at + 1);
+    let dot = name + bytes[name..end].iter().rposition(|&b| b == b'.')?;
+    let ext = &bytes[dot + 1..end];
+    let is = |known: &str| ext.eq_ignore_ascii_case(known.as_bytes());
+    if is("m3u8") || is("m3u") {
+        Some(MediaKind::HlsPlaylist)
+    } else if is("mpd") {
+        Some(MediaKind::DashManifest)
+    } else if SEGMENT_EXTENSIONS.iter().any(|known| is(known)) {
+        Some(MediaKind::Segment)
+    } else {
+        None
     }
 }
 
@@ -174,6 +184,25 @@ mod tests {
         ];
         for (path, headers, want) in cases {
             assert_eq!(kind_of(path, headers), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn kind_by_path_reads_only_the_last_segments_extension() {
+        let cases = [
+            ("/live/seg-12.ts", Some(MediaKind::Segment)),
+            ("/live/seg.ts?next=a.m3u8", Some(MediaKind::Segment)),
+            ("/café/seg.M4S", Some(MediaKind::Segment)),
+            ("/live/.m3u8", Some(MediaKind::HlsPlaylist)),
+            ("/d/m.mpd?x=1", Some(MediaKind::DashManifest)),
+            ("/live/seg.ts.bak", None),
+            ("/a.ts/file", None),
+            ("/s/1", None),
+            ("/index?x=seg.ts", None),
+            ("", None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(kind_by_path(path), want, "{path}");
         }
     }
 }
