@@ -27,10 +27,13 @@ pub struct EdgeBody {
     shared_head: Option<SharedHead>,
 }
 
+/// The two streaming kinds are boxed: a hit's answer, `Full`, is moved
+/// through several async functions, and copying a miss's larger state with it
+/// cost more than the box.
 enum Inner {
     Full(Option<Bytes>),
-    Fill(FillBody),
-    Pass(PassBody),
+    Fill(Box<FillBody>),
+    Pass(Box<PassBody>),
 }
 
 impl EdgeBody {
@@ -49,7 +52,7 @@ impl EdgeBody {
 
     pub fn fill(body: FillBody) -> Self {
         Self {
-            inner: Inner::Fill(body),
+            inner: Inner::Fill(Box::new(body)),
             log: None,
             shared_head: None,
         }
@@ -57,7 +60,7 @@ impl EdgeBody {
 
     pub fn pass(body: PassBody) -> Self {
         Self {
-            inner: Inner::Pass(body),
+            inner: Inner::Pass(Box::new(body)),
             log: None,
             shared_head: None,
         }
@@ -80,10 +83,12 @@ impl EdgeBody {
         self.shared_head.as_mut()
     }
 
-    /// Attaches the access log line, written when the body ends or is dropped.
+    /// Attaches the access log, written when the body ends or is dropped.
     pub fn attach_log(&mut self, mut log: AccessLog) {
-        // An empty body is never polled: it is complete as it stands.
-        log.complete = self.is_end_stream();
+        if let Some(line) = &mut log.line {
+            // An empty body is never polled: it is complete as it stands.
+            line.complete = self.is_end_stream();
+        }
         self.log = Some(log);
     }
 }
@@ -96,21 +101,25 @@ impl Body for EdgeBody {
         let this = self.get_mut();
         let polled = match &mut this.inner {
             Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Fill(body) => Pin::new(body).poll_frame(cx),
-            Inner::Pass(body) => Pin::new(body).poll_frame(cx),
+            Inner::Fill(body) => Pin::new(&mut **body).poll_frame(cx),
+            Inner::Pass(body) => Pin::new(&mut **body).poll_frame(cx),
         };
         if let Some(log) = &mut this.log {
-            match &polled {
-                Poll::Ready(Some(Ok(frame))) => log.bytes += frame.data_ref().map_or(0, |d| d.len() as u64),
-                Poll::Ready(Some(Err(e))) => log.error = Some(e.to_string()),
-                Poll::Ready(None) => log.complete = true,
-                Poll::Pending => {}
+            if let Poll::Ready(Some(Ok(frame))) = &polled {
+                log.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            if let Some(line) = &mut log.line {
+                match &polled {
+                    Poll::Ready(Some(Err(e))) => line.error = Some(e.to_string()),
+                    Poll::Ready(None) => line.complete = true,
+                    _ => {}
+                }
             }
         }
         // hyper stops polling a body that says it has ended (or has sent its Content-Length).
         if this.is_end_stream() {
-            if let Some(log) = &mut this.log {
-                log.complete = true;
+            if let Some(line) = this.log.as_mut().and_then(|log| log.line.as_mut()) {
+                line.complete = true;
             }
         }
         polled
@@ -133,8 +142,31 @@ impl Body for EdgeBody {
     }
 }
 
-/// One line per request, written when its response body is finished or dropped.
+/// What an answer records when its body is finished or dropped: the bytes it
+/// sent, in the metrics, and its access log line when that log is on.
 pub struct AccessLog {
+    bytes: u64,
+    metrics: Arc<Metrics>,
+    /// Boxed, and made only when the access log is on: the answer carrying
+    /// it is moved through several async functions, and a hit is cheaper
+    /// for not copying the line's fields each time.
+    line: Option<Box<LogLine>>,
+}
+
+impl AccessLog {
+    /// Counts into `metrics`; `line` is called only if the access log is on.
+    pub fn new(metrics: Arc<Metrics>, line: impl FnOnce() -> LogLine) -> Self {
+        let on = tracing::enabled!(target: "outpost::access", tracing::Level::INFO);
+        Self {
+            bytes: 0,
+            metrics,
+            line: on.then(|| Box::new(line())),
+        }
+    }
+}
+
+/// One access log line.
+pub struct LogLine {
     pub id: RequestId,
     pub method: http::Method,
     /// The request's target; the log shows its path.
@@ -142,19 +174,21 @@ pub struct AccessLog {
     pub status: u16,
     pub outcome: Outcome,
     pub started: Instant,
-    pub bytes: u64,
     pub complete: bool,
     pub error: Option<String>,
-    pub metrics: Arc<Metrics>,
 }
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
         self.metrics.response_bytes.inc_by(self.bytes);
-        if !tracing::enabled!(target: "outpost::access", tracing::Level::INFO) {
-            // Off (as under load tests): skip the clock read and the formatting.
-            return;
+        if let Some(line) = &self.line {
+            line.write(self.bytes);
         }
+    }
+}
+
+impl LogLine {
+    fn write(&self, bytes: u64) {
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let end = if self.complete {
             "complete"
@@ -170,7 +204,7 @@ impl Drop for AccessLog {
             path = %self.uri.path(),
             status = self.status,
             cache = %self.outcome.as_str(),
-            bytes = self.bytes,
+            bytes,
             ms = format_args!("{ms:.1}"),
             end = %end,
             error = %self.error.as_deref().unwrap_or("-"),

@@ -1,5 +1,6 @@
 //! What the cache did for a request: one type for `Cache-Status`, the log line and the metric label.
 
+use bytes::{BufMut, BytesMut};
 use http::HeaderValue;
 
 /// Why a request went to the origin without the cache.
@@ -68,6 +69,39 @@ impl Outcome {
     pub const ALL_LABELS: [&'static str; 6] = ["hit", "miss", "collapsed", "stale", "pass", "error"];
 }
 
+/// An answer's `Cache-Status`, kept as what it says until it is written: a
+/// stored hit carries it beside its shared head, where a `HeaderValue` would
+/// make every hit's answer larger to move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStatus {
+    pub outcome: Outcome,
+    /// Whether the answer is (or will be) kept.
+    pub stored: bool,
+    /// A prefetch fetched it: `; detail=prefetch`.
+    pub prefetched: bool,
+}
+
+impl CacheStatus {
+    const PREFETCHED: &'static [u8] = b"; detail=prefetch";
+
+    pub fn value(self) -> HeaderValue {
+        let status = self.outcome.cache_status(self.stored);
+        if !self.prefetched {
+            return status;
+        }
+        let detailed = [status.as_bytes(), Self::PREFETCHED].concat();
+        HeaderValue::from_bytes(&detailed).unwrap_or(status)
+    }
+
+    /// The value's bytes, as an HTTP/1.1 connection writes them.
+    pub fn write(self, out: &mut BytesMut) {
+        out.put_slice(self.outcome.cache_status(self.stored).as_bytes());
+        if self.prefetched {
+            out.put_slice(Self::PREFETCHED);
+        }
+    }
+}
+
 impl PassReason {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -76,5 +110,41 @@ impl PassReason {
             PassReason::Remembered => "hit-for-pass",
             PassReason::Vary => "vary",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_status_writes_the_bytes_of_its_value() {
+        let outcomes = [
+            Outcome::Hit,
+            Outcome::Miss,
+            Outcome::Collapsed,
+            Outcome::Stale,
+            Outcome::Pass(PassReason::Private),
+            Outcome::Error,
+        ];
+        for outcome in outcomes {
+            for (stored, prefetched) in [(false, false), (true, false), (false, true), (true, true)] {
+                let status = CacheStatus {
+                    outcome,
+                    stored,
+                    prefetched,
+                };
+                let mut out = BytesMut::new();
+                status.write(&mut out);
+                assert_eq!(&out[..], status.value().as_bytes(), "{status:?}");
+                assert_eq!(out.ends_with(b"; detail=prefetch"), prefetched, "{status:?}");
+            }
+        }
+        let miss = CacheStatus {
+            outcome: Outcome::Miss,
+            stored: true,
+            prefetched: true,
+        };
+        assert_eq!(miss.value(), "outpost; fwd=miss; stored; detail=prefetch");
     }
 }

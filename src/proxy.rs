@@ -11,7 +11,7 @@ use http::request::Parts;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
-use crate::body::{AccessLog, EdgeBody, PassBody};
+use crate::body::{AccessLog, EdgeBody, LogLine, PassBody};
 use crate::cache::key::key_url;
 use crate::cache::Disposition;
 use crate::cache::{CacheKey, Entry};
@@ -73,18 +73,17 @@ pub async fn answer(edge: Arc<Edge>, parts: &mut Parts, client: IpAddr) -> Respo
     }
     edge.metrics.request(outcome);
     let status = response.status().as_u16();
-    response.body_mut().attach_log(AccessLog {
+    let log = AccessLog::new(Arc::clone(&edge.metrics), || LogLine {
         id,
         method: std::mem::take(&mut parts.method),
         uri: std::mem::take(&mut parts.uri),
         status,
         outcome,
         started,
-        bytes: 0,
         complete: false,
         error: None,
-        metrics: Arc::clone(&edge.metrics),
     });
+    response.body_mut().attach_log(log);
     response
 }
 

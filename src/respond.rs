@@ -16,7 +16,7 @@ use crate::edge::RequestId;
 use crate::error::EdgeError;
 use crate::fill::Reader;
 use crate::headers::{append_list, number, CACHE_STATUS, VIA_VALUE, X_REQUEST_ID};
-use crate::outcome::Outcome;
+use crate::outcome::{CacheStatus, Outcome};
 
 /// Where the body comes from.
 pub enum Source {
@@ -158,7 +158,7 @@ pub struct SharedHead {
     pub head: Arc<Head>,
     /// `Age` in seconds.
     pub age: Option<u64>,
-    pub cache_status: HeaderValue,
+    pub cache_status: CacheStatus,
     /// `X-Request-Id`: set by [`crate::proxy::answer`].
     pub request_id: Option<RequestId>,
     /// The CORS headers for any origin ([`crate::cors::ANY_ORIGIN_LINES`]):
@@ -175,7 +175,7 @@ impl SharedHead {
             out.put_slice(b"\r\n");
         }
         out.put_slice(b"cache-status: ");
-        out.put_slice(self.cache_status.as_bytes());
+        self.cache_status.write(out);
         out.put_slice(b"\r\n");
         if let Some(id) = &self.request_id {
             out.put_slice(b"x-request-id: ");
@@ -193,7 +193,7 @@ impl SharedHead {
 /// not [`Head::wire`].
 pub fn merge_shared(shared: &SharedHead, headers: &mut HeaderMap) {
     let own = std::mem::replace(headers, shared.head.prepared().clone());
-    insert_stamps(headers, shared.age, shared.cache_status.clone());
+    insert_stamps(headers, shared.age, shared.cache_status);
     if let Some(id) = &shared.request_id {
         headers.insert(X_REQUEST_ID, id.header_value());
     }
@@ -215,22 +215,22 @@ fn stamp(headers: &mut HeaderMap, head: &Head, served: Served) {
     insert_stamps(headers, age, cache_status);
 }
 
-fn insert_stamps(headers: &mut HeaderMap, age: Option<u64>, cache_status: HeaderValue) {
+fn insert_stamps(headers: &mut HeaderMap, age: Option<u64>, cache_status: CacheStatus) {
     if let Some(age) = age {
         headers.insert(header::AGE, number(age));
     }
-    headers.insert(CACHE_STATUS, cache_status);
+    headers.insert(CACHE_STATUS, cache_status.value());
 }
 
 /// `Age` (none for a pass) and `Cache-Status` of an answer from `head`.
-fn stamps(head: &Head, served: Served) -> (Option<u64>, HeaderValue) {
+fn stamps(head: &Head, served: Served) -> (Option<u64>, CacheStatus) {
     let age = (!matches!(served.outcome, Outcome::Pass(_))).then(|| head.age(served.now).as_secs());
-    let status = served.outcome.cache_status(served.stored);
-    if !served.prefetched {
-        return (age, status);
-    }
-    let detailed = [status.as_bytes(), b"; detail=prefetch"].concat();
-    (age, HeaderValue::from_bytes(&detailed).unwrap_or(status))
+    let status = CacheStatus {
+        outcome: served.outcome,
+        stored: served.stored,
+        prefetched: served.prefetched,
+    };
+    (age, status)
 }
 
 fn not_modified_response(head: &Head, served: Served) -> Response<EdgeBody> {

@@ -115,7 +115,11 @@ fn the_head_has_one_date_and_the_prepared_fields_first() {
             SystemTime::now(),
         )),
         age: Some(3),
-        cache_status: HeaderValue::from_static("outpost; hit"),
+        cache_status: crate::outcome::CacheStatus {
+            outcome: crate::outcome::Outcome::Hit,
+            stored: true,
+            prefetched: true,
+        },
         request_id: None,
         any_origin: true,
     };
@@ -123,7 +127,7 @@ fn the_head_has_one_date_and_the_prepared_fields_first() {
     let text = String::from_utf8(out.split().to_vec()).unwrap();
     assert!(
         text.starts_with(
-            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nage: 3\r\ncache-status: outpost; hit\r\n\
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nage: 3\r\ncache-status: outpost; hit; detail=prefetch\r\n\
              access-control-allow-origin: *\r\naccess-control-expose-headers: Content-Length, \
              Content-Range, Age, Cache-Status, Date, ETag\r\nvary: Origin\r\ndate: "
         ),
