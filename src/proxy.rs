@@ -112,13 +112,12 @@ async fn serve(edge: &Arc<Edge>, parts: &Parts, client: IpAddr) -> Answer {
     let url = key_url(&route, &path_and_query);
     // What a shared fill asks upstream: always GET the whole object (HEAD and
     // ranges are cut from it). Built only when needed: a hit never sends it.
-    let blocking = prefetch::blocking_limit(edge, &route, &path_and_query);
     let fill_request = || UpstreamRequest {
         route: Arc::clone(&route),
         method: Method::GET,
         path_and_query: path_and_query.to_string(),
         headers: forward_headers(&parts.headers, client, true),
-        blocking,
+        blocking: prefetch::blocking_limit(edge, &route, &path_and_query),
     };
     if let Some(next) = cmcd::next_object(&parts.headers, parts.uri.query()) {
         prefetch::hinted(edge, &fill_request(), &next);
