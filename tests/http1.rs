@@ -205,6 +205,35 @@ async fn a_head_split_across_many_reads_is_read_whole() {
 }
 
 #[tokio::test]
+async fn a_segment_name_with_a_multi_byte_character_is_served() {
+    // The bytes of `é` before the number: the segment's rendition name (kept
+    // once a DASH manifest has been read) was cut inside the character, a
+    // panic that dropped the connection.
+    let path = "/v/\u{e9}12.ts";
+    let mpd = r#"<?xml version="1.0"?><MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static"
+        mediaPresentationDuration="PT10S" profiles="urn:mpeg:dash:profile:isoff-on-demand:2011"><Period/></MPD>"#;
+    let origin = TestOrigin::start().await;
+    origin.set(
+        "/v/manifest.mpd",
+        Script::ok(mpd).headers(&[("content-type", "application/dash+xml")]),
+    );
+    origin.set(path, Script::ok("twelve").headers(&CACHEABLE));
+    let edge = edge_for(&origin).await;
+    let mut c = Conn::open(&edge).await;
+    c.send(&get("/v/manifest.mpd", "")).await;
+    assert_eq!(c.response(false).await.status, 200);
+    // The manifest is read just after its fill ends: a moment for that.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..2 {
+        c.send(&get(path, "")).await;
+        let answer = c.response(false).await;
+        assert_eq!((answer.status, answer.body.as_slice()), (200, &b"twelve"[..]));
+    }
+    assert_eq!(origin.hits(path), 1);
+    edge.shutdown().await;
+}
+
+#[tokio::test]
 async fn requests_the_loop_does_not_take_hand_the_connection_to_hyper() {
     let origin = TestOrigin::start().await;
     origin.set("/a.ts", Script::ok("aaa").headers(&CACHEABLE));

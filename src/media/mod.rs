@@ -42,15 +42,28 @@ impl Document {
 /// A segment URL with the last run of digits in its file stem (the segment
 /// number or time) replaced: the same for every segment of one rendition.
 pub fn rendition_of(url: &str) -> String {
-    let path = url.split(['?', '\n']).next().unwrap_or_default();
-    let name_at = path.rfind('/').map_or(0, |i| i + 1);
-    let stem_end = path[name_at..].rfind('.').map_or(path.len(), |i| name_at + i);
-    let stem = &path[..stem_end];
-    let Some(last) = stem[name_at..].rfind(|c: char| c.is_ascii_digit()).map(|i| name_at + i) else {
+    // Byte scans: this runs on segment requests. Every byte searched for is
+    // ASCII, so each cut falls between characters.
+    let end = url.bytes().position(|b| b == b'?' || b == b'\n').unwrap_or(url.len());
+    let path = &url[..end];
+    let bytes = path.as_bytes();
+    let name_at = bytes.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+    let stem_end = bytes[name_at..]
+        .iter()
+        .rposition(|&b| b == b'.')
+        .map_or(bytes.len(), |i| name_at + i);
+    let Some(last) = bytes[name_at..stem_end]
+        .iter()
+        .rposition(u8::is_ascii_digit)
+        .map(|i| name_at + i)
+    else {
         return path.to_owned();
     };
-    let first = stem[..last].rfind(|c: char| !c.is_ascii_digit()).map_or(0, |i| i + 1);
-    format!("{}#{}", &path[..first], &path[last + 1..])
+    let first = bytes[..last]
+        .iter()
+        .rposition(|b| !b.is_ascii_digit())
+        .map_or(0, |i| i + 1);
+    [&path[..first], "#", &path[last + 1..]].concat()
 }
 
 /// What an object is, for video purposes.
@@ -149,6 +162,10 @@ mod tests {
             rendition_of("http://o/v/1080p/seg-1.m4s")
         );
         assert_eq!(rendition_of("http://o/v/init.mp4"), "http://o/v/init.mp4");
+        // A multi-byte character just before the number is kept whole.
+        assert_eq!(rendition_of("http://o/v/é12.ts"), "http://o/v/é#.ts");
+        assert_eq!(rendition_of("http://o/v/12"), "http://o/v/#");
+        assert_eq!(rendition_of("http://o/v1.d/seg.ts"), "http://o/v1.d/seg.ts");
         assert_eq!(
             rendition_of("http://o/v1/chunk-stream0-00042.m4s"),
             "http://o/v1/chunk-stream0-#.m4s"
