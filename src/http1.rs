@@ -67,6 +67,9 @@ where
     // Each request's header map, emptied and reused: two allocations saved
     // per request.
     let mut fields = HeaderMap::new();
+    // Where each field lies in the head, likewise reused: an array of them
+    // zeroed per request cost more than the parse.
+    let mut spans = Vec::with_capacity(MAX_FIELDS);
     // One timer for the connection: it is moved only when it fires early, not
     // once per request.
     let mut deadline = Instant::now() + head_timeout;
@@ -77,7 +80,7 @@ where
     let stopping = watched.changed();
     tokio::pin!(stopping);
     loop {
-        let head = match parse(&mut buf, &mut fields) {
+        let head = match parse(&mut buf, &mut fields, &mut spans) {
             Parsed::Request(head) => head,
             Parsed::Handoff => return Ended::Handoff(buf.freeze()),
             Parsed::Partial if buf.len() >= max_head => return Ended::Handoff(buf.freeze()),
@@ -142,8 +145,9 @@ enum Parsed {
 }
 
 /// Takes one complete request head off the front of `buf`, if there is one
-/// this loop serves. Its headers go into `map` (empty, kept for its room).
-fn parse(buf: &mut BytesMut, map: &mut HeaderMap) -> Parsed {
+/// this loop serves. Its headers go into `map` (empty, kept for its room);
+/// `spans` is room for where they lie.
+fn parse(buf: &mut BytesMut, map: &mut HeaderMap, spans: &mut Vec<(Span, Span)>) -> Parsed {
     if buf.is_empty() {
         return Parsed::Partial;
     }
@@ -173,9 +177,9 @@ fn parse(buf: &mut BytesMut, map: &mut HeaderMap) -> Parsed {
     let base = buf.as_ptr() as usize;
     let span = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
     let target = span(path.as_bytes());
-    let mut spans = [((0, 0), (0, 0)); MAX_FIELDS];
+    spans.clear();
     let mut close = false;
-    for (i, field) in req.headers.iter().enumerate() {
+    for field in req.headers.iter() {
         let name = field.name.as_bytes();
         let refused = [&b"content-length"[..], b"transfer-encoding", b"upgrade", b"expect"]
             .iter()
@@ -192,11 +196,10 @@ fn parse(buf: &mut BytesMut, map: &mut HeaderMap) -> Parsed {
                 close |= token.eq_ignore_ascii_case(b"close");
             }
         }
-        spans[i] = (span(name), span(field.value));
+        spans.push((span(name), span(field.value)));
     }
-    let count = req.headers.len();
     let head = buf.split_to(len).freeze();
-    match build(&head, method, target, &spans[..count], std::mem::take(map)) {
+    match build(&head, method, target, spans, std::mem::take(map)) {
         Some(parts) => Parsed::Request(Head { parts, close }),
         None => {
             // Not valid for `http` after all: hyper answers it, from the start.
@@ -337,6 +340,11 @@ where
             Framing::Length(len) if sent > len => return Ok(false),
             Framing::Length(_) | Framing::None => {
                 write_all(io, &mut [IoSlice::new(&head), IoSlice::new(&data)]).await?;
+                if body.is_end_stream() {
+                    // A whole body in one piece (every stored hit): no poll
+                    // to learn that it has ended.
+                    break;
+                }
             }
             Framing::Chunked => {
                 let size = format!("{:x}\r\n", data.len());
@@ -350,14 +358,16 @@ where
             }
         }
     }
-    let head = head.unwrap_or_default();
     match framing {
         Framing::Chunked => {
+            let head = head.unwrap_or_default();
             write_all(io, &mut [IoSlice::new(&head), IoSlice::new(b"0\r\n\r\n")]).await?;
             Ok(!close)
         }
         Framing::Length(len) => {
-            write_all(io, &mut [IoSlice::new(&head)]).await?;
+            if let Some(head) = head {
+                write_all(io, &mut [IoSlice::new(&head)]).await?;
+            }
             // Short of the declared length: the client sees the connection
             // close early, never a short body passed off as whole.
             Ok(sent == len && !close)

@@ -2,7 +2,7 @@ use super::*;
 
 fn parsed(raw: &[u8]) -> (Parsed, BytesMut) {
     let mut buf = BytesMut::from(raw);
-    let parsed = parse(&mut buf, &mut HeaderMap::new());
+    let parsed = parse(&mut buf, &mut HeaderMap::new(), &mut Vec::new());
     (parsed, buf)
 }
 
@@ -10,7 +10,7 @@ fn parsed(raw: &[u8]) -> (Parsed, BytesMut) {
 fn get_and_head_are_taken_one_after_another() {
     let raw = b"GET /live/seg-1.ts?cmcd=x HTTP/1.1\r\nHost: video.example\r\nX-Trace: abc\r\n\r\nHEAD /a HTTP/1.1\r\nHost: h\r\n\r\n";
     let mut buf = BytesMut::from(&raw[..]);
-    let Parsed::Request(first) = parse(&mut buf, &mut HeaderMap::new()) else {
+    let Parsed::Request(first) = parse(&mut buf, &mut HeaderMap::new(), &mut Vec::new()) else {
         panic!("a GET is taken")
     };
     assert_eq!(first.parts.method, Method::GET);
@@ -18,12 +18,15 @@ fn get_and_head_are_taken_one_after_another() {
     assert_eq!(first.parts.headers["host"], "video.example");
     assert!(!first.close);
     assert_eq!(first.parts.headers["x-trace"], "abc");
-    let Parsed::Request(second) = parse(&mut buf, &mut HeaderMap::new()) else {
+    let Parsed::Request(second) = parse(&mut buf, &mut HeaderMap::new(), &mut Vec::new()) else {
         panic!("the pipelined HEAD is taken")
     };
     assert_eq!(second.parts.method, Method::HEAD);
     assert!(buf.is_empty());
-    assert!(matches!(parse(&mut buf, &mut HeaderMap::new()), Parsed::Partial));
+    assert!(matches!(
+        parse(&mut buf, &mut HeaderMap::new(), &mut Vec::new()),
+        Parsed::Partial
+    ));
 }
 
 #[test]
@@ -31,7 +34,7 @@ fn header_values_point_into_the_head_buffer() {
     let mut buf = BytesMut::with_capacity(256);
     buf.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: 0123456789abcdef\r\n\r\n");
     let (start, end) = (buf.as_ptr() as usize, buf.as_ptr() as usize + buf.len());
-    let Parsed::Request(head) = parse(&mut buf, &mut HeaderMap::new()) else {
+    let Parsed::Request(head) = parse(&mut buf, &mut HeaderMap::new(), &mut Vec::new()) else {
         panic!("taken")
     };
     let at = head.parts.headers["x-long"].as_bytes().as_ptr() as usize;
