@@ -68,8 +68,10 @@ where
     // per request.
     let mut fields = HeaderMap::new();
     // Where each field lies in the head, likewise reused: an array of them
-    // zeroed per request cost more than the parse.
-    let mut spans = Vec::with_capacity(MAX_FIELDS);
+    // zeroed per request cost more than the parse. It grows to the most
+    // fields a request has sent, not to `MAX_FIELDS` (2 KiB) at once: an
+    // idle connection holds only that.
+    let mut spans = Vec::new();
     // One timer for the connection: it is moved only when it fires early, not
     // once per request.
     let mut deadline = Instant::now() + head_timeout;
