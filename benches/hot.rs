@@ -15,7 +15,7 @@ use outpost::cache::key::key_url;
 use outpost::cache::{policy, CacheKey, Entry, Head, Store};
 use outpost::config::RouteConfig;
 use outpost::media::{Document, MediaKind};
-use outpost::outcome::Outcome;
+use outpost::outcome::{CacheStatus, Outcome};
 use outpost::respond::{respond, respond_stored, Served, Source};
 
 fn route() -> RouteConfig {
@@ -114,9 +114,11 @@ fn response_headers(c: &mut Criterion) {
     let now = SystemTime::now();
     let stored = entry(now);
     let served = Served {
-        outcome: Outcome::Hit,
-        stored: true,
-        prefetched: false,
+        status: CacheStatus {
+            outcome: Outcome::Hit,
+            stored: true,
+            prefetched: false,
+        },
         now,
     };
     for (name, range) in [

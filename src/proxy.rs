@@ -22,7 +22,7 @@ use crate::fetch::{self, FetchJob};
 use crate::fill::Reader;
 use crate::headers::{self, append_list, X_FORWARDED_FOR, X_REQUEST_ID};
 use crate::media::{self, cmcd, MediaKind};
-use crate::outcome::{Outcome, PassReason};
+use crate::outcome::{CacheStatus, Outcome, PassReason};
 use crate::prefetch;
 use crate::respond::{respond, respond_stored, Served, Source};
 use crate::route::Target;
@@ -195,9 +195,11 @@ async fn lookup(
 
 fn from_entry(parts: &Parts, entry: &Entry, outcome: Outcome, now: SystemTime) -> Answer {
     let served = Served {
-        outcome,
-        stored: true,
-        prefetched: entry.prefetched,
+        status: CacheStatus {
+            outcome,
+            stored: true,
+            prefetched: entry.prefetched,
+        },
         now,
     };
     let response = respond_stored(parts, &entry.head, entry.body.clone(), served)?;
@@ -231,9 +233,11 @@ async fn from_fill(
         _ => outcome,
     };
     let served = Served {
-        outcome,
-        stored: fill_head.disposition.is_stored(),
-        prefetched: fill_head.prefetched,
+        status: CacheStatus {
+            outcome,
+            stored: fill_head.disposition.is_stored(),
+            prefetched: fill_head.prefetched,
+        },
         now: SystemTime::now(),
     };
     let cookies = if starter {

@@ -29,11 +29,8 @@ pub enum Source {
 /// How the answer was obtained, for the edge's own headers.
 #[derive(Clone, Copy)]
 pub struct Served {
-    pub outcome: Outcome,
-    /// Whether the answer is (or will be) kept in the cache.
-    pub stored: bool,
-    /// A prefetch fetched it (`Cache-Status: ...; detail=prefetch`).
-    pub prefetched: bool,
+    /// What the cache did, as `Cache-Status` says it.
+    pub status: CacheStatus,
     pub now: SystemTime,
 }
 
@@ -224,13 +221,8 @@ fn insert_stamps(headers: &mut HeaderMap, age: Option<u64>, cache_status: CacheS
 
 /// `Age` (none for a pass) and `Cache-Status` of an answer from `head`.
 fn stamps(head: &Head, served: Served) -> (Option<u64>, CacheStatus) {
-    let age = (!matches!(served.outcome, Outcome::Pass(_))).then(|| head.age(served.now).as_secs());
-    let status = CacheStatus {
-        outcome: served.outcome,
-        stored: served.stored,
-        prefetched: served.prefetched,
-    };
-    (age, status)
+    let age = (!matches!(served.status.outcome, Outcome::Pass(_))).then(|| head.age(served.now).as_secs());
+    (age, served.status)
 }
 
 fn not_modified_response(head: &Head, served: Served) -> Response<EdgeBody> {

@@ -72,9 +72,11 @@ fn request(headers: &[(&str, &str)]) -> Parts {
 /// How a plain cache hit is served at `now`.
 fn hit(now: std::time::SystemTime) -> Served {
     Served {
-        outcome: Outcome::Hit,
-        stored: true,
-        prefetched: false,
+        status: CacheStatus {
+            outcome: Outcome::Hit,
+            stored: true,
+            prefetched: false,
+        },
         now,
     }
 }
