@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -165,6 +165,9 @@ impl Edge {
                 stop_rx.clone(),
             ));
         }
+        let maintained = Arc::clone(&edge);
+        let stop = stop_rx.clone();
+        tasks.spawn(async move { maintained.store.maintain(Duration::from_secs(1), stop).await });
         tasks.spawn(server::serve_admin(Arc::clone(&edge), admin, stop_rx));
         tracing::info!(listen = %addrs.listen, tls = ?addrs.tls_listen, admin = %addrs.admin, "outpost serving");
         Ok(RunningEdge {
