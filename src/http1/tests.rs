@@ -158,7 +158,7 @@ fn a_fill_answer_steps_back_after_its_first_piece() {
         .insert(header::CONTENT_LENGTH, HeaderValue::from_static("11"));
     let mut wire = Vec::new();
     let mut out = BytesMut::new();
-    let mut written = Box::pin(write_response(&mut wire, &mut out, response, false, false));
+    let mut written = Box::pin(write_response(&mut wire, &mut out, &mut response, false, false));
     let mut cx = Context::from_waker(Waker::noop());
     assert!(
         written.as_mut().poll(&mut cx).is_pending(),
