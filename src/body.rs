@@ -154,13 +154,18 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
-    /// Counts into `metrics`; `line` is called only if the access log is on.
-    pub fn new(metrics: Arc<Metrics>, line: impl FnOnce() -> LogLine) -> Self {
-        let on = tracing::enabled!(target: "outpost::access", tracing::Level::INFO);
+    /// Whether access log lines are written. When they are not, a request
+    /// skips what only its line needs, down to reading the clock.
+    pub fn enabled() -> bool {
+        tracing::enabled!(target: "outpost::access", tracing::Level::INFO)
+    }
+
+    /// Counts into `metrics`, and writes `line` when the answer ends.
+    pub fn new(metrics: Arc<Metrics>, line: Option<LogLine>) -> Self {
         Self {
             bytes: 0,
             metrics,
-            line: on.then(|| Box::new(line())),
+            line: line.map(Box::new),
         }
     }
 }

@@ -34,6 +34,11 @@ impl std::fmt::Display for RequestId {
 }
 
 impl RequestId {
+    /// The id made of `prefix` and `n`, as [`Edge::next_request_id`] makes them.
+    pub const fn new(prefix: u32, n: u64) -> Self {
+        Self { prefix, n }
+    }
+
     /// The id as an `X-Request-Id` value: the same text as `Display`.
     ///
     /// Marked sensitive, which HTTP/2 sends as a literal never indexed

@@ -45,7 +45,7 @@ pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, client: IpAddr) -> 
 /// fails: errors become answers here. The access log takes the request's
 /// method and target; its headers stay, for a connection to reuse the map.
 pub async fn answer(edge: Arc<Edge>, parts: &mut Parts, client: IpAddr) -> Response<EdgeBody> {
-    let started = Instant::now();
+    let started = AccessLog::enabled().then(Instant::now);
     let id = edge.next_request_id();
     let (mut response, outcome) = match serve(&edge, parts, client).await {
         Ok(answer) => answer,
@@ -73,7 +73,7 @@ pub async fn answer(edge: Arc<Edge>, parts: &mut Parts, client: IpAddr) -> Respo
     }
     edge.metrics.request(outcome);
     let status = response.status().as_u16();
-    let log = AccessLog::new(Arc::clone(&edge.metrics), || LogLine {
+    let line = started.map(|started| LogLine {
         id,
         method: std::mem::take(&mut parts.method),
         uri: std::mem::take(&mut parts.uri),
@@ -83,6 +83,7 @@ pub async fn answer(edge: Arc<Edge>, parts: &mut Parts, client: IpAddr) -> Respo
         complete: false,
         error: None,
     });
+    let log = AccessLog::new(Arc::clone(&edge.metrics), line);
     response.body_mut().attach_log(log);
     response
 }
