@@ -164,6 +164,7 @@ fn serve_runs_until_sigterm_and_exits_0() {
             && l.contains("status=200")
             && l.contains("cache=miss")
             && l.contains("end=complete")
+            && l.contains(" ms=")
             && l.contains("id="))
         .then_some(())
     });
