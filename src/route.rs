@@ -62,7 +62,9 @@ fn host_without_port(authority: &[u8]) -> Option<Cow<'_, str>> {
     // Byte searches, and one table-driven pass to check and find upper case:
     // this runs on every request.
     let authority = match authority.iter().rposition(|&b| b == b'@') {
-        Some(at) => &authority[at + 1..],
+        // Userinfo is skipped, but must still be text.
+        Some(at) if authority[..at].iter().all(|b| (b' '..=b'~').contains(b)) => &authority[at + 1..],
+        Some(_) => return None,
         None => authority,
     };
     let end = if authority.first() == Some(&b'[') {
@@ -71,7 +73,15 @@ fn host_without_port(authority: &[u8]) -> Option<Cow<'_, str>> {
     } else {
         authority.iter().position(|&b| b == b':').unwrap_or(authority.len())
     };
-    let host = &authority[..end];
+    let (host, port) = authority.split_at(end);
+    // What follows the host is a port or nothing (RFC 9110 §7.2).
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((colon, digits)) => *colon == b':' && digits.iter().all(u8::is_ascii_digit),
+    };
+    if !port_ok {
+        return None;
+    }
     let mut upper = false;
     for &b in host {
         if !HOST_BYTE[b as usize] {
@@ -265,6 +275,11 @@ mod tests {
         assert_eq!(host_without_port(b"edge\x80:80"), None);
         assert_eq!(host_without_port(b"edge\t"), None);
         assert_eq!(host_without_port(b"edge/x"), None);
+        assert_eq!(host_without_port(b"edge:\xff"), None);
+        assert_eq!(host_without_port(b"edge:80x"), None);
+        assert_eq!(host_without_port(b"[::1]x"), None);
+        assert_eq!(host_without_port(b"\x01@edge"), None);
+        assert_eq!(host_without_port(b"edge:").as_deref(), Some("edge"));
     }
 
     #[test]
