@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::body::EdgeBody;
 use crate::edge::Edge;
+use crate::headers::{NOSNIFF, X_CONTENT_TYPE_OPTIONS};
 use crate::route::Target;
 
 pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Result<Response<EdgeBody>, Infallible> {
@@ -62,6 +63,7 @@ fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<EdgeBody>
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
     r
 }
 

@@ -222,6 +222,8 @@ impl LogLine {
 /// longer than the route's `download_timeout` or ends short.
 pub struct PassBody {
     body: Incoming,
+    /// The first piece, read before the answer's head went to the client.
+    first: Option<Bytes>,
     origin: String,
     stall: Duration,
     timer: Pin<Box<Sleep>>,
@@ -231,13 +233,23 @@ pub struct PassBody {
 }
 
 impl PassBody {
-    pub fn new(body: Incoming, origin: String, stall: Duration, expected: Option<u64>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        body: Incoming,
+        first: Option<Bytes>,
+        origin: String,
+        stall: Duration,
+        expected: Option<u64>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let received = first.as_ref().map_or(0, |b| b.len() as u64);
+        metrics.upstream_bytes("origin", received);
         Self {
             body,
+            first,
             origin,
             stall,
             timer: Box::pin(tokio::time::sleep(stall)),
-            received: 0,
+            received,
             expected,
             metrics,
         }
@@ -250,6 +262,35 @@ impl Body for PassBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, FetchError>>> {
         let this = &mut *self;
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        let polled = this.poll_upstream(cx);
+        if let Poll::Ready(Some(Err(e))) = &polled {
+            this.metrics.upstream_error(e.kind());
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let first = self.first.as_ref().map_or(0, |b| b.len() as u64);
+        let rest = self.body.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + first);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + first);
+        }
+        hint
+    }
+}
+
+impl PassBody {
+    fn poll_upstream(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, FetchError>>> {
+        let this = self;
         match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 let Ok(data) = frame.into_data() else {
@@ -285,13 +326,5 @@ impl Body for PassBody {
                 Poll::Pending => Poll::Pending,
             },
         }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }

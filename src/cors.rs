@@ -5,6 +5,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 
 use crate::body::EdgeBody;
+use crate::headers::{NOSNIFF, X_CONTENT_TYPE_OPTIONS};
 
 const EXPOSE: &str = "Content-Length, Content-Range, Age, Cache-Status, Date, ETag";
 /// What [`Cors::apply`] adds for any origin (`*`), as HTTP/1.1 header lines:
@@ -60,6 +61,7 @@ impl Cors {
         *response.status_mut() = StatusCode::NO_CONTENT;
         let h = response.headers_mut();
         h.insert(header::ALLOW, HeaderValue::from_static(METHODS));
+        h.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
         if self.allow_origin(request).is_some() && request.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
             h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(METHODS));
             h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::budget::Budget;
 use crate::cache::Store;
 use crate::coalesce::Inflight;
 use crate::config::Config;
@@ -75,6 +76,8 @@ pub struct Edge {
     pub config: Config,
     pub routes: Routes,
     pub store: Store,
+    /// What objects being filled may hold: their share of `cache.memory`.
+    pub fill_budget: Arc<Budget>,
     pub inflight: Inflight,
     pub upstream: Upstream,
     pub metrics: Arc<Metrics>,
@@ -112,7 +115,8 @@ impl Edge {
             .subsec_nanos();
         Ok(Arc::new(Self {
             routes: Routes::new(&config.routes),
-            store: Store::new(config.cache.memory),
+            store: Store::new(config.cache.store_memory()),
+            fill_budget: Budget::new(config.cache.fill_memory()),
             inflight: Inflight::new(config.cache.pass_ttl),
             upstream: Upstream::new(tls, Arc::clone(&metrics)),
             cors: Cors::new(&config.server.cors_origins),
@@ -137,6 +141,7 @@ impl Edge {
     pub fn refresh_gauges(&self) {
         self.metrics.cache_bytes.set(self.store.bytes() as i64);
         self.metrics.cache_objects.set(self.store.objects() as i64);
+        self.metrics.fill_bytes.set(self.fill_budget.used() as i64);
     }
 
     /// Binds every listener and starts serving.

@@ -4,6 +4,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 
 use crate::body::EdgeBody;
+use crate::headers::{NOSNIFF, X_CONTENT_TYPE_OPTIONS};
 use crate::upstream::FetchError;
 
 /// Why a request could not be served.
@@ -42,12 +43,14 @@ impl EdgeError {
     }
 }
 
-/// Turns any error into its answer: the status, and a short text body naming
-/// what went wrong and the request id to find the log line by.
+/// Turns any error into its answer: the status, and a terse text body, the
+/// same for every error of that status, with the request id to find the log
+/// line by. What went wrong (an origin's address, a socket error, the
+/// client's own input) goes to the log, never to the client.
 pub fn rescue(err: &EdgeError, request_id: &str) -> Response<EdgeBody> {
     let status = err.status();
     let text = format!(
-        "{} {}: {err}\nrequest id: {request_id}\n",
+        "{} {}\nrequest id: {request_id}\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or("Error")
     );
@@ -60,6 +63,7 @@ pub fn rescue(err: &EdgeError, request_id: &str) -> Response<EdgeBody> {
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
     match err {
         EdgeError::Method(_) => {
             h.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));

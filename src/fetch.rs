@@ -7,7 +7,6 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
-use http_body_util::BodyExt;
 use http_cache_semantics::AfterResponse;
 
 use crate::cache::policy::{self, Disposition};
@@ -19,7 +18,7 @@ use crate::media::{self, freshness, Document};
 use crate::metrics::GaugeGuard;
 use crate::outcome::PassReason;
 use crate::prefetch;
-use crate::upstream::{error_chain, FetchError, UpstreamRequest};
+use crate::upstream::{next_data, FetchError, UpstreamRequest};
 
 /// What one fill fetches.
 pub struct FetchJob {
@@ -64,6 +63,7 @@ pub async fn run(edge: Arc<Edge>, job: FetchJob, writer: Writer) {
         }
         Err(e) => {
             tracing::warn!(key = job.key.as_str(), error = %e, "upstream fetch failed; nothing stored");
+            edge.metrics.upstream_error(e.kind());
             writer.finish(Err(e));
             if job.prefetch {
                 edge.metrics.prefetch("failed");
@@ -102,6 +102,17 @@ async fn fetch(edge: &Edge, job: &FetchJob, writer: &Writer) -> Result<Fetched, 
         }
     }
 
+    // The answer must parse up to its first body byte before any client sees
+    // its head: a malformed chunk-size line is then a 502 for everyone, not
+    // a connection cut after a 200 (and nothing is stored either way).
+    let stall = request.route.download_timeout;
+    let mut body = body;
+    let mut received: u64 = 0;
+    let first = match next_data(&mut body, &origin, stall, &mut received).await {
+        Ok(first) => first,
+        Err(e) => return serve_stale(job, writer).ok_or(e).map(|_| Fetched::default()),
+    };
+
     let sent = request.to_request();
     // The policy sees the origin's headers as sent, `Age` included.
     let origin_headers = headers::detached(&parts.headers);
@@ -112,6 +123,15 @@ async fn fetch(edge: &Edge, job: &FetchJob, writer: &Writer) -> Result<Fetched, 
     let kind = media::kind_of(&request.path_and_query, &head.headers);
     let origin_spoke = freshness::origin_spoke(&head.headers);
     let mut disposition = freshness::at_head(kind, head.status, &head.headers, judged, &edge.config.media);
+    if shared(disposition) {
+        // A kept body is counted from its first byte; an announced length is
+        // asked for at once, so that fills racing for the last room do not
+        // all get part of it and none finish.
+        let announced = head.content_length.unwrap_or(0).max(received);
+        if !writer.reserve(&edge.fill_budget, announced) {
+            disposition = Disposition::NoRoom;
+        }
+    }
     let mut starter_cookies = Vec::new();
     if disposition != Disposition::Private {
         // Shared only because the origin said public: one viewer's cookie is never handed to others.
@@ -131,46 +151,34 @@ async fn fetch(edge: &Edge, job: &FetchJob, writer: &Writer) -> Result<Fetched, 
     match disposition {
         Disposition::Private => stop_sharing(edge, job, writer, PassReason::Private),
         Disposition::TooLarge => stop_sharing(edge, job, writer, PassReason::TooLarge),
+        Disposition::NoRoom => no_room(edge, job, writer),
         _ => {}
     }
 
-    let stall = request.route.download_timeout;
-    let mut body = body;
-    let mut received: u64 = 0;
-    loop {
-        let frame = match tokio::time::timeout(stall, body.frame()).await {
-            Err(_) => {
-                return Err(FetchError::Stalled {
-                    origin,
-                    timeout: stall,
-                    received,
-                })
-            }
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                return Err(FetchError::Broken {
-                    origin,
-                    received,
-                    reason: error_chain(&e),
-                })
-            }
-            Ok(Some(Ok(frame))) => frame,
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        received += data.len() as u64;
+    let patience = edge.config.server.send_timeout;
+    let mut next = first;
+    while let Some(data) = next {
         edge.metrics.upstream_bytes("origin", data.len() as u64);
         if disposition.is_stored() && received > max_object {
             // Bigger than its headers said (or than they could say, chunked).
             disposition = Disposition::TooLarge;
             stop_sharing(edge, job, writer, PassReason::TooLarge);
         }
-        writer.push(data);
-        if !shared(disposition) && writer.readers() == 0 {
-            // Nobody is left to read an answer that will not be kept.
-            return Err(FetchError::Abandoned);
+        if shared(disposition) && !writer.reserve(&edge.fill_budget, received) {
+            disposition = Disposition::NoRoom;
+            no_room(edge, job, writer);
         }
+        writer.push(data);
+        if !shared(disposition) {
+            // Nothing is kept: read the origin no faster than the readers
+            // take it, and stop when nobody is left to read an answer that
+            // will not be kept.
+            writer.room(LAG_LIMIT, patience).await;
+            if writer.readers() == 0 {
+                return Err(FetchError::Abandoned);
+            }
+        }
+        next = next_data(&mut body, &origin, stall, &mut received).await?;
     }
     if let Some(expected) = head.content_length {
         if received != expected {
@@ -221,8 +229,23 @@ fn stored_body(edge: &Edge, chunks: &[Bytes]) -> Bytes {
     concat(chunks.iter())
 }
 
+/// What a fill that keeps nothing may hold for its slowest reader before
+/// the origin is read no further.
+const LAG_LIMIT: u64 = 512 << 10;
+
 fn shared(d: Disposition) -> bool {
     matches!(d, Disposition::Store { .. } | Disposition::Share)
+}
+
+/// The fill budget is spent: this fill goes on for the readers it has, and
+/// the next request for the key starts a fill of its own (which may find room).
+fn no_room(edge: &Edge, job: &FetchJob, writer: &Writer) {
+    tracing::info!(
+        key = job.key.as_str(),
+        "no room in the fill budget; streaming through uncached"
+    );
+    edge.inflight.close(&job.key, writer.fill());
+    writer.stop_keeping();
 }
 
 /// No one else may join this fill, and the key goes straight upstream for a while.

@@ -6,17 +6,26 @@
 //! same `Bytes` chunks: nothing is copied per client. If the writer fails,
 //! every reader gets an error, never an end of body, so a short body is
 //! never taken for a whole one (Pingora #932, ATS #9274, Squid #528).
+//!
+//! Memory: a fill that keeps its body holds a [`Reservation`] of the fill
+//! budget for it until the last reader lets go. One that keeps nothing
+//! (too large, private, or no room) holds only what its readers have yet to
+//! read, and its writer waits while that is over a bound: the origin is read
+//! at the pace of the slowest reader, and a reader that takes nothing for
+//! the writer's patience is cut off rather than let the bytes pile up.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
+use crate::budget::{Budget, Reservation};
 use crate::cache::{Disposition, Head};
 use crate::upstream::FetchError;
 
@@ -52,10 +61,35 @@ struct State {
     wakers: Vec<Waker>,
     /// Bumped whenever `wakers` is drained, so a reader knows whether its waker is still listed.
     generation: u64,
-    /// Per reader slot: the absolute index of the next chunk it will read.
-    positions: Vec<Option<usize>>,
+    /// Per reader slot: where that reader is.
+    positions: Vec<Slot>,
     /// Not kept in the cache: drop chunks every reader has passed.
     trim: bool,
+    /// Bytes in `chunks`.
+    buffered: u64,
+    /// What the kept chunks hold of the fill budget, given back with them.
+    reservation: Option<Reservation>,
+    /// The writer, waiting for readers to make room.
+    writer_waker: Option<Waker>,
+}
+
+/// One reader slot of a fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Free,
+    /// The absolute index of the next chunk this reader will read.
+    At(usize),
+    /// Cut off: it fell behind a fill that keeps nothing for it.
+    Cut,
+}
+
+impl Slot {
+    fn at(self) -> Option<usize> {
+        match self {
+            Slot::At(i) => Some(i),
+            _ => None,
+        }
+    }
 }
 
 impl State {
@@ -78,14 +112,39 @@ impl State {
         if !self.trim {
             return;
         }
-        let keep_from = self.positions.iter().flatten().copied().min().unwrap_or(usize::MAX);
-        while self.dropped < keep_from && self.chunks.pop_front().is_some() {
+        let keep_from = self.positions.iter().filter_map(|s| s.at()).min().unwrap_or(usize::MAX);
+        let mut freed = false;
+        while self.dropped < keep_from {
+            let Some(chunk) = self.chunks.pop_front() else {
+                break;
+            };
+            self.buffered -= chunk.len() as u64;
             self.dropped += 1;
+            freed = true;
+        }
+        if freed {
+            if let Some(writer) = self.writer_waker.take() {
+                writer.wake();
+            }
         }
     }
 
     fn live_readers(&self) -> usize {
-        self.positions.iter().flatten().count()
+        self.positions.iter().filter(|s| s.at().is_some()).count()
+    }
+
+    /// Cuts off the readers furthest behind, so that the chunks only they
+    /// still needed can go.
+    fn cut_slowest(&mut self) {
+        let Some(slowest) = self.positions.iter().filter_map(|s| s.at()).min() else {
+            return;
+        };
+        for slot in &mut self.positions {
+            if *slot == Slot::At(slowest) {
+                *slot = Slot::Cut;
+            }
+        }
+        self.trim();
     }
 }
 
@@ -111,14 +170,14 @@ impl Fill {
     /// A reader that will see the whole answer from its first byte.
     pub fn join(self: &Arc<Self>) -> Reader {
         let mut st = self.lock();
-        let slot = match st.positions.iter().position(Option::is_none) {
+        let slot = match st.positions.iter().position(|s| *s == Slot::Free) {
             Some(free) => free,
             None => {
-                st.positions.push(None);
+                st.positions.push(Slot::Free);
                 st.positions.len() - 1
             }
         };
-        st.positions[slot] = Some(st.dropped);
+        st.positions[slot] = Slot::At(st.dropped);
         Reader {
             fill: Arc::clone(self),
             slot,
@@ -174,9 +233,48 @@ impl Writer {
             return;
         }
         self.fill.update(|st| {
+            st.buffered += chunk.len() as u64;
             st.chunks.push_back(chunk);
             st.trim();
         });
+    }
+
+    /// Whether the fill still keeps its body for readers yet to come.
+    pub fn keeping(&self) -> bool {
+        !self.fill.lock().trim
+    }
+
+    /// Reserves room in `budget` for a kept body of `total` bytes so far
+    /// (or announced); false when there is none.
+    pub fn reserve(&self, budget: &Arc<Budget>, total: u64) -> bool {
+        let mut st = self.fill.lock();
+        st.reservation
+            .get_or_insert_with(|| budget.reservation())
+            .grow_to(total)
+    }
+
+    /// For a fill that keeps nothing: waits until its readers have at most
+    /// `limit` bytes left to read. A reader that lets `patience` pass
+    /// without making that room is cut off.
+    pub async fn room(&self, limit: u64, patience: Duration) {
+        loop {
+            let waited = tokio::time::timeout(
+                patience,
+                poll_fn(|cx| {
+                    let mut st = self.fill.lock();
+                    if !st.trim || st.buffered <= limit {
+                        return Poll::Ready(());
+                    }
+                    st.writer_waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }),
+            )
+            .await;
+            if waited.is_ok() {
+                return;
+            }
+            self.fill.update(State::cut_slowest);
+        }
     }
 
     /// Stops keeping the body for readers yet to come: only the readers there
@@ -289,7 +387,7 @@ impl Drop for Reader {
     fn drop(&mut self) {
         let mut st = self.fill.lock();
         if let Some(pos) = st.positions.get_mut(self.slot) {
-            *pos = None;
+            *pos = Slot::Free;
         }
         st.trim();
     }
@@ -332,6 +430,9 @@ impl Body for FillBody {
             return Poll::Pending;
         }
         let mut st = this.reader.fill.lock();
+        if st.positions[this.reader.slot] == Slot::Cut {
+            return Poll::Ready(Some(Err(FetchError::Overtaken)));
+        }
         while this.offset < this.end {
             let Some(chunk) = this
                 .next
@@ -356,7 +457,7 @@ impl Body for FillBody {
             let chunk_end = chunk_start + chunk.len() as u64;
             this.next += 1;
             this.offset = chunk_end;
-            st.positions[this.reader.slot] = Some(this.next);
+            st.positions[this.reader.slot] = Slot::At(this.next);
             st.trim();
             let lo = this.start.max(chunk_start);
             let hi = this.end.min(chunk_end);

@@ -8,6 +8,10 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+pub const X_CONTENT_TYPE_OPTIONS: HeaderName = HeaderName::from_static("x-content-type-options");
+/// On every answer the edge makes itself: a browser must not read an error
+/// text as script or markup.
+pub const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 
 /// The `Via` pseudonym this edge adds.
 pub const VIA_VALUE: &str = "1.1 outpost";

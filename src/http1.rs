@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -32,7 +32,10 @@ use tokio::time::Instant;
 
 use crate::body::EdgeBody;
 use crate::cache::Wire;
+use crate::config::ServerConfig;
 use crate::edge::Edge;
+use crate::forward::Peer;
+use crate::metrics::Refusal;
 use crate::respond::SharedHead;
 
 /// More header fields than this go to hyper (which takes up to 100).
@@ -46,22 +49,27 @@ pub enum Ended {
     Handoff(Bytes),
 }
 
+/// The largest request head a connection reads before refusing it with 431
+/// (the edge refuses heads past `max_header_size` itself, with its own answer).
+pub fn max_head(cfg: &ServerConfig) -> usize {
+    (2 * cfg.max_header_size).max(8192)
+}
+
 /// Serves requests on `io` until the connection ends or needs hyper.
 ///
-/// `head_timeout` bounds both an idle keep-alive connection and reading one
-/// request head; `max_head` is where a head too large for this loop goes to
-/// hyper, which refuses it with 431.
-pub async fn serve<I>(
-    edge: &Arc<Edge>,
-    io: &mut I,
-    peer: SocketAddr,
-    head_timeout: Duration,
-    max_head: usize,
-    stop: &watch::Receiver<bool>,
-) -> Ended
+/// `server.header_timeout` bounds reading one request head (and the first,
+/// on a new connection); `server.idle_timeout` bounds a kept-alive
+/// connection waiting for its next request. A head too large for this loop
+/// goes to hyper, which refuses it with 431.
+pub async fn serve<I>(edge: &Arc<Edge>, io: &mut I, peer: SocketAddr, stop: &watch::Receiver<bool>) -> Ended
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
+    let cfg = &edge.config.server;
+    let (head_timeout, idle_timeout, max_head) = (cfg.header_timeout, cfg.idle_timeout, max_head(cfg));
+    // Between requests the connection is idle; once a head has begun, it must
+    // arrive within the header timeout.
+    let mut idle = false;
     let mut buf = BytesMut::with_capacity(8 << 10);
     let mut out = BytesMut::with_capacity(1 << 10);
     // Each request's header map, emptied and reused: two allocations saved
@@ -72,9 +80,10 @@ where
     // fields a request has sent, not to `MAX_FIELDS` (2 KiB) at once: an
     // idle connection holds only that.
     let mut spans = Vec::new();
-    // One timer for the connection: it is moved only when it fires early, not
-    // once per request.
+    // One timer for the connection: it is moved when it fires early, or when
+    // the deadline comes nearer than it is set for, not once per request.
     let mut deadline = Instant::now() + head_timeout;
+    let mut timer_at = deadline;
     let timer = tokio::time::sleep_until(deadline);
     tokio::pin!(timer);
     // Likewise one registration for shutdown, made once, not per request.
@@ -90,6 +99,17 @@ where
                 if buf.is_empty() && *stop.borrow() {
                     return Ended::Closed;
                 }
+                if idle && !buf.is_empty() {
+                    // The next head has begun but not arrived whole (most
+                    // do, in one read, and never touch the timer): from here
+                    // it has the header timeout, which is the earlier deadline.
+                    idle = false;
+                    deadline = Instant::now() + head_timeout;
+                    if deadline < timer_at {
+                        timer_at = deadline;
+                        timer.as_mut().reset(deadline);
+                    }
+                }
                 if buf.capacity() - buf.len() < 1024 {
                     buf.reserve(8 << 10);
                 }
@@ -98,10 +118,13 @@ where
                     read = io.read_buf(&mut buf) => read,
                     _ = &mut timer => {
                         if Instant::now() < deadline {
+                            timer_at = deadline;
                             timer.as_mut().reset(deadline);
                             continue;
                         }
-                        tracing::debug!(peer = %peer, "request head timed out");
+                        let why = if idle && buf.is_empty() { Refusal::Idle } else { Refusal::HeaderTimeout };
+                        edge.metrics.refused(why);
+                        tracing::debug!(peer = %peer, why = why.as_str(), "connection timed out");
                         return Ended::Closed;
                     }
                     _ = &mut stopping, if buf.is_empty() => return Ended::Closed,
@@ -114,7 +137,7 @@ where
         };
         let (head_request, close) = (head.parts.method == Method::HEAD, head.close);
         let mut parts = head.parts;
-        let mut response = crate::proxy::answer(Arc::clone(edge), &mut parts, peer.ip()).await;
+        let mut response = crate::proxy::answer(Arc::clone(edge), &mut parts, Peer::plain(peer.ip())).await;
         fields = parts.headers;
         // Also lets go of the read buffer's bytes the values pointed into.
         fields.clear();
@@ -126,7 +149,12 @@ where
                 return Ended::Closed;
             }
         }
-        deadline = Instant::now() + head_timeout;
+        deadline = Instant::now() + idle_timeout;
+        idle = true;
+        if deadline < timer_at {
+            timer_at = deadline;
+            timer.as_mut().reset(deadline);
+        }
     }
 }
 

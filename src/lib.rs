@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod budget;
 pub mod cache;
 pub mod cli;
 pub mod coalesce;
@@ -18,8 +19,10 @@ pub mod edge;
 pub mod error;
 pub mod fetch;
 pub mod fill;
+pub mod forward;
 pub mod headers;
 pub mod http1;
+pub mod limits;
 #[cfg(target_os = "linux")]
 pub mod mapped;
 pub mod media;

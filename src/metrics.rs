@@ -13,6 +13,62 @@ type Label = [(&'static str, &'static str); 1];
 const SOURCES: [&str; 2] = ["origin", "peer"];
 const PREFETCH_RESULTS: [&str; 3] = ["fetched", "cached", "failed"];
 
+/// Why a connection was closed or a request refused by a limit
+/// (`outpost_refused_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `server.max_connections_per_ip`: closed at once.
+    PerIp,
+    /// `server.max_connections`: 503, then closed.
+    MaxConnections,
+    /// `server.idle_timeout`: no request in flight for that long.
+    Idle,
+    /// `server.header_timeout`: a request head that did not arrive in time.
+    HeaderTimeout,
+    /// `server.send_timeout`: a client that took none of its answer.
+    SendTimeout,
+    /// 400: a malformed request, or one with a body where none belongs.
+    BadRequest,
+    /// 431: a request head over `server.max_header_size`.
+    HeadersTooLarge,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 7] = [
+        Refusal::PerIp,
+        Refusal::MaxConnections,
+        Refusal::Idle,
+        Refusal::HeaderTimeout,
+        Refusal::SendTimeout,
+        Refusal::BadRequest,
+        Refusal::HeadersTooLarge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::PerIp => "per_ip",
+            Refusal::MaxConnections => "max_connections",
+            Refusal::Idle => "idle",
+            Refusal::HeaderTimeout => "header_timeout",
+            Refusal::SendTimeout => "send_timeout",
+            Refusal::BadRequest => "bad_request",
+            Refusal::HeadersTooLarge => "headers_too_large",
+        }
+    }
+}
+
+/// Kinds of failed upstream fetches (`outpost_upstream_errors_total{reason}`):
+/// what the client is not told, the metric counts and the log details.
+const UPSTREAM_ERRORS: [&str; 7] = [
+    "unreachable",
+    "header_timeout",
+    "stalled",
+    "short",
+    "broken",
+    "blocked",
+    "abandoned",
+];
+
 fn series<const N: usize>(
     family: &Family<Label, Counter>,
     name: &'static str,
@@ -45,6 +101,12 @@ pub struct Metrics {
     pub cache_bytes: Gauge,
     pub cache_objects: Gauge,
     pub inflight_fetches: Gauge,
+    /// Bytes that fills under way hold against their budget.
+    pub fill_bytes: Gauge,
+    /// Indexed like `Refusal::ALL`.
+    refused: [Counter; 7],
+    /// Indexed like `UPSTREAM_ERRORS`.
+    upstream_errors: [Counter; 7],
 }
 
 impl Default for Metrics {
@@ -65,6 +127,9 @@ impl Metrics {
         let cache_bytes = Gauge::default();
         let cache_objects = Gauge::default();
         let inflight_fetches = Gauge::default();
+        let fill_bytes = Gauge::default();
+        let refused = Family::<Label, Counter>::default();
+        let upstream_errors = Family::<Label, Counter>::default();
         // prometheus-client appends `_total` to counters.
         registry.register("outpost_requests", "Client requests by cache outcome", requests.clone());
         registry.register(
@@ -103,6 +168,21 @@ impl Metrics {
             "Upstream fetches under way now",
             inflight_fetches.clone(),
         );
+        registry.register(
+            "outpost_fill_bytes",
+            "Bytes that fills under way hold against their share of cache.memory",
+            fill_bytes.clone(),
+        );
+        registry.register(
+            "outpost_refused",
+            "Connections closed and requests refused by a limit, by the limit",
+            refused.clone(),
+        );
+        registry.register(
+            "outpost_upstream_errors",
+            "Upstream fetches that failed, by kind (the log names the origin and the cause)",
+            upstream_errors.clone(),
+        );
         // Every labelled series exists from the start, so dashboards see zeros, not gaps.
         Self {
             registry,
@@ -115,7 +195,34 @@ impl Metrics {
             cache_bytes,
             cache_objects,
             inflight_fetches,
+            fill_bytes,
+            refused: series(&refused, "reason", Refusal::ALL.map(Refusal::as_str)),
+            upstream_errors: series(&upstream_errors, "reason", UPSTREAM_ERRORS),
         }
+    }
+
+    pub fn refused(&self, why: Refusal) {
+        self.refused_counter(why).inc();
+    }
+
+    /// The counter behind one refusal reason, for code that counts without
+    /// holding the metrics (a connection's send timeout).
+    pub fn refused_counter(&self, why: Refusal) -> &Counter {
+        let i = Refusal::ALL.iter().position(|r| *r == why).unwrap_or_default();
+        &self.refused[i]
+    }
+
+    pub fn refused_of(&self, why: Refusal) -> u64 {
+        self.refused_counter(why).get()
+    }
+
+    pub fn upstream_errors_of(&self, kind: &str) -> u64 {
+        self.upstream_errors[index(&UPSTREAM_ERRORS, kind)].get()
+    }
+
+    /// Counts a failed upstream fetch by its kind (`FetchError::kind`).
+    pub fn upstream_error(&self, kind: &'static str) {
+        self.upstream_errors[index(&UPSTREAM_ERRORS, kind)].inc();
     }
 
     pub fn request(&self, outcome: Outcome) {
@@ -193,6 +300,9 @@ mod tests {
             "outpost_cache_bytes 0",
             "outpost_cache_objects 0",
             "outpost_inflight_fetches 0",
+            "outpost_refused_total{reason=\"per_ip\"} 0",
+            "outpost_refused_total{reason=\"idle\"} 0",
+            "outpost_upstream_errors_total{reason=\"broken\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

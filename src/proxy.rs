@@ -2,39 +2,58 @@
 //! route → cache lookup → coalesce (join or start a fill) → respond → log.
 
 use std::convert::Infallible;
-use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::{AccessLog, EdgeBody, LogLine, PassBody};
-use crate::cache::key::key_url;
+use crate::cache::key::normal_form;
 use crate::cache::Disposition;
 use crate::cache::{CacheKey, Entry};
 use crate::coalesce::Joined;
+use crate::config::RouteConfig;
 use crate::edge::Edge;
 use crate::error::{rescue, EdgeError};
 use crate::fetch::{self, FetchJob};
 use crate::fill::Reader;
-use crate::headers::{self, append_list, X_FORWARDED_FOR, X_REQUEST_ID};
+use crate::forward::{self, Forwarding, Peer};
+use crate::headers::{self, append_list, X_REQUEST_ID};
 use crate::media::{self, cmcd, MediaKind};
+use crate::metrics::Refusal;
 use crate::outcome::{CacheStatus, Outcome, PassReason};
 use crate::prefetch;
 use crate::respond::{respond, respond_stored, Served, Source};
 use crate::route::Target;
-use crate::upstream::UpstreamRequest;
+use crate::upstream::{origin_url, UpstreamRequest};
 
 type Answer = Result<(Response<EdgeBody>, Outcome), EdgeError>;
 
-/// Serves one client request that came through hyper. The edge reads no
-/// request bodies: it serves GET and HEAD.
-pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, client: IpAddr) -> Result<Response<EdgeBody>, Infallible> {
-    let (mut parts, _body) = req.into_parts();
-    let mut response = answer(edge, &mut parts, client).await;
+/// The most of a request body the edge reads (and drops) to keep a
+/// connection: GET and HEAD carry none that means anything.
+const BODY_LIMIT: u64 = 16 << 10;
+
+/// Serves one client request that came through hyper. The edge serves GET
+/// and HEAD and forwards no request body: one that a client sent anyway is
+/// read and dropped up to a small bound, and past it refused with 400 and
+/// the connection closed.
+pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, peer: Peer) -> Result<Response<EdgeBody>, Infallible> {
+    let (mut parts, body) = req.into_parts();
+    if let Err(why) = discard_body(body, edge.config.server.header_timeout).await {
+        tracing::info!(peer = %peer.ip, method = %parts.method, path = parts.uri.path(), why, "request body refused");
+        edge.metrics.refused(Refusal::BadRequest);
+        let id = edge.next_request_id().to_string();
+        let mut response = rescue(&EdgeError::BadRequest(why), &id);
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        edge.metrics.request(Outcome::Error);
+        return Ok(response);
+    }
+    let mut response = answer(edge, &mut parts, peer).await;
     if let Some(shared) = response.body_mut().take_shared_head() {
         crate::respond::merge_shared(&shared, response.headers_mut());
     }
@@ -44,13 +63,18 @@ pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, client: IpAddr) -> 
 /// Answers one client request, whichever connection loop read it. Never
 /// fails: errors become answers here. The access log takes the request's
 /// method and target; its headers stay, for a connection to reuse the map.
-pub async fn answer(edge: Arc<Edge>, parts: &mut Parts, client: IpAddr) -> Response<EdgeBody> {
+pub async fn answer(edge: Arc<Edge>, parts: &mut Parts, peer: Peer) -> Response<EdgeBody> {
     let started = AccessLog::enabled().then(Instant::now);
     let id = edge.next_request_id();
-    let (mut response, outcome) = match serve(&edge, parts, client).await {
+    let (mut response, outcome) = match serve(&edge, parts, peer).await {
         Ok(answer) => answer,
         Err(e) => {
             tracing::warn!(id = %id, method = %parts.method, path = parts.uri.path(), error = %e, "request failed");
+            match &e {
+                EdgeError::BadRequest(_) => edge.metrics.refused(Refusal::BadRequest),
+                EdgeError::HeadersTooLarge { .. } => edge.metrics.refused(Refusal::HeadersTooLarge),
+                _ => {}
+            }
             (rescue(&e, &id.to_string()), Outcome::Error)
         }
     };
@@ -88,7 +112,35 @@ pub async fn answer(edge: Arc<Edge>, parts: &mut Parts, client: IpAddr) -> Respo
     response
 }
 
-async fn serve(edge: &Arc<Edge>, parts: &Parts, client: IpAddr) -> Answer {
+/// Reads a request body to its end and drops it; fails when it is larger
+/// than [`BODY_LIMIT`] or does not arrive within `patience`.
+async fn discard_body(mut body: Incoming, patience: Duration) -> Result<(), &'static str> {
+    use http_body::Body;
+    use http_body_util::BodyExt;
+    const TOO_LARGE: &str = "a GET or HEAD request carries a body; the edge takes none";
+    if body.is_end_stream() {
+        return Ok(());
+    }
+    if body.size_hint().lower() > BODY_LIMIT {
+        return Err(TOO_LARGE);
+    }
+    let read = async {
+        let mut seen = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| "the request body broke off")?;
+            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if seen > BODY_LIMIT {
+                return Err(TOO_LARGE);
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(patience, read)
+        .await
+        .unwrap_or(Err("the request body did not arrive in time"))
+}
+
+async fn serve(edge: &Arc<Edge>, parts: &Parts, peer: Peer) -> Answer {
     let limit = edge.config.server.max_header_size;
     let size = head_size(parts);
     if size > limit {
@@ -109,16 +161,18 @@ async fn serve(edge: &Arc<Edge>, parts: &Parts, client: IpAddr) -> Answer {
         return Err(EdgeError::Method(parts.method.clone()));
     }
     // The key's text: a hit looks it up as it is; a `CacheKey` is made only
-    // for a request that goes on to the fill machinery.
-    let url = key_url(&route, &path_and_query);
+    // for a request that goes on to the fill machinery. What is fetched is
+    // the same normal form.
+    let normal = normal_form(&route, &path_and_query);
+    let url = origin_url(&route.origin, &normal);
     // What a shared fill asks upstream: always GET the whole object (HEAD and
     // ranges are cut from it). Built only when needed: a hit never sends it.
     let fill_request = || UpstreamRequest {
         route: Arc::clone(&route),
         method: Method::GET,
-        path_and_query: path_and_query.to_string(),
-        headers: forward_headers(&parts.headers, client, true),
-        blocking: prefetch::blocking_limit(edge, &route, &path_and_query),
+        path_and_query: normal.to_string(),
+        headers: upstream_headers(edge, parts, peer, &route, true),
+        blocking: prefetch::blocking_limit(edge, &route, &normal),
     };
     if let Some(next) = cmcd::next_object(&parts.headers, parts.uri.query()) {
         prefetch::hinted(edge, &fill_request(), &next);
@@ -133,17 +187,7 @@ async fn serve(edge: &Arc<Edge>, parts: &Parts, client: IpAddr) -> Answer {
         Some(entry) => from_entry(parts, &entry, Outcome::Hit, now),
         // Boxed: a miss's future is large, and inline it would be moved
         // (copied) with every hit's.
-        None => {
-            Box::pin(lookup(
-                edge,
-                parts,
-                client,
-                CacheKey::new(&url),
-                variants,
-                fill_request(),
-            ))
-            .await
-        }
+        None => Box::pin(lookup(edge, parts, peer, CacheKey::new(&url), variants, fill_request())).await,
     };
     if media::kind_by_path(&path_and_query) == Some(MediaKind::Segment) {
         prefetch::after_segment(edge, &url, fill_request);
@@ -154,7 +198,7 @@ async fn serve(edge: &Arc<Edge>, parts: &Parts, client: IpAddr) -> Answer {
 async fn lookup(
     edge: &Arc<Edge>,
     parts: &Parts,
-    client: IpAddr,
+    peer: Peer,
     base: CacheKey,
     variants: Option<Arc<[HeaderName]>>,
     upstream: UpstreamRequest,
@@ -172,7 +216,7 @@ async fn lookup(
     }
     if let Some(why) = edge.inflight.passed_for(&key) {
         tracing::debug!(key = key.as_str(), why = why.as_str(), "hit-for-pass");
-        return pass(edge, parts, client, upstream, PassReason::Remembered).await;
+        return pass(edge, parts, peer, upstream, PassReason::Remembered).await;
     }
     let joined = edge
         .inflight
@@ -188,9 +232,9 @@ async fn lookup(
                 prefetch: false,
             };
             fetch::spawn(Arc::clone(edge), job, writer);
-            from_fill(edge, parts, client, reader, upstream, Outcome::Miss).await
+            from_fill(edge, parts, peer, reader, upstream, Outcome::Miss).await
         }
-        Joined::Collapsed(reader) => from_fill(edge, parts, client, reader, upstream, Outcome::Collapsed).await,
+        Joined::Collapsed(reader) => from_fill(edge, parts, peer, reader, upstream, Outcome::Collapsed).await,
     }
 }
 
@@ -211,7 +255,7 @@ fn from_entry(parts: &Parts, entry: &Entry, outcome: Outcome, now: SystemTime) -
 async fn from_fill(
     edge: &Arc<Edge>,
     parts: &Parts,
-    client: IpAddr,
+    peer: Peer,
     mut reader: Reader,
     upstream: UpstreamRequest,
     outcome: Outcome,
@@ -221,11 +265,11 @@ async fn from_fill(
     if fill_head.disposition == Disposition::Private && !starter {
         // The answer belongs to the client that fetched it; this one asks for its own.
         drop(reader);
-        return pass(edge, parts, client, upstream, PassReason::Private).await;
+        return pass(edge, parts, peer, upstream, PassReason::Private).await;
     }
     if !starter && !same_variant(&fill_head.head.headers, &upstream.headers, &fill_head.request_headers) {
         drop(reader);
-        return pass(edge, parts, client, upstream, PassReason::Vary).await;
+        return pass(edge, parts, peer, upstream, PassReason::Vary).await;
     }
     let outcome = match (fill_head.revalidated, fill_head.disposition) {
         (true, _) => Outcome::Stale,
@@ -273,14 +317,26 @@ fn same_variant(response: &HeaderMap, ours: &HeaderMap, theirs: &HeaderMap) -> b
 async fn pass(
     edge: &Arc<Edge>,
     parts: &Parts,
-    client: IpAddr,
+    peer: Peer,
     mut upstream: UpstreamRequest,
     reason: PassReason,
 ) -> Answer {
     upstream.method = parts.method.clone();
-    upstream.headers = forward_headers(&parts.headers, client, false);
-    let response = edge.upstream.send(&upstream).await?;
-    let (mut head, body) = response.into_parts();
+    upstream.headers = upstream_headers(edge, parts, peer, &upstream.route, false);
+    let counted = |e: crate::upstream::FetchError| {
+        edge.metrics.upstream_error(e.kind());
+        e
+    };
+    let response = edge.upstream.send(&upstream).await.map_err(counted)?;
+    let (mut head, mut body) = response.into_parts();
+    // As for a fill: an answer that does not parse to its first body byte
+    // is a 502, not a cut-off connection.
+    let origin = upstream.route.origin.authority.to_string();
+    let stall = upstream.route.download_timeout;
+    let mut received = 0;
+    let first = crate::upstream::next_data(&mut body, &origin, stall, &mut received)
+        .await
+        .map_err(counted)?;
     headers::strip_hop_by_hop(&mut head.headers);
     let outcome = Outcome::Pass(reason);
     append_list(&mut head.headers, header::VIA, headers::VIA_VALUE);
@@ -291,38 +347,16 @@ async fn pass(
     } else {
         None
     };
-    let body = PassBody::new(
-        body,
-        upstream.route.origin.authority.to_string(),
-        upstream.route.download_timeout,
-        expected,
-        Arc::clone(&edge.metrics),
-    );
+    let body = PassBody::new(body, first, origin, stall, expected, Arc::clone(&edge.metrics));
     Ok((Response::from_parts(head, EdgeBody::pass(body)), outcome))
 }
 
-/// The client's headers as sent upstream. For a shared fill, the headers that
-/// would make the answer one client's (ranges, conditionals, cache directives)
-/// are left out: the fill fetches the whole object for everyone.
-fn forward_headers(client_headers: &HeaderMap, client: IpAddr, shared: bool) -> HeaderMap {
-    let mut h = client_headers.clone();
-    headers::strip_hop_by_hop(&mut h);
-    h.remove(header::HOST);
-    if shared {
-        for name in [
-            header::RANGE,
-            header::IF_RANGE,
-            header::IF_NONE_MATCH,
-            header::IF_MODIFIED_SINCE,
-            header::IF_MATCH,
-            header::IF_UNMODIFIED_SINCE,
-            header::CACHE_CONTROL,
-            header::PRAGMA,
-        ] {
-            h.remove(name);
-        }
-    }
-    append_list(&mut h, X_FORWARDED_FOR, &client.to_string());
-    append_list(&mut h, header::VIA, headers::VIA_VALUE);
-    h
+/// The headers sent upstream for this request (see [`forward`]).
+fn upstream_headers(edge: &Edge, parts: &Parts, peer: Peer, route: &RouteConfig, shared: bool) -> HeaderMap {
+    let to = Forwarding {
+        route,
+        trusted: &edge.config.server.trusted_proxies,
+        shared,
+    };
+    forward::upstream_headers(&parts.headers, peer, &to)
 }

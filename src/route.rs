@@ -23,17 +23,27 @@ pub struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
-    /// Reads the target from an absolute-form URI's authority, else the Host header.
+    /// Reads the target from an absolute-form URI's authority (HTTP/2's
+    /// `:authority`), else the Host header. Two Host headers, or a Host that
+    /// names another authority than the target, are refused (RFC 9112 §3.2,
+    /// RFC 9113 §8.3.1): a cache and an origin could each believe a different one.
     pub fn of(parts: &'a Parts) -> Result<Self, EdgeError> {
+        let mut hosts = parts.headers.get_all(http::header::HOST).iter();
+        let host_header = hosts.next();
+        if hosts.next().is_some() {
+            return Err(EdgeError::BadRequest("the request has more than one Host"));
+        }
         // The Host value's bytes as they are: the check of the host's own
         // bytes below is stricter than `to_str`'s, and one pass instead of two.
-        let authority = match parts.uri.authority() {
-            Some(a) => a.as_str().as_bytes(),
-            None => parts
-                .headers
-                .get(http::header::HOST)
-                .ok_or(EdgeError::BadRequest("the request has no Host"))?
-                .as_bytes(),
+        let authority = match (parts.uri.authority(), host_header) {
+            (Some(a), Some(host)) if !a.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes()) => {
+                return Err(EdgeError::BadRequest(
+                    "the Host header disagrees with the request target",
+                ));
+            }
+            (Some(a), _) => a.as_str().as_bytes(),
+            (None, Some(host)) => host.as_bytes(),
+            (None, None) => return Err(EdgeError::BadRequest("the request has no Host")),
         };
         let host = host_without_port(authority).ok_or(EdgeError::BadRequest("the Host header is malformed"))?;
         let path = normalize_path(parts.uri.path())?;
@@ -280,6 +290,40 @@ mod tests {
         assert_eq!(host_without_port(b"[::1]x"), None);
         assert_eq!(host_without_port(b"\x01@edge"), None);
         assert_eq!(host_without_port(b"edge:").as_deref(), Some("edge"));
+    }
+
+    #[test]
+    fn one_host_and_one_authority() {
+        let parts = |target: &str, hosts: &[&str]| {
+            let mut req = http::Request::get(target);
+            for h in hosts {
+                req = req.header(http::header::HOST, *h);
+            }
+            req.body(()).unwrap().into_parts().0
+        };
+        let ok = [
+            ("/a.ts", vec!["edge"], "edge"),
+            ("http://edge/a.ts", vec![], "edge"),
+            ("http://Edge:8080/a.ts", vec!["edge:8080"], "edge"),
+        ];
+        for (target, hosts, want) in ok {
+            let p = parts(target, &hosts);
+            assert_eq!(Target::of(&p).unwrap().host, want, "{target} {hosts:?}");
+        }
+        let refused = [
+            ("/a.ts", vec!["edge", "edge"]),
+            ("/a.ts", vec!["edge", "other"]),
+            ("/a.ts", vec![]),
+            ("http://edge/a.ts", vec!["other"]),
+            ("http://edge/a.ts", vec!["edge:81"]),
+        ];
+        for (target, hosts) in refused {
+            let p = parts(target, &hosts);
+            assert!(
+                matches!(Target::of(&p), Err(EdgeError::BadRequest(_))),
+                "{target} {hosts:?}"
+            );
+        }
     }
 
     #[test]

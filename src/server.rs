@@ -19,7 +19,11 @@ use tokio_rustls::TlsAcceptor;
 use crate::body::EdgeBody;
 use crate::config::{ServerConfig, TlsConfig};
 use crate::edge::{Edge, StartError};
+use crate::forward::Peer;
+use crate::headers::{NOSNIFF, X_CONTENT_TYPE_OPTIONS};
 use crate::http1;
+use crate::limits::{Activity, PerIp, SendTimeout, Tracked};
+use crate::metrics::Refusal;
 
 /// A bound listening socket.
 pub struct Listener {
@@ -68,12 +72,6 @@ pub fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, StartError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// The largest request head a connection reads before refusing it with 431
-/// (the edge refuses heads past `max_header_size` itself, with its own answer).
-fn max_head(cfg: &ServerConfig) -> usize {
-    (2 * cfg.max_header_size).max(8192)
-}
-
 fn edge_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -83,7 +81,7 @@ fn edge_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(cfg.header_timeout)
         // The edge answers 431 itself (with a text body and a request id) past
         // max_header_size; hyper's bare 431 is only for heads twice as large.
-        .max_buf_size(max_head(cfg))
+        .max_buf_size(http1::max_head(cfg))
         .keep_alive(true);
     builder
         .http2()
@@ -100,47 +98,59 @@ pub async fn serve_edge(edge: Arc<Edge>, listener: Listener, tls: Option<TlsAcce
     let cfg = edge.config.server.clone();
     let builder = Arc::new(edge_builder(&cfg));
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
+    let per_ip = PerIp::new(cfg.max_connections_per_ip);
     // Refusals are cheap but not free: past this many at once, the socket is just closed.
     let refusals = Arc::new(Semaphore::new(64));
     let conn_stop = stop.clone();
-    let serve = move |stream: TcpStream, peer: SocketAddr, watcher: Watcher| {
+    let serve = move |stream: TcpStream, peer: SocketAddr, _watcher: Watcher| {
+        // One address may not take every connection: past its share, its new
+        // ones are closed at once, before they cost a task or a permit.
+        let Some(slot) = per_ip.acquire(peer.ip()) else {
+            edge.metrics.refused(Refusal::PerIp);
+            tracing::debug!(peer = %peer, "connection refused: server.max_connections_per_ip");
+            return Box::pin(async {}) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+        };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            edge.metrics.refused(Refusal::MaxConnections);
             let refusal = Arc::clone(&refusals).try_acquire_owned().ok();
             return Box::pin(async move {
+                let _slot = slot;
                 if let Some(_permit) = refusal {
                     refuse(stream).await;
                 }
-            }) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+            });
         };
         let edge = Arc::clone(&edge);
         let builder = Arc::clone(&builder);
         let tls = tls.clone();
-        let header_timeout = cfg.header_timeout;
         let stop = conn_stop.clone();
         Box::pin(async move {
-            let _permit = permit;
+            let _held = (permit, slot);
+            let conn = Conn {
+                edge: &edge,
+                peer,
+                builder: &builder,
+                stop,
+            };
+            let send_timeout = edge.config.server.send_timeout;
+            let expired = edge.metrics.refused_counter(Refusal::SendTimeout).clone();
             match tls {
                 None => {
-                    let plain = Plain {
-                        edge: &edge,
-                        peer,
-                        builder: &builder,
-                        watcher,
-                        stop,
-                    };
                     #[cfg(target_os = "linux")]
                     if edge.config.server.sendfile {
                         let stream = crate::sendfile::SendfileStream::new(stream, edge.metrics.sendfile_bytes.clone());
-                        return plain.serve(stream).await;
+                        return conn.plain(SendTimeout::new(stream, send_timeout, expired)).await;
                     }
-                    plain.serve(stream).await;
+                    conn.plain(SendTimeout::new(stream, send_timeout, expired)).await;
                 }
                 Some(acceptor) => {
+                    let header_timeout = edge.config.server.header_timeout;
                     let Ok(Ok(stream)) = tokio::time::timeout(header_timeout, acceptor.accept(stream)).await else {
                         tracing::debug!(peer = %peer, "TLS handshake failed or timed out");
                         return;
                     };
-                    serve_io(&edge, peer, &builder, stream, watcher).await;
+                    let stream = SendTimeout::new(stream, send_timeout, expired);
+                    conn.hyper(stream, true).await;
                 }
             }
         })
@@ -148,54 +158,86 @@ pub async fn serve_edge(edge: Arc<Edge>, listener: Listener, tls: Option<TlsAcce
     accept_loop(listener, stop, cfg.shutdown_grace, serve).await;
 }
 
-/// A plain-text connection: the edge's own HTTP/1.1 loop first, then hyper
-/// if the loop hands the connection over.
-struct Plain<'a> {
+/// One client connection.
+struct Conn<'a> {
     edge: &'a Arc<Edge>,
     peer: SocketAddr,
     builder: &'a auto::Builder<TokioExecutor>,
-    watcher: Watcher,
     stop: watch::Receiver<bool>,
 }
 
-impl Plain<'_> {
-    async fn serve<I>(self, mut io: I)
+impl Conn<'_> {
+    /// A plain-text connection: the edge's own HTTP/1.1 loop first, then
+    /// hyper if the loop hands the connection over.
+    async fn plain<I>(self, mut io: I)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let cfg = &self.edge.config.server;
-        let (timeout, limit) = (cfg.header_timeout, max_head(cfg));
-        let ended = http1::serve(self.edge, &mut io, self.peer, timeout, limit, &self.stop).await;
+        let ended = http1::serve(self.edge, &mut io, self.peer, &self.stop).await;
         if let http1::Ended::Handoff(read) = ended {
             let io = http1::Prefixed::new(read, io);
-            serve_io(self.edge, self.peer, self.builder, io, self.watcher).await;
+            self.hyper(io, false).await;
         }
     }
-}
 
-/// Serves a client connection with hyper (HTTP/1.1 or HTTP/2).
-async fn serve_io<I>(
-    edge: &Arc<Edge>,
-    peer: SocketAddr,
-    builder: &auto::Builder<TokioExecutor>,
-    io: I,
-    watcher: Watcher,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let for_service = Arc::clone(edge);
-    let service = service_fn(move |req| crate::proxy::handle(Arc::clone(&for_service), req, peer.ip()));
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(conn).await {
-        // hyper answered these itself (400, 431) before any request reached the
-        // edge: give them a log line and an id like every other error.
-        let protocol = e
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(|h| h.is_parse() || h.is_timeout());
-        if protocol {
-            tracing::info!(id = %edge.next_request_id(), peer = %peer, error = %e, "request refused by the HTTP parser");
-        } else {
-            tracing::debug!(peer = %peer, error = %e, "client connection ended with an error");
+    /// Serves the connection with hyper (HTTP/1.1 or HTTP/2) until it ends,
+    /// the edge stops, or no request has been in flight for
+    /// `server.idle_timeout`; the last two close it gracefully (HTTP/2:
+    /// GOAWAY, then close once the streams under way are done).
+    async fn hyper<I>(self, io: I, tls: bool)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let edge = self.edge;
+        let peer = Peer {
+            ip: self.peer.ip(),
+            tls,
+        };
+        let activity = Activity::new();
+        let for_service = Arc::clone(edge);
+        let tracker = Arc::clone(&activity);
+        let service = service_fn(move |req| {
+            let busy = tracker.busy();
+            let answered = crate::proxy::handle(Arc::clone(&for_service), req, peer);
+            async move { answered.await.map(|r| r.map(|body| Tracked::new(body, busy))) }
+        });
+        let conn = self.builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let mut stop = self.stop;
+        let idle_timeout = edge.config.server.idle_timeout;
+        let mut closing = *stop.borrow();
+        if closing {
+            conn.as_mut().graceful_shutdown();
+        }
+        let ended = loop {
+            tokio::select! {
+                ended = conn.as_mut() => break ended,
+                _ = activity.idle_for(idle_timeout), if !closing => {
+                    edge.metrics.refused(Refusal::Idle);
+                    tracing::debug!(peer = %self.peer, "connection idle; closing");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = stop.changed(), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        };
+        if let Err(e) = ended {
+            // hyper answered these itself (400, 431) before any request reached the
+            // edge: give them a log line and an id like every other error.
+            let hyper_error = e.downcast_ref::<hyper::Error>();
+            if hyper_error.is_some_and(|h| h.is_timeout()) {
+                edge.metrics.refused(Refusal::HeaderTimeout);
+            } else if hyper_error.is_some_and(|h| h.is_parse()) {
+                edge.metrics.refused(Refusal::BadRequest);
+            }
+            if hyper_error.is_some_and(|h| h.is_parse() || h.is_timeout()) {
+                tracing::info!(id = %edge.next_request_id(), peer = %self.peer, error = %e, "request refused by the HTTP parser");
+            } else {
+                tracing::debug!(peer = %self.peer, error = %e, "client connection ended with an error");
+            }
         }
     }
 }
@@ -210,6 +252,7 @@ async fn refuse(stream: TcpStream) {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
         Ok::<_, std::convert::Infallible>(response)
     });
     let mut builder = hyper::server::conn::http1::Builder::new();

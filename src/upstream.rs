@@ -44,9 +44,27 @@ pub enum FetchError {
     BlockedTooLong { origin: String, limit: Duration },
     #[error("the upstream fetch was abandoned before it finished")]
     Abandoned,
+    /// A fill that keeps nothing went on without this reader, which took
+    /// nothing for `server.send_timeout`.
+    #[error("the client fell too far behind a fill that keeps nothing for it")]
+    Overtaken,
 }
 
 impl FetchError {
+    /// The kind of failure, as the `outpost_upstream_errors_total` label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FetchError::Unreachable { .. } => "unreachable",
+            FetchError::HeaderTimeout { .. } => "header_timeout",
+            FetchError::Stalled { .. } => "stalled",
+            FetchError::Short { .. } => "short",
+            FetchError::Broken { .. } => "broken",
+            FetchError::BlockedTooLong { .. } => "blocked",
+            // Nobody waits for the fetch any more: not the origin's failure.
+            FetchError::Abandoned | FetchError::Overtaken => "abandoned",
+        }
+    }
+
     /// The status a client gets when this happens before its response began.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -103,6 +121,9 @@ pub fn origin_uri(origin: &OriginUrl, path_and_query: &str) -> Uri {
         .unwrap_or_else(|e| panic!("origin URL {text:?} did not parse: {e}"))
 }
 
+/// The largest header section an origin may send.
+pub const MAX_ORIGIN_HEAD: usize = 64 << 10;
+
 /// The pooled client for every origin.
 #[derive(Clone)]
 pub struct Upstream {
@@ -127,6 +148,11 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
+            // An origin's header section is bounded (hyper's own bound is
+            // ~400 KiB): past it the answer is a 502. On HTTP/1.1 this is the
+            // read buffer, which also caps one body read at 64 KiB.
+            .http1_max_buf_size(MAX_ORIGIN_HEAD)
+            .http2_max_header_list_size(MAX_ORIGIN_HEAD as u32)
             .build(https);
         Self { client, metrics }
     }
@@ -177,7 +203,44 @@ impl Upstream {
     }
 }
 
-/// An error with its causes, for logs and error bodies.
+/// The next piece of an upstream body: `None` at its end. Fails when the
+/// body breaks, or stalls for `stall` (the route's `download_timeout`).
+/// `received` counts the bytes read so far.
+pub async fn next_data(
+    body: &mut Incoming,
+    origin: &str,
+    stall: Duration,
+    received: &mut u64,
+) -> Result<Option<Bytes>, FetchError> {
+    use http_body_util::BodyExt;
+    loop {
+        let frame = match tokio::time::timeout(stall, body.frame()).await {
+            Err(_) => {
+                return Err(FetchError::Stalled {
+                    origin: origin.to_owned(),
+                    timeout: stall,
+                    received: *received,
+                })
+            }
+            Ok(None) => return Ok(None),
+            Ok(Some(Err(e))) => {
+                return Err(FetchError::Broken {
+                    origin: origin.to_owned(),
+                    received: *received,
+                    reason: error_chain(&e),
+                })
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        // Trailers are not passed on.
+        if let Ok(data) = frame.into_data() {
+            *received += data.len() as u64;
+            return Ok(Some(data));
+        }
+    }
+}
+
+/// An error with its causes, for logs.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();

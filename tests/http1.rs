@@ -267,7 +267,7 @@ async fn connection_close_and_idle_keep_alive_end_the_connection() {
     let origin = TestOrigin::start().await;
     origin.set("/a.ts", Script::ok("aaa").headers(&CACHEABLE));
     let edge = start_edge(
-        "[server]\nheader_timeout = \"300ms\"\n[[routes]]\nurl = \"{origin}\"\n",
+        "[server]\nidle_timeout = \"300ms\"\n[[routes]]\nurl = \"{origin}\"\n",
         &origin,
     )
     .await;
@@ -277,7 +277,7 @@ async fn connection_close_and_idle_keep_alive_end_the_connection() {
     assert_eq!(answer.header("connection"), Some("close"));
     assert!(c.closes().await, "closed after the answer the client asked to be last");
 
-    // A kept-alive connection that sends nothing more is closed at the header timeout.
+    // A kept-alive connection that sends nothing more is closed at the idle timeout.
     let mut idle = Conn::open(&edge).await;
     idle.send(&get("/a.ts", "")).await;
     assert_eq!(idle.response(false).await.status, 200);
@@ -285,8 +285,9 @@ async fn connection_close_and_idle_keep_alive_end_the_connection() {
     assert!(idle.closes().await, "an idle connection is closed");
     assert!(
         waited.elapsed() >= Duration::from_millis(200),
-        "not before the header timeout"
+        "not before the idle timeout"
     );
+    assert_eq!(edge.edge.metrics.refused_of(outpost::metrics::Refusal::Idle), 1);
     edge.shutdown().await;
 }
 

@@ -26,6 +26,9 @@ pub enum Disposition {
     /// Larger than `cache.max_object`: streamed through to the clients already
     /// waiting, never stored.
     TooLarge,
+    /// Storable, but the fill budget had no room for it: streamed through to
+    /// the clients already waiting, never stored.
+    NoRoom,
 }
 
 impl Disposition {

@@ -62,8 +62,15 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub tls: Option<TlsConfig>,
     pub header_timeout: Duration,
+    /// A connection with no request in flight this long is closed.
+    pub idle_timeout: Duration,
+    /// A client that takes no bytes of its answer this long is closed.
+    pub send_timeout: Duration,
     pub max_header_size: usize,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Peers whose `X-Forwarded-For` chain is passed on.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub cors_origins: Vec<String>,
     /// Large stored bodies go to plain-HTTP clients with sendfile(2) (see `mapped`).
     pub sendfile: bool,
@@ -82,6 +89,19 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// `None` when empty: mutating admin calls are then disabled.
     pub token: Option<String>,
+}
+
+impl CacheConfig {
+    /// The share of `memory` that objects being filled may hold: a quarter,
+    /// and at least `max_object`, so that any storable object can be kept.
+    pub fn fill_memory(&self) -> u64 {
+        (self.memory / 4).max(self.max_object)
+    }
+
+    /// The rest of `memory`, for stored objects.
+    pub fn store_memory(&self) -> u64 {
+        self.memory - self.fill_memory()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -124,8 +144,10 @@ pub struct RouteConfig {
     pub backups: Vec<OriginUrl>,
     pub timeout: Duration,
     pub download_timeout: Duration,
-    /// Query argument names left out of the cache key.
+    /// Query argument names left out of the cache key (and so never sent upstream).
     pub ignore_query: Vec<String>,
+    /// Client headers never sent to this origin, beyond the built-in list.
+    pub strip_headers: Vec<http::HeaderName>,
 }
 
 /// An origin base URL, split so that request paths append without re-parsing.
@@ -211,9 +233,25 @@ impl Config {
         if s.header_timeout.0.is_zero() {
             return Err(ConfigError::new("server.header_timeout", "must be more than 0"));
         }
+        for (key, d) in [
+            ("server.idle_timeout", s.idle_timeout.0),
+            ("server.send_timeout", s.send_timeout.0),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::new(key, "must be more than 0"));
+            }
+        }
         if s.max_connections == 0 {
             return Err(ConfigError::new("server.max_connections", "must be at least 1"));
         }
+        if s.max_connections_per_ip == 0 {
+            return Err(ConfigError::new("server.max_connections_per_ip", "must be at least 1"));
+        }
+        let trusted_proxies = s
+            .trusted_proxies
+            .iter()
+            .map(|text| cidr(text).ok_or_else(|| bad_cidr(text)))
+            .collect::<Result<Vec<_>, _>>()?;
         if s.max_header_size.0 < 1024 || s.max_header_size.0 > (1 << 20) {
             return Err(ConfigError::new(
                 "server.max_header_size",
@@ -232,8 +270,12 @@ impl Config {
             listen: socket_addr("server.listen", &s.listen)?,
             tls,
             header_timeout: s.header_timeout.0,
+            idle_timeout: s.idle_timeout.0,
+            send_timeout: s.send_timeout.0,
             max_header_size: s.max_header_size.0 as usize,
             max_connections: s.max_connections,
+            max_connections_per_ip: s.max_connections_per_ip,
+            trusted_proxies,
             cors_origins: s.cors_origins.clone(),
             sendfile: s.sendfile,
             shutdown_grace: s.shutdown_grace.0,
@@ -248,8 +290,13 @@ impl Config {
         if c.memory.0 == 0 {
             return Err(ConfigError::new("cache.memory", "must be more than 0"));
         }
-        if c.max_object.0 > c.memory.0 {
-            return Err(ConfigError::new("cache.max_object", "must not exceed cache.memory"));
+        if c.max_object.0 > c.memory.0 / 2 {
+            // Objects being filled draw on their own share of the budget, at
+            // least max_object (see `CacheConfig::fill_memory`).
+            return Err(ConfigError::new(
+                "cache.max_object",
+                "must not exceed half of cache.memory",
+            ));
         }
         if c.max_object.0 > MAX_OBJECT_LIMIT {
             return Err(ConfigError::new("cache.max_object", "must be below 4GiB"));
@@ -363,6 +410,14 @@ fn route(i: usize, r: &RawRoute) -> Result<RouteConfig, ConfigError> {
     if r.download_timeout.0.is_zero() {
         return Err(ConfigError::new(key("download_timeout"), "must be more than 0"));
     }
+    let strip_headers = r
+        .strip_headers
+        .iter()
+        .map(|name| {
+            http::HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|_| ConfigError::new(key("strip_headers"), format!("{name:?} is not a header name")))
+        })
+        .collect::<Result<_, _>>()?;
     Ok(RouteConfig {
         host,
         prefix: r.prefix.clone(),
@@ -371,6 +426,7 @@ fn route(i: usize, r: &RawRoute) -> Result<RouteConfig, ConfigError> {
         timeout: r.timeout.0,
         download_timeout: r.download_timeout.0,
         ignore_query: r.ignore_query.clone(),
+        strip_headers,
     })
 }
 
@@ -406,6 +462,21 @@ fn cluster(c: &RawCluster) -> Result<ClusterConfig, ConfigError> {
         dns: c.dns.clone(),
         secret,
     })
+}
+
+/// A CIDR (`10.0.0.0/8`), or one address standing for itself.
+fn cidr(text: &str) -> Option<ipnet::IpNet> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+fn bad_cidr(text: &str) -> ConfigError {
+    ConfigError::new(
+        "server.trusted_proxies",
+        format!("{text:?} is not an address or CIDR like 10.0.0.0/8"),
+    )
 }
 
 fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {

@@ -65,8 +65,13 @@ pub struct RawServer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
     pub header_timeout: Dur,
+    pub idle_timeout: Dur,
+    pub send_timeout: Dur,
     pub max_header_size: Size,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// CIDRs whose `X-Forwarded-For` chain is kept.
+    pub trusted_proxies: Vec<String>,
     pub cors_origins: Vec<String>,
     pub sendfile: bool,
     pub shutdown_grace: Dur,
@@ -105,6 +110,9 @@ pub struct RawRoute {
     /// Query arguments left out of the cache key (CDN tokens, session ids).
     #[serde(default)]
     pub ignore_query: Vec<String>,
+    /// Client headers never sent to this origin, beyond the built-in list.
+    #[serde(default)]
+    pub strip_headers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -153,6 +161,7 @@ impl Default for RawConfig {
                 timeout: default_route_timeout(),
                 download_timeout: default_download_timeout(),
                 ignore_query: Vec::new(),
+                strip_headers: Vec::new(),
             }],
             media: RawMedia::default(),
             upstream: RawUpstream::default(),
@@ -169,8 +178,12 @@ impl Default for RawServer {
             tls_cert: None,
             tls_key: None,
             header_timeout: secs(10),
+            idle_timeout: secs(60),
+            send_timeout: secs(60),
             max_header_size: Size(16 << 10),
             max_connections: 10_000,
+            max_connections_per_ip: 1000,
+            trusted_proxies: Vec::new(),
             cors_origins: vec!["*".into()],
             sendfile: false,
             shutdown_grace: secs(30),

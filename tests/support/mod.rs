@@ -485,13 +485,17 @@ pub async fn send(client: &TestClient, method: &str, url: &str, headers: &[(&str
     }
 }
 
-/// A GET whose failure (at the head or in the body) is returned, not a panic.
+/// A GET whose failure (a 5xx at the head, or a broken body) is returned, not a panic.
 pub async fn try_get(client: &TestClient, url: &str) -> Result<Bytes, String> {
     let req = Request::get(url).body(Empty::new()).unwrap();
     let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
         .await
         .expect("response within 20 s")
         .map_err(|e| format!("{e:?}"))?;
+    // A failure before the head went out is an answer of its own.
+    if resp.status().is_server_error() {
+        return Err(format!("answered {}", resp.status()));
+    }
     tokio::time::timeout(Duration::from_secs(20), resp.into_body().collect())
         .await
         .expect("body within 20 s")
