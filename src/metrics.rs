@@ -59,9 +59,10 @@ impl Refusal {
 
 /// Kinds of failed upstream fetches (`outpost_upstream_errors_total{reason}`):
 /// what the client is not told, the metric counts and the log details.
-const UPSTREAM_ERRORS: [&str; 7] = [
+const UPSTREAM_ERRORS: [&str; 8] = [
     "unreachable",
     "header_timeout",
+    "bad_response",
     "stalled",
     "short",
     "broken",
@@ -106,7 +107,7 @@ pub struct Metrics {
     /// Indexed like `Refusal::ALL`.
     refused: [Counter; 7],
     /// Indexed like `UPSTREAM_ERRORS`.
-    upstream_errors: [Counter; 7],
+    upstream_errors: [Counter; 8],
 }
 
 impl Default for Metrics {

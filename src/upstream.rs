@@ -40,6 +40,8 @@ pub enum FetchError {
         received: u64,
         reason: String,
     },
+    #[error("origin {origin} sent a header section of {size} bytes, over the limit of {MAX_ORIGIN_HEAD}")]
+    HeadTooLarge { origin: String, size: usize },
     #[error("origin {origin} held the blocking playlist reload past {}", humantime::format_duration(*.limit))]
     BlockedTooLong { origin: String, limit: Duration },
     #[error("the upstream fetch was abandoned before it finished")]
@@ -60,6 +62,7 @@ impl FetchError {
             FetchError::Short { .. } => "short",
             FetchError::Broken { .. } => "broken",
             FetchError::BlockedTooLong { .. } => "blocked",
+            FetchError::HeadTooLarge { .. } => "bad_response",
             // Nobody waits for the fetch any more: not the origin's failure.
             FetchError::Abandoned | FetchError::Overtaken => "abandoned",
         }
@@ -180,7 +183,15 @@ impl Upstream {
                         reason: format!("answered {}", resp.status()),
                     };
                 }
-                Ok(Ok(resp)) => return Ok(resp),
+                Ok(Ok(resp)) => {
+                    // hyper's own bound on HTTP/1.1 is its read buffer, which
+                    // a head arriving in large reads can pass.
+                    let size: usize = resp.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+                    if size > MAX_ORIGIN_HEAD {
+                        return Err(FetchError::HeadTooLarge { origin: name, size });
+                    }
+                    return Ok(resp);
+                }
                 Ok(Err(e)) => {
                     last_error = FetchError::Unreachable {
                         origin: name,

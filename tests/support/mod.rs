@@ -1,6 +1,9 @@
 //! Test support: a real origin server and helpers to run the edge in front of it.
 #![allow(dead_code)]
 
+mod raw;
+pub use raw::*;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
