@@ -158,6 +158,9 @@ pub async fn serve_edge(edge: Arc<Edge>, listener: Listener, tls: Option<TlsAcce
     accept_loop(listener, stop, cfg.shutdown_grace, serve).await;
 }
 
+/// How long an idle connection's graceful close may take.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// One client connection.
 struct Conn<'a> {
     edge: &'a Arc<Edge>,
@@ -209,13 +212,19 @@ impl Conn<'_> {
         if closing {
             conn.as_mut().graceful_shutdown();
         }
+        // An idle connection's graceful close waits on the client (HTTP/2
+        // acknowledges GOAWAY's PING); one that never answers is dropped.
+        let idle_close = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(idle_close);
         let ended = loop {
             tokio::select! {
                 ended = conn.as_mut() => break ended,
+                _ = &mut idle_close => break Ok(()),
                 _ = activity.idle_for(idle_timeout), if !closing => {
                     edge.metrics.refused(Refusal::Idle);
                     tracing::debug!(peer = %self.peer, "connection idle; closing");
                     conn.as_mut().graceful_shutdown();
+                    idle_close.as_mut().reset(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
                     closing = true;
                 }
                 _ = stop.changed(), if !closing => {

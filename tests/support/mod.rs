@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 mod raw;
+#[allow(unused_imports)]
 pub use raw::*;
 
 use std::collections::HashMap;

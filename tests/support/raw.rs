@@ -46,6 +46,8 @@ pub enum RawAnswer {
     /// This head, then `len` generated body bytes, sent as fast as the edge
     /// takes them (each write counted once it is accepted).
     Stream { head: String, len: u64 },
+    /// The answer, after a pause.
+    Delayed(Duration, Box<RawAnswer>),
 }
 
 impl RawAnswer {
@@ -136,10 +138,15 @@ async fn serve(st: Arc<State>, mut stream: TcpStream) {
             return;
         };
         st.requests.lock().unwrap().push(request.clone());
-        let answer = (st.handler)(&request);
+        let mut answer = (st.handler)(&request);
+        if let RawAnswer::Delayed(pause, then) = answer {
+            tokio::time::sleep(pause).await;
+            answer = *then;
+        }
         let written = match answer {
             RawAnswer::Wire(bytes) => stream.write_all(&bytes).await.is_ok(),
             RawAnswer::Stream { head, len } => stream_body(&st, &mut stream, &head, len).await,
+            RawAnswer::Delayed(..) => false,
         };
         if !written {
             return;

@@ -1,0 +1,367 @@
+//! No client may hold the edge's memory or connections beyond its share:
+//! clients that read nothing, connections that only ping, one address that
+//! opens a hundred connections.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use outpost::metrics::Refusal;
+
+const MIB: u64 = 1 << 20;
+
+/// The binary, serving `config` (listen addresses are set here); killed on drop.
+struct Binary {
+    child: Child,
+    listen: String,
+}
+
+impl Binary {
+    fn start(config: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("outpost-limits-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("outpost.toml");
+        std::fs::write(&file, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .args(["serve", "--config", file.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .env_remove("OUTPOST_CONFIG")
+            .env("OUTPOST_ADMIN__LISTEN", "127.0.0.1:0")
+            .env("OUTPOST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        // Read to the end, so that the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let listen = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).expect("a startup line within 30 s");
+            if let Some(rest) = line.split("listen=").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        Self { child, listen }
+    }
+
+    /// Resident memory now, from /proc.
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kib * 1024
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// A client that asks for `path` and then reads nothing.
+async fn non_reader(listen: &str, path: &str) -> TcpStream {
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    s
+}
+
+/// Waits until the origin has sent nothing more for a second (at most `limit`).
+async fn settled(origin: &RawOrigin, limit: Duration) -> u64 {
+    let deadline = Instant::now() + limit;
+    let mut last = origin.body_sent();
+    let mut still_since = Instant::now();
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = origin.body_sent();
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+        } else if still_since.elapsed() >= Duration::from_secs(1) && now > 0 {
+            break;
+        }
+    }
+    last
+}
+
+fn big(len: u64, cache: &'static str) -> impl Fn(&RawRequest) -> RawAnswer + Send + Sync + 'static {
+    move |_| RawAnswer::Stream {
+        head: format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\ncache-control: {cache}\r\n\r\n"),
+        len,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_nothing_of_a_huge_object_does_not_pull_it_into_memory() {
+    let origin = RawOrigin::start(big(400_000_000, "max-age=60")).await;
+    let edge = Binary::start(&format!("[[routes]]\nurl = \"{}\"\n", origin.url()));
+    let before = edge.rss();
+    let _client = non_reader(&edge.listen, "/huge.ts").await;
+    let sent = settled(&origin, Duration::from_secs(15)).await;
+    let grown = edge.rss().saturating_sub(before);
+    println!("origin sent {} MiB; RSS grew {} MiB", sent / MIB, grown / MIB);
+    assert!(
+        sent < 64 * MIB,
+        "the origin sent {sent} bytes for a client that reads nothing"
+    );
+    assert!(grown < 48 * MIB, "RSS grew by {grown} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twelve_clients_that_read_nothing_stay_within_the_cache_budget() {
+    let origin = RawOrigin::start(big(15_000_000, "max-age=60")).await;
+    let edge = Binary::start(&format!(
+        "[cache]\nmemory = \"64MiB\"\nmax_object = \"16MiB\"\n[[routes]]\nurl = \"{}\"\n",
+        origin.url()
+    ));
+    let before = edge.rss();
+    let mut clients = Vec::new();
+    for i in 0..12 {
+        clients.push(non_reader(&edge.listen, &format!("/obj-{i}.ts")).await);
+    }
+    let sent = settled(&origin, Duration::from_secs(20)).await;
+    let grown = edge.rss().saturating_sub(before);
+    println!("origin sent {} MiB; RSS grew {} MiB", sent / MIB, grown / MIB);
+    assert!(grown < (64 + 48) * MIB, "RSS grew by {grown} bytes");
+}
+
+#[tokio::test]
+async fn a_client_that_takes_nothing_is_closed_at_the_send_timeout_and_its_fetch_stops() {
+    let origin = RawOrigin::start(big(400_000_000, "max-age=60")).await;
+    let edge = start_edge_at(
+        "[server]\nsend_timeout = \"1s\"\n[[routes]]\nurl = \"{origin}\"\n",
+        &origin.url(),
+    )
+    .await;
+    let mut client = non_reader(&edge.addrs.listen.to_string(), "/huge.ts").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while edge.edge.metrics.refused_of(Refusal::SendTimeout) == 0 {
+        assert!(Instant::now() < deadline, "the client was not cut off");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sent = settled(&origin, Duration::from_secs(10)).await;
+    assert!(sent < 64 * MIB, "the fetch went on: {sent} bytes");
+    // What the client still reads is what was in flight, then the end: the
+    // answer is short of its length, never passed off as whole.
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the connection was closed");
+    assert!((got.len() as u64) < 400_000_000);
+    edge.shutdown().await;
+}
+
+/// Reads `at_least` body bytes of `path` (over HTTP/1.1), then hangs up.
+async fn read_some_then_leave(listen: &str, path: &str, at_least: usize) {
+    let mut s = non_reader(listen, path).await;
+    let mut got = 0;
+    let mut buf = vec![0u8; 64 << 10];
+    while got < at_least {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("bytes within 10 s")
+            .unwrap();
+        assert!(n > 0, "the answer ended early");
+        got += n;
+    }
+}
+
+#[tokio::test]
+async fn fetches_nobody_waits_for_stop() {
+    let origin = RawOrigin::start(big(400_000_000, "private")).await;
+    let edge = start_edge_at("[[routes]]\nurl = \"{origin}\"\n", &origin.url()).await;
+    let listen = edge.addrs.listen.to_string();
+    // The first request fills (and finds the answer private); the second is
+    // passed straight through (hit-for-pass). Each client leaves after 1 MiB.
+    for round in 1..=2u64 {
+        read_some_then_leave(&listen, "/private.ts", 1 << 20).await;
+        let sent = settled(&origin, Duration::from_secs(10)).await;
+        assert!(sent < round * 64 * MIB, "round {round}: the origin sent {sent} bytes");
+    }
+    assert_eq!(origin.requests().len(), 2);
+    edge.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_http2_stream_reset_after_its_headers_stops_an_uncacheable_fetch() {
+    let stream = big(400_000_000, "no-store");
+    let origin =
+        RawOrigin::start(move |req| RawAnswer::Delayed(Duration::from_millis(300), Box::new(stream(req)))).await;
+    let edge = start_edge_at("[[routes]]\nurl = \"{origin}\"\n", &origin.url()).await;
+    let h2 = h2_client();
+    let asked = h2.request(
+        http::Request::get(url(&edge, "/reset.ts"))
+            .body(http_body_util::Empty::new())
+            .unwrap(),
+    );
+    // Dropping the request once the origin has it resets the stream.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    tokio::select! {
+        _ = asked => panic!("the answer came before the test could reset it"),
+        _ = async {
+            while origin.requests().is_empty() {
+                assert!(Instant::now() < deadline, "the request never reached the origin");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        } => {}
+    }
+    let sent = settled(&origin, Duration::from_secs(10)).await;
+    assert!(sent < 64 * MIB, "the fetch went on: {sent} bytes");
+    let inflight = edge.edge.inflight.len();
+    assert_eq!(inflight, 0, "no fill is left running");
+    edge.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_connection() {
+    let origin = TestOrigin::start().await;
+    origin.set("/ok", Script::ok("ok"));
+    let edge = start_edge(
+        "[server]\nmax_connections = 64\nmax_connections_per_ip = 16\n[[routes]]\nurl = \"{origin}\"\n",
+        &origin,
+    )
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(TcpStream::connect(edge.addrs.listen).await.unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while edge.edge.metrics.refused_of(Refusal::PerIp) < 84 {
+        assert!(
+            Instant::now() < deadline,
+            "the connections past the share were not closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Another address still gets in, at once.
+    let started = Instant::now();
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = socket.connect(edge.addrs.listen).await.unwrap();
+    other
+        .write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), other.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 2 s")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    println!("127.0.0.2 answered in {:?}", started.elapsed());
+    assert_eq!(edge.edge.metrics.refused_of(Refusal::PerIp), 84);
+    drop(held);
+    edge.shutdown().await;
+}
+
+/// An HTTP/2 connection (prior knowledge) that sends only PINGs, and answers
+/// the edge's SETTINGS and PINGs as a client must. Returns whether the edge
+/// sent GOAWAY, once it closed the connection; `None` if it did not within `limit`.
+async fn pinging_h2(addr: std::net::SocketAddr, limit: Duration) -> Option<bool> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let (to_send, mut sending) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                frame = sending.recv() => match frame {
+                    Some(frame) => if wr.write_all(&frame).await.is_err() { return },
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    let ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+                    if wr.write_all(&ping).await.is_err() { return }
+                }
+            }
+        }
+    });
+    let read = async {
+        let mut goaway = false;
+        loop {
+            let mut header = [0u8; 9];
+            if rd.read_exact(&mut header).await.is_err() {
+                return goaway;
+            }
+            let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            let (kind, flags) = (header[3], header[4]);
+            let mut payload = vec![0u8; len];
+            if rd.read_exact(&mut payload).await.is_err() {
+                return goaway;
+            }
+            match (kind, flags & 1) {
+                (4, 0) => {
+                    let _ = to_send.send(vec![0, 0, 0, 4, 1, 0, 0, 0, 0]);
+                }
+                (6, 0) => {
+                    let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                    ack.extend_from_slice(&payload);
+                    let _ = to_send.send(ack);
+                }
+                (7, _) => goaway = true,
+                _ => {}
+            }
+        }
+    };
+    let ended = tokio::time::timeout(limit, read).await.ok();
+    writer.abort();
+    ended
+}
+
+#[tokio::test]
+async fn connections_with_no_request_in_flight_are_closed_at_the_idle_timeout() {
+    let origin = TestOrigin::start().await;
+    origin.set("/ok", Script::ok("ok"));
+    let edge = start_edge(
+        "[server]\nidle_timeout = \"3s\"\n[[routes]]\nurl = \"{origin}\"\n",
+        &origin,
+    )
+    .await;
+    let pinging = pinging_h2(edge.addrs.listen, Duration::from_secs(8));
+    let kept_alive = async {
+        let mut s = TcpStream::connect(edge.addrs.listen).await.unwrap();
+        s.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut rest))
+            .await
+            .is_ok()
+    };
+    let (pinging, kept_alive) = tokio::join!(pinging, kept_alive);
+    assert_eq!(
+        pinging,
+        Some(true),
+        "the pinging HTTP/2 connection got GOAWAY and was closed"
+    );
+    assert!(kept_alive, "the idle HTTP/1.1 connection was closed");
+    assert_eq!(edge.edge.metrics.refused_of(Refusal::Idle), 2);
+    edge.shutdown().await;
+}
