@@ -16,6 +16,27 @@ fn defaults_are_valid() {
     assert_eq!(c.routes.len(), 1);
     assert_eq!(c.routes[0].origin.authority.as_str(), "127.0.0.1:9000");
     assert!(c.admin.token.is_none());
+    assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
+    assert_eq!(c.server.send_timeout, Duration::from_secs(60));
+    assert_eq!(c.server.max_connections_per_ip, 1000);
+    assert!(c.server.trusted_proxies.is_empty());
+    // A quarter of the budget for fills, the rest for the store.
+    assert_eq!(c.cache.fill_memory(), 256 << 20);
+    assert_eq!(c.cache.store_memory(), 768 << 20);
+}
+
+#[test]
+fn trusted_proxies_are_cidrs_or_addresses() {
+    let c = Config::from_toml("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.1\", \"::1\"]\n").unwrap();
+    let nets: Vec<String> = c.server.trusted_proxies.iter().map(ToString::to_string).collect();
+    assert_eq!(nets, ["10.0.0.0/8", "192.0.2.1/32", "::1/128"]);
+}
+
+#[test]
+fn fills_get_at_least_max_object() {
+    let c = Config::from_toml("[cache]\nmemory = \"64MiB\"\nmax_object = \"32MiB\"\n").unwrap();
+    assert_eq!(c.cache.fill_memory(), 32 << 20);
+    assert_eq!(c.cache.store_memory(), 32 << 20);
 }
 
 #[test]
@@ -35,6 +56,22 @@ fn bad_values_are_named() {
         ("[server]\nlisten = \"nowhere\"", "server.listen"),
         ("[cache]\nmemory = \"lots\"", "cache.memory"),
         ("[cache]\nmemory = \"1MiB\"\nmax_object = \"2MiB\"", "cache.max_object"),
+        (
+            "[cache]\nmemory = \"1MiB\"\nmax_object = \"600KiB\"",
+            "cache.max_object",
+        ),
+        ("[server]\nidle_timeout = \"0s\"", "server.idle_timeout"),
+        ("[server]\nsend_timeout = \"0s\"", "server.send_timeout"),
+        ("[server]\nmax_connections_per_ip = 0", "server.max_connections_per_ip"),
+        (
+            "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]",
+            "server.trusted_proxies",
+        ),
+        ("[server]\ntrusted_proxies = [\"lb.example\"]", "server.trusted_proxies"),
+        (
+            "[[routes]]\nurl = \"http://a\"\nstrip_headers = [\"bad header\"]",
+            "routes[0].strip_headers",
+        ),
         ("[[routes]]\nurl = \"ftp://x\"", "routes[0].url"),
         ("[[routes]]\nurl = \"http://a\"\nprefix = \"live\"", "routes[0].prefix"),
         (
