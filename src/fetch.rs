@@ -196,6 +196,7 @@ async fn fetch(edge: &Edge, job: &FetchJob, writer: &Writer) -> Result<Fetched, 
         return Ok(Fetched::default());
     };
     let body = stored_body(edge, &chunks);
+    writer.rebase(&body);
     let playlist = match head.status {
         StatusCode::OK => Document::read(kind, &body),
         _ => None,

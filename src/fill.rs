@@ -297,6 +297,25 @@ impl Writer {
         (st.dropped == 0 && !st.trim).then(|| st.chunks.iter().cloned().collect())
     }
 
+    /// Once the whole body is stored as `stored` (the chunks joined): the
+    /// chunks become slices of it, so that readers still reading share the
+    /// store's bytes instead of holding a second copy, and the fill gives
+    /// its reservation back (the store counts those bytes now).
+    pub fn rebase(&self, stored: &Bytes) {
+        let mut st = self.fill.lock();
+        let total: u64 = st.chunks.iter().map(|c| c.len() as u64).sum();
+        if st.dropped != 0 || st.trim || total != stored.len() as u64 {
+            return;
+        }
+        let mut at = 0;
+        for chunk in st.chunks.iter_mut() {
+            let len = chunk.len();
+            *chunk = stored.slice(at..at + len);
+            at += len;
+        }
+        st.reservation = None;
+    }
+
     /// Ends the fill. An error reaches every reader, and any reader still waiting for the head.
     pub fn finish(mut self, result: Result<(), FetchError>) {
         self.done = true;

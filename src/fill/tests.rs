@@ -169,3 +169,65 @@ fn the_first_piece_goes_out_alone_then_the_reader_yields_once() {
         "it yields only after the first piece"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fill_that_keeps_nothing_waits_for_its_slowest_reader_then_cuts_it_off() {
+    let (_fill, writer, fast) = Fill::start();
+    let slow = writer.fill().join();
+    writer.head(head());
+    writer.stop_keeping();
+    let mut fast = fast.into_body(0, None);
+    let mut slow = slow.into_body(0, None);
+    let patience = std::time::Duration::from_secs(60);
+    writer.push(Bytes::from(vec![1u8; 300]));
+    // Both have 300 bytes to read: over a limit of 200, the writer waits.
+    let waiting = tokio::time::timeout(std::time::Duration::from_secs(1), writer.room(200, patience)).await;
+    assert!(waiting.is_err(), "the writer waits while readers lag");
+    // Both read: the chunk goes, and with it the wait.
+    next_data(&mut fast).await.unwrap().unwrap();
+    next_data(&mut slow).await.unwrap().unwrap();
+    writer.room(200, patience).await;
+    // Now `slow` takes nothing: after the patience it is cut off, and `fast` goes on.
+    writer.push(Bytes::from(vec![2u8; 300]));
+    next_data(&mut fast).await.unwrap().unwrap();
+    let started = tokio::time::Instant::now();
+    writer.room(200, patience).await;
+    assert_eq!(started.elapsed(), patience);
+    assert!(matches!(next_data(&mut slow).await, Some(Err(FetchError::Overtaken))));
+    writer.push(Bytes::from_static(b"end"));
+    writer.finish(Ok(()));
+    assert_eq!(next_data(&mut fast).await.unwrap().unwrap(), "end");
+}
+
+#[tokio::test]
+async fn a_kept_body_holds_its_reservation_until_stored_or_let_go() {
+    let budget = crate::budget::Budget::new(1000);
+    let (fill, writer, reader) = Fill::start();
+    writer.head(head());
+    assert!(writer.reserve(&budget, 600));
+    assert!(!writer.reserve(&budget, 1200), "past the budget");
+    writer.push(Bytes::from(vec![7u8; 300]));
+    writer.push(Bytes::from(vec![8u8; 300]));
+    assert_eq!(budget.used(), 600);
+    // Stored: the chunks become slices of the stored body, the budget is free.
+    let stored = concat(writer.body_chunks().unwrap().iter());
+    writer.rebase(&stored);
+    assert_eq!(budget.used(), 0);
+    let range = stored.as_ptr() as usize..stored.as_ptr() as usize + stored.len();
+    assert!(fill
+        .lock()
+        .chunks
+        .iter()
+        .all(|c| range.contains(&(c.as_ptr() as usize))));
+    writer.finish(Ok(()));
+    let got = reader.into_body(0, None).collect().await.unwrap().to_bytes();
+    assert_eq!(got, stored);
+
+    // A fill dropped without being stored gives its bytes back too.
+    let (fill, writer, reader) = Fill::start();
+    assert!(writer.reserve(&budget, 900));
+    assert_eq!(budget.used(), 900);
+    writer.finish(Err(FetchError::Abandoned));
+    drop((fill, reader));
+    assert_eq!(budget.used(), 0);
+}
