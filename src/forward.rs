@@ -99,14 +99,7 @@ pub struct Forwarding<'a> {
 
 /// The headers sent upstream for a client's request.
 pub fn upstream_headers(client: &HeaderMap, peer: Peer, to: &Forwarding) -> HeaderMap {
-    // Names the client listed in `Connection` are hop-by-hop too (rare).
-    let listed: Vec<HeaderName> = client
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
+    let listed = headers::connection_named(client);
     let mut out = HeaderMap::with_capacity(client.len() + 3);
     for (name, value) in client {
         let dropped = never_forwarded(name.as_str())

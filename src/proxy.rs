@@ -43,13 +43,14 @@ const BODY_LIMIT: u64 = 16 << 10;
 pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, peer: Peer) -> Result<Response<EdgeBody>, Infallible> {
     let (mut parts, body) = req.into_parts();
     if let Err(why) = discard_body(body, edge.config.server.header_timeout).await {
-        tracing::info!(peer = %peer.ip, method = %parts.method, path = parts.uri.path(), why, "request body refused");
+        let id = edge.next_request_id();
+        tracing::info!(id = %id, peer = %peer.ip, method = %parts.method, path = parts.uri.path(), why, "request body refused");
         edge.metrics.refused(Refusal::BadRequest);
-        let id = edge.next_request_id().to_string();
-        let mut response = rescue(&EdgeError::BadRequest(why), &id);
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let mut response = rescue(&EdgeError::BadRequest(why), &id.to_string());
+        let h = response.headers_mut();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        h.insert(X_REQUEST_ID, id.header_value());
+        edge.cors.apply(&parts.headers, h);
         edge.metrics.request(Outcome::Error);
         return Ok(response);
     }
