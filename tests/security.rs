@@ -188,6 +188,9 @@ async fn two_host_headers_are_refused_and_go_nowhere() {
         assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
         assert!(answer.to_ascii_lowercase().contains("x-content-type-options: nosniff"));
     }
+    // HTTP/2: a `host` that disagrees with `:authority`.
+    let got = send(&h2_client(), "GET", &url(&edge, "/h.ts"), &[("host", "b.example")]).await;
+    assert_eq!(got.status, 400, "{}", got.text());
     assert!(origin.requests().is_empty());
     edge.shutdown().await;
 }
