@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::body::EdgeBody;
 use crate::edge::Edge;
-use crate::headers::{NOSNIFF, X_CONTENT_TYPE_OPTIONS};
+use crate::plain::text;
 use crate::route::Target;
 
 pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Result<Response<EdgeBody>, Infallible> {
@@ -50,21 +50,6 @@ pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Result<Response<
         ),
     };
     Ok(response)
-}
-
-fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<EdgeBody> {
-    let body = body.into();
-    let mut r = Response::new(EdgeBody::full(body.clone()));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
-    r
 }
 
 /// The figures behind `/status` and `/status.json`.

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use std::future::Future;
 use tokio::time::Sleep;
 
-use crate::edge::RequestId;
+use crate::request_id::RequestId;
 use crate::fill::FillBody;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;

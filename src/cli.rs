@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
 use crate::demo::DemoOrigin;
-use crate::edge::{Edge, RunningEdge};
+use crate::app::RunningEdge;
+use crate::edge::Edge;
 
 #[derive(Parser)]
 #[command(name = "outpost", version, about = "A caching edge for live and on-demand video")]

@@ -133,7 +133,7 @@ mod tests {
         let mut out = HeaderMap::new();
         Cors::new(&["*".into()]).apply(&HeaderMap::new(), &mut out);
         let mut wire = bytes::BytesMut::new();
-        crate::http1::encode_fields(&mut wire, &out);
+        crate::headers::encode_fields(&mut wire, &out);
         assert_eq!(&wire[..], ANY_ORIGIN_LINES);
     }
 

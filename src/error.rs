@@ -1,10 +1,10 @@
-//! Errors of the client side, and the one place any error becomes an HTTP answer.
+//! Why a request could not be served, and why the edge could not start.
+//! [`crate::plain::rescue`] turns a request's error into its answer.
 
-use http::header::{self, HeaderValue};
-use http::{Method, Response, StatusCode};
+use std::net::SocketAddr;
 
-use crate::body::EdgeBody;
-use crate::headers::{NOSNIFF, X_CONTENT_TYPE_OPTIONS};
+use http::{Method, StatusCode};
+
 use crate::upstream::FetchError;
 
 /// Why a request could not be served.
@@ -43,37 +43,15 @@ impl EdgeError {
     }
 }
 
-/// Turns any error into its answer: the status, and a terse text body, the
-/// same for every error of that status, with the request id to find the log
-/// line by. What went wrong (an origin's address, a socket error, the
-/// client's own input) goes to the log, never to the client.
-pub fn rescue(err: &EdgeError, request_id: &str) -> Response<EdgeBody> {
-    let status = err.status();
-    let text = format!(
-        "{} {}\nrequest id: {request_id}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("Error")
-    );
-    let mut response = Response::new(EdgeBody::full(text.clone()));
-    *response.status_mut() = status;
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
-    match err {
-        EdgeError::Method(_) => {
-            h.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
-        }
-        EdgeError::Range { len } => {
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                h.insert(header::CONTENT_RANGE, v);
-            }
-        }
-        _ => {}
-    }
-    response
+/// Why the edge could not start (exit code 1).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {key} = {addr}: {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS setup: {0}")]
+    Tls(String),
 }

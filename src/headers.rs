@@ -1,6 +1,6 @@
 //! Header names the edge reads or writes, and hop-by-hop handling (RFC 9110 §7.6.1).
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -109,6 +109,16 @@ pub fn cache_directives(headers: &HeaderMap) -> impl Iterator<Item = (String, Op
             let name = name.trim().to_ascii_lowercase();
             (!name.is_empty()).then_some((name, value))
         })
+}
+
+/// Header fields as HTTP/1.1 writes them, one `name: value` line each.
+pub fn encode_fields(out: &mut BytesMut, headers: &HeaderMap) {
+    for (name, value) in headers {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
 }
 
 #[cfg(test)]

@@ -448,7 +448,7 @@ fn encode_head(
         out.put_slice(&wire.fields);
         shared.encode(out);
     }
-    encode_fields(out, headers);
+    crate::headers::encode_fields(out, headers);
     if !dated {
         out.put_slice(b"date: ");
         date(|d| out.put_slice(d));
@@ -457,15 +457,6 @@ fn encode_head(
     out.put_slice(b"\r\n");
 }
 
-/// Header fields as HTTP/1.1 writes them, one `name: value` line each.
-pub fn encode_fields(out: &mut BytesMut, headers: &HeaderMap) {
-    for (name, value) in headers {
-        out.put_slice(name.as_str().as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
-    }
-}
 
 /// Today's `Date` value, formatted once a second per thread.
 fn date(with: impl FnOnce(&[u8])) {

@@ -7,6 +7,7 @@
 //! ([`respond`]); [`body`] writes the access log line when the answer ends.
 
 pub mod admin;
+pub mod app;
 pub mod body;
 pub mod budget;
 pub mod cache;
@@ -28,8 +29,10 @@ pub mod mapped;
 pub mod media;
 pub mod metrics;
 pub mod outcome;
+pub mod plain;
 pub mod prefetch;
 pub mod proxy;
+pub mod request_id;
 pub mod respond;
 pub mod route;
 #[cfg(target_os = "linux")]
@@ -38,4 +41,5 @@ pub mod server;
 pub mod upstream;
 
 pub use config::Config;
-pub use edge::{Edge, RunningEdge};
+pub use app::RunningEdge;
+pub use edge::Edge;

@@ -20,7 +20,7 @@ use crate::edge::Edge;
 use crate::fetch::{self, FetchJob};
 use crate::media::hls::Summary;
 use crate::media::{self, Document};
-use crate::upstream::{origin_url, UpstreamRequest};
+use crate::upstream::UpstreamRequest;
 
 /// Where a VOD segment sits in the rendition (media playlist) that lists it.
 #[derive(Clone)]
@@ -209,8 +209,8 @@ fn start(edge: &Arc<Edge>, like: &UpstreamRequest, path_and_query: String) {
 /// The upstream path-and-query of `uri` as referenced from `from` (a
 /// path-and-query on `route`), if it lies on the same origin.
 pub fn resolve(route: &RouteConfig, from: &str, uri: &str) -> Option<String> {
-    let origin_base = origin_url(&route.origin, "");
-    let base = url::Url::parse(&origin_url(&route.origin, from)).ok()?;
+    let origin_base = route.origin.url("");
+    let base = url::Url::parse(&route.origin.url(from)).ok()?;
     let target = base.join(uri).ok()?;
     let root = url::Url::parse(&format!("{origin_base}/")).ok()?;
     if target.scheme() != root.scheme()

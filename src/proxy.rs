@@ -17,7 +17,8 @@ use crate::cache::{CacheKey, Entry};
 use crate::coalesce::Joined;
 use crate::config::RouteConfig;
 use crate::edge::Edge;
-use crate::error::{rescue, EdgeError};
+use crate::error::EdgeError;
+use crate::plain::rescue;
 use crate::fetch::{self, FetchJob};
 use crate::fill::Reader;
 use crate::forward::{self, Forwarding, Peer};
@@ -28,7 +29,7 @@ use crate::outcome::{CacheStatus, Outcome, PassReason};
 use crate::prefetch;
 use crate::respond::{respond, respond_stored, Served, Source};
 use crate::route::Target;
-use crate::upstream::{origin_url, UpstreamRequest};
+use crate::upstream::UpstreamRequest;
 
 type Answer = Result<(Response<EdgeBody>, Outcome), EdgeError>;
 
@@ -165,7 +166,7 @@ async fn serve(edge: &Arc<Edge>, parts: &Parts, peer: Peer) -> Answer {
     // for a request that goes on to the fill machinery. What is fetched is
     // the same normal form.
     let normal = normal_form(&route, &path_and_query);
-    let url = origin_url(&route.origin, &normal);
+    let url = route.origin.url(&normal);
     // What a shared fill asks upstream: always GET the whole object (HEAD and
     // ranges are cut from it). Built only when needed: a hit never sends it.
     let fill_request = || UpstreamRequest {

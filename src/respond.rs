@@ -12,7 +12,7 @@ use http_range_header::{ParsedRanges, SyntacticallyCorrectRange};
 
 use crate::body::EdgeBody;
 use crate::cache::Head;
-use crate::edge::RequestId;
+use crate::request_id::RequestId;
 use crate::error::EdgeError;
 use crate::fill::Reader;
 use crate::headers::{append_list, number, CACHE_STATUS, VIA_VALUE, X_REQUEST_ID};

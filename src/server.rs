@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderValue, StatusCode};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -16,11 +16,10 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::EdgeBody;
 use crate::config::{ServerConfig, TlsConfig};
-use crate::edge::{Edge, StartError};
+use crate::edge::Edge;
+use crate::error::StartError;
 use crate::forward::Peer;
-use crate::headers::{NOSNIFF, X_CONTENT_TYPE_OPTIONS};
 use crate::http1;
 use crate::limits::{Activity, PerIp, SendTimeout, Tracked};
 use crate::metrics::Refusal;
@@ -255,13 +254,10 @@ impl Conn<'_> {
 async fn refuse(stream: TcpStream) {
     let service = service_fn(|_req| async {
         let text = "503 Service Unavailable: this edge is at its connection limit\n";
-        let mut response = Response::new(EdgeBody::full(text));
-        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        let mut response = crate::plain::text(StatusCode::SERVICE_UNAVAILABLE, text);
         let h = response.headers_mut();
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        h.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
         Ok::<_, std::convert::Infallible>(response)
     });
     let mut builder = hyper::server::conn::http1::Builder::new();

@@ -104,21 +104,9 @@ impl UpstreamRequest {
     }
 }
 
-/// The full URL of `path_and_query` at `origin`, as text (also the cache key).
-pub fn origin_url(origin: &OriginUrl, path_and_query: &str) -> String {
-    // Sized once: this runs for every request (it is the cache key).
-    let (scheme, authority) = (origin.scheme.as_str(), origin.authority.as_str());
-    let parts = [scheme, "://", authority, &origin.base_path, path_and_query];
-    let mut url = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-    for part in parts {
-        url.push_str(part);
-    }
-    url
-}
-
 /// The full URL of `path_and_query` at `origin`.
 pub fn origin_uri(origin: &OriginUrl, path_and_query: &str) -> Uri {
-    let text = origin_url(origin, path_and_query);
+    let text = origin.url(path_and_query);
     // Both parts were validated when parsed; a failure here is a bug worth seeing.
     text.parse()
         .unwrap_or_else(|e| panic!("origin URL {text:?} did not parse: {e}"))

@@ -107,7 +107,7 @@ impl Head {
                     return None;
                 }
                 let mut out = bytes::BytesMut::new();
-                crate::http1::encode_fields(&mut out, prepared);
+                crate::headers::encode_fields(&mut out, prepared);
                 Some(Wire {
                     fields: out.freeze(),
                     dated: prepared.contains_key(header::DATE),

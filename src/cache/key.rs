@@ -10,7 +10,6 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName};
 
 use crate::config::RouteConfig;
-use crate::upstream::origin_url;
 
 /// The CMCD query argument (CTA-5004): player telemetry, never part of a key.
 const CMCD_QUERY: &str = "CMCD";
@@ -39,7 +38,7 @@ pub fn normal_form<'a>(route: &RouteConfig, path_and_query: &'a str) -> Cow<'a, 
 
 /// The key URL of `path_and_query` on `route`: the origin URL of its normal form.
 pub fn key_url(route: &RouteConfig, path_and_query: &str) -> String {
-    origin_url(&route.origin, &normal_form(route, path_and_query))
+    route.origin.url(&normal_form(route, path_and_query))
 }
 
 /// The identity of a cached object.
@@ -141,7 +140,7 @@ mod tests {
         for (pq, want) in cases {
             assert_eq!(key_url(route, pq), want, "{pq}");
             // What is fetched is what is keyed.
-            let fetched = crate::upstream::origin_url(&route.origin, &normal_form(route, pq));
+            let fetched = route.origin.url(&normal_form(route, pq));
             assert_eq!(fetched, want, "{pq}");
         }
     }

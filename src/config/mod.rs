@@ -167,6 +167,20 @@ pub struct ClusterConfig {
     pub secret: Option<String>,
 }
 
+impl OriginUrl {
+    /// The full URL of `path_and_query` at this origin, as text (also the cache key).
+    pub fn url(&self, path_and_query: &str) -> String {
+        // Sized once: this runs for every request (it is the cache key).
+        let (scheme, authority) = (self.scheme.as_str(), self.authority.as_str());
+        let parts = [scheme, "://", authority, &self.base_path, path_and_query];
+        let mut url = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for part in parts {
+            url.push_str(part);
+        }
+        url
+    }
+}
+
 /// The largest object the cache can weigh: moka weighs entries with a `u32`.
 const MAX_OBJECT_LIMIT: u64 = u32::MAX as u64 - (64 << 10);
 

@@ -1,0 +1,85 @@
+//! Starting and stopping the edge: binds its listeners, runs them and the
+//! cache's upkeep, and stops them all.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::edge::Edge;
+use crate::error::StartError;
+use crate::server::{self, Listener};
+
+impl Edge {
+    /// Binds every listener and starts serving.
+    pub async fn start(config: Config) -> Result<RunningEdge, StartError> {
+        let edge = Edge::new(config)?;
+        if !edge.config.cluster.peers.is_empty() || edge.config.cluster.dns.is_some() {
+            tracing::warn!(
+                "[cluster] is set, but peering with sibling edges is not built yet: every fetch goes to the origin"
+            );
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let cfg = &edge.config;
+        let plain = Listener::bind("server.listen", cfg.server.listen)?;
+        let admin = Listener::bind("admin.listen", cfg.admin.listen)?;
+        let tls = match &cfg.server.tls {
+            Some(t) => Some((Listener::bind("server.tls_listen", t.listen)?, server::tls_acceptor(t)?)),
+            None => None,
+        };
+        let addrs = Addresses {
+            listen: plain.addr,
+            tls_listen: tls.as_ref().map(|(l, _)| l.addr),
+            admin: admin.addr,
+        };
+        let mut tasks = JoinSet::new();
+        tasks.spawn(server::serve_edge(Arc::clone(&edge), plain, None, stop_rx.clone()));
+        if let Some((listener, acceptor)) = tls {
+            tasks.spawn(server::serve_edge(
+                Arc::clone(&edge),
+                listener,
+                Some(acceptor),
+                stop_rx.clone(),
+            ));
+        }
+        let maintained = Arc::clone(&edge);
+        let stop = stop_rx.clone();
+        tasks.spawn(async move { maintained.store.maintain(Duration::from_secs(1), stop).await });
+        tasks.spawn(server::serve_admin(Arc::clone(&edge), admin, stop_rx));
+        tracing::info!(listen = %addrs.listen, tls = ?addrs.tls_listen, admin = %addrs.admin, "outpost serving");
+        Ok(RunningEdge {
+            edge,
+            addrs,
+            stop: stop_tx,
+            tasks,
+        })
+    }
+}
+
+/// Where a running edge listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    pub listen: SocketAddr,
+    pub tls_listen: Option<SocketAddr>,
+    pub admin: SocketAddr,
+}
+
+/// A started edge: its addresses, and the way to stop it.
+pub struct RunningEdge {
+    pub edge: Arc<Edge>,
+    pub addrs: Addresses,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl RunningEdge {
+    /// Stops accepting, lets responses under way finish (up to
+    /// `server.shutdown_grace`), then returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
