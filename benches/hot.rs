@@ -14,9 +14,9 @@ use http::{header, HeaderMap, HeaderValue, Request, StatusCode};
 use outpost::cache::key::key_url;
 use outpost::cache::{policy, CacheKey, Entry, Head, Store};
 use outpost::config::RouteConfig;
-use outpost::request_id::RequestId;
 use outpost::media::{Document, MediaKind};
 use outpost::outcome::{CacheStatus, Outcome};
+use outpost::request_id::RequestId;
 use outpost::respond::{merge_shared, respond, respond_stored, Served, SharedHead, Source};
 
 fn route() -> RouteConfig {

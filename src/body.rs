@@ -11,11 +11,11 @@ use hyper::body::Incoming;
 use std::future::Future;
 use tokio::time::Sleep;
 
-use crate::request_id::RequestId;
 use crate::fill::FillBody;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
-use crate::respond::SharedHead;
+use crate::request_id::RequestId;
+use crate::shared_head::SharedHead;
 use crate::upstream::FetchError;
 
 /// Every response body the edge sends.

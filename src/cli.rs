@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::app::RunningEdge;
 use crate::config::{Config, Overrides};
 use crate::demo::DemoOrigin;
-use crate::app::RunningEdge;
 use crate::edge::Edge;
 
 #[derive(Parser)]

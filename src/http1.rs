@@ -36,7 +36,7 @@ use crate::config::ServerConfig;
 use crate::edge::Edge;
 use crate::forward::Peer;
 use crate::metrics::Refusal;
-use crate::respond::SharedHead;
+use crate::shared_head::{merge_shared, SharedHead};
 
 /// More header fields than this go to hyper (which takes up to 100).
 const MAX_FIELDS: usize = 64;
@@ -294,7 +294,7 @@ where
     let shared = body.take_shared_head();
     let wire = shared.as_ref().and_then(|shared| shared.head.wire());
     if let (Some(shared), None) = (&shared, wire) {
-        crate::respond::merge_shared(shared, &mut headers);
+        merge_shared(shared, &mut headers);
     }
     headers.remove(header::TRANSFER_ENCODING);
     close |= headers
@@ -456,7 +456,6 @@ fn encode_head(
     }
     out.put_slice(b"\r\n");
 }
-
 
 /// Today's `Date` value, formatted once a second per thread.
 fn date(with: impl FnOnce(&[u8])) {

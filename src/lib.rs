@@ -38,8 +38,9 @@ pub mod route;
 #[cfg(target_os = "linux")]
 pub mod sendfile;
 pub mod server;
+pub mod shared_head;
 pub mod upstream;
 
-pub use config::Config;
 pub use app::RunningEdge;
+pub use config::Config;
 pub use edge::Edge;

@@ -18,7 +18,6 @@ use crate::coalesce::Joined;
 use crate::config::RouteConfig;
 use crate::edge::Edge;
 use crate::error::EdgeError;
-use crate::plain::rescue;
 use crate::fetch::{self, FetchJob};
 use crate::fill::Reader;
 use crate::forward::{self, Forwarding, Peer};
@@ -26,6 +25,7 @@ use crate::headers::{self, append_list, X_REQUEST_ID};
 use crate::media::{self, cmcd, MediaKind};
 use crate::metrics::Refusal;
 use crate::outcome::{CacheStatus, Outcome, PassReason};
+use crate::plain::rescue;
 use crate::prefetch;
 use crate::respond::{respond, respond_stored, Served, Source};
 use crate::route::Target;
@@ -57,7 +57,7 @@ pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, peer: Peer) -> Resu
     }
     let mut response = answer(edge, &mut parts, peer).await;
     if let Some(shared) = response.body_mut().take_shared_head() {
-        crate::respond::merge_shared(&shared, response.headers_mut());
+        crate::shared_head::merge_shared(&shared, response.headers_mut());
     }
     Ok(response)
 }
@@ -157,7 +157,8 @@ async fn serve(edge: &Arc<Edge>, parts: &Parts, peer: Peer) -> Answer {
     };
     if crate::cors::is_preflight(&parts.method) {
         // Answered by the edge itself, without the origin: counted as a hit.
-        return Ok((edge.cors.preflight(&parts.headers), Outcome::Hit));
+        let answer = edge.cors.preflight(&parts.headers).map(|()| EdgeBody::empty());
+        return Ok((answer, Outcome::Hit));
     }
     if parts.method != Method::GET && parts.method != Method::HEAD {
         return Err(EdgeError::Method(parts.method.clone()));

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
@@ -12,11 +12,12 @@ use http_range_header::{ParsedRanges, SyntacticallyCorrectRange};
 
 use crate::body::EdgeBody;
 use crate::cache::Head;
-use crate::request_id::RequestId;
 use crate::error::EdgeError;
 use crate::fill::Reader;
-use crate::headers::{append_list, number, CACHE_STATUS, VIA_VALUE, X_REQUEST_ID};
+use crate::headers::{append_list, number, VIA_VALUE};
 use crate::outcome::{CacheStatus, Outcome};
+use crate::shared_head::insert_stamps;
+pub use crate::shared_head::{merge_shared, SharedHead};
 
 /// Where the body comes from.
 pub enum Source {
@@ -148,58 +149,6 @@ pub fn respond_stored(
     Ok(response)
 }
 
-/// A stored answer's head, shared instead of copied into the response's map,
-/// and the headers that differ per answer, kept as values until written.
-#[derive(Debug)]
-pub struct SharedHead {
-    pub head: Arc<Head>,
-    /// `Age` in seconds.
-    pub age: Option<u64>,
-    pub cache_status: CacheStatus,
-    /// `X-Request-Id`: set by [`crate::proxy::answer`].
-    pub request_id: Option<RequestId>,
-    /// The CORS headers for any origin ([`crate::cors::ANY_ORIGIN_LINES`]):
-    /// set by [`crate::proxy::answer`] when `server.cors_origins` is `*`.
-    pub any_origin: bool,
-}
-
-impl SharedHead {
-    /// The per-answer headers as HTTP/1.1 lines.
-    pub fn encode(&self, out: &mut BytesMut) {
-        if let Some(age) = self.age {
-            out.put_slice(b"age: ");
-            out.put_slice(itoa::Buffer::new().format(age).as_bytes());
-            out.put_slice(b"\r\n");
-        }
-        out.put_slice(b"cache-status: ");
-        self.cache_status.write(out);
-        out.put_slice(b"\r\n");
-        if let Some(id) = &self.request_id {
-            out.put_slice(b"x-request-id: ");
-            id.with_text(|text| out.put_slice(text));
-            out.put_slice(b"\r\n");
-        }
-        if self.any_origin {
-            out.put_slice(crate::cors::ANY_ORIGIN_LINES);
-        }
-    }
-}
-
-/// Puts a stored head's prepared headers and its per-answer ones in front of
-/// an answer's own, in one map: for a connection that writes maps (hyper),
-/// not [`Head::wire`].
-pub fn merge_shared(shared: &SharedHead, headers: &mut HeaderMap) {
-    let own = std::mem::replace(headers, shared.head.prepared().clone());
-    insert_stamps(headers, shared.age, shared.cache_status);
-    if let Some(id) = &shared.request_id {
-        headers.insert(X_REQUEST_ID, id.header_value());
-    }
-    if shared.any_origin {
-        crate::cors::insert_any_origin(headers);
-    }
-    headers.extend(own);
-}
-
 /// `Age`, `Via` and `Cache-Status` (RFC 9211).
 pub fn decorate(headers: &mut HeaderMap, head: &Head, served: Served) {
     append_list(headers, header::VIA, VIA_VALUE);
@@ -210,13 +159,6 @@ pub fn decorate(headers: &mut HeaderMap, head: &Head, served: Served) {
 fn stamp(headers: &mut HeaderMap, head: &Head, served: Served) {
     let (age, cache_status) = stamps(head, served);
     insert_stamps(headers, age, cache_status);
-}
-
-fn insert_stamps(headers: &mut HeaderMap, age: Option<u64>, cache_status: CacheStatus) {
-    if let Some(age) = age {
-        headers.insert(header::AGE, number(age));
-    }
-    headers.insert(CACHE_STATUS, cache_status.value());
 }
 
 /// `Age` (none for a pass) and `Cache-Status` of an answer from `head`.

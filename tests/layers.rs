@@ -119,6 +119,9 @@ fn every_import_points_down() {
 fn the_layers_name_only_modules_that_exist() {
     let graph = imports(Path::new(env!("CARGO_MANIFEST_DIR")).join("src").as_path());
     for module in LAYERS.iter().flat_map(|l| l.iter()) {
-        assert!(graph.contains_key(*module), "LAYERS names {module}, which src/ does not have");
+        assert!(
+            graph.contains_key(*module),
+            "LAYERS names {module}, which src/ does not have"
+        );
     }
 }
