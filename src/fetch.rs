@@ -17,7 +17,6 @@ use crate::headers;
 use crate::media::{self, freshness, Document};
 use crate::metrics::GaugeGuard;
 use crate::outcome::PassReason;
-use crate::prefetch;
 use crate::upstream::{next_data, FetchError, UpstreamRequest};
 
 /// What one fill fetches.
@@ -40,16 +39,12 @@ struct Fetched {
     playlist: Option<Document>,
 }
 
-/// Starts the fetch as a task of its own.
-pub fn spawn(edge: Arc<Edge>, job: FetchJob, writer: Writer) {
-    tokio::spawn(run(edge, job, writer));
-}
-
 /// Runs a fetch to its end: stores what may be stored, then ends the fill.
-pub async fn run(edge: Arc<Edge>, job: FetchJob, writer: Writer) {
+/// Returns the playlist it read, if the object was one (for prefetching).
+pub async fn run(edge: &Edge, job: FetchJob, writer: Writer) -> Option<Document> {
     let _inflight = GaugeGuard::new(&edge.metrics.inflight_fetches);
     let fill = Arc::clone(writer.fill());
-    let playlist = match fetch(&edge, &job, &writer).await {
+    let playlist = match fetch(edge, &job, &writer).await {
         Ok(fetched) => {
             // Store before leaving the in-flight map: see `Inflight::join`.
             if let Some(entry) = fetched.entry {
@@ -72,9 +67,7 @@ pub async fn run(edge: Arc<Edge>, job: FetchJob, writer: Writer) {
         }
     };
     edge.inflight.close(&job.key, &fill);
-    if let Some(playlist) = playlist {
-        prefetch::after_playlist(&edge, &job.request, &playlist);
-    }
+    playlist
 }
 
 /// Fetches, publishes head and body to the fill, and returns the entry to store, if any.

@@ -1,4 +1,6 @@
-//! Prefetch: fetching what players are about to ask for, before they ask.
+//! Prefetch planning: what the edge learnt of the playlists it fetched, and
+//! which objects players are about to ask for. These functions only decide;
+//! `proxy::fills` starts the fills they name.
 //!
 //! A prefetch is an ordinary fill started by the edge: players who ask while
 //! it is under way join it like any other. Prefetches have their own small
@@ -14,13 +16,9 @@ use tokio::sync::Semaphore;
 
 use crate::cache::key::key_url;
 use crate::cache::CacheKey;
-use crate::coalesce::Joined;
 use crate::config::RouteConfig;
-use crate::edge::Edge;
-use crate::fetch::{self, FetchJob};
 use crate::media::hls::Summary;
 use crate::media::{self, Document};
-use crate::upstream::UpstreamRequest;
 
 /// Where a VOD segment sits in the rendition (media playlist) that lists it.
 #[derive(Clone)]
@@ -68,141 +66,99 @@ impl Prefetcher {
             vod_seen: AtomicBool::new(false),
         }
     }
-}
 
-/// After the edge fetched a media playlist: for a live one, its newest segment
-/// (and any preload hints); for a VOD one, remember its segments so that a
-/// request for segment N prefetches the ones after it.
-pub fn after_playlist(edge: &Arc<Edge>, playlist_request: &UpstreamRequest, document: &Document) {
-    let resolve = |uri: &str| resolve(&playlist_request.route, &playlist_request.path_and_query, uri);
-    let playlist = match document {
-        Document::Hls(Summary::Media(playlist)) => playlist,
-        Document::Hls(Summary::Master { .. }) => return,
-        Document::Dash(manifest) => {
-            edge.prefetcher.dash_seen.store(true, Ordering::Relaxed);
-            // A manifest lists every representation: prefetch only those players are watching.
-            for pq in manifest.newest.iter().filter_map(|u| resolve(u)) {
-                let rendition = media::rendition_of(&key_url(&playlist_request.route, &pq));
-                if edge.prefetcher.recent.contains_key(&rendition) {
-                    start(edge, playlist_request, pq);
-                }
+    /// The pool prefetches take a permit from.
+    pub fn permits(&self) -> &Arc<Semaphore> {
+        &self.permits
+    }
+
+    /// After the edge fetched the playlist at `playlist_pq` on `route`: for a
+    /// live one, its newest segment (and any preload hints); for a VOD one,
+    /// nothing yet, but its segments are remembered so that a request for
+    /// segment N prefetches the `ahead` after it. Returns what to prefetch now.
+    pub fn after_playlist(
+        &self,
+        route: &RouteConfig,
+        playlist_pq: &str,
+        document: &Document,
+        ahead: usize,
+    ) -> Vec<String> {
+        let resolve = |uri: &str| resolve(route, playlist_pq, uri);
+        let playlist = match document {
+            Document::Hls(Summary::Media(playlist)) => playlist,
+            Document::Hls(Summary::Master { .. }) => return Vec::new(),
+            Document::Dash(manifest) => {
+                self.dash_seen.store(true, Ordering::Relaxed);
+                // A manifest lists every representation: prefetch only those players are watching.
+                return manifest
+                    .newest
+                    .iter()
+                    .filter_map(|u| resolve(u))
+                    .filter(|pq| self.recent.contains_key(&media::rendition_of(&key_url(route, pq))))
+                    .collect();
             }
-            return;
-        }
-    };
-    if playlist.live {
-        let path = playlist_request.path_and_query.split('?').next().unwrap_or_default();
-        let target = playlist.target_duration.max(Duration::from_secs(1));
-        edge.prefetcher
-            .targets
-            .insert(key_url(&playlist_request.route, path), target);
-        if let Some(newest) = playlist.segments.last().and_then(|u| resolve(u)) {
-            start(edge, playlist_request, newest);
-        }
-        for hint in playlist.preload_hints.iter().filter_map(|u| resolve(u)) {
-            start(edge, playlist_request, hint);
-        }
-        return;
-    }
-    if edge.config.media.prefetch_ahead == 0 {
-        return;
-    }
-    let segments: Arc<[String]> = playlist.segments.iter().filter_map(|u| resolve(u)).collect();
-    for (index, pq) in segments.iter().enumerate() {
-        let key = CacheKey::new(&key_url(&playlist_request.route, pq));
-        let place = Place {
-            segments: Arc::clone(&segments),
-            index,
         };
-        edge.prefetcher.places.insert(key, place);
-    }
-    edge.prefetcher.vod_seen.store(true, Ordering::Relaxed);
-}
-
-/// How long the edge waits for the origin to answer an LL-HLS blocking
-/// reload of `path_and_query` (with `_HLS_msn`): three target durations
-/// (draft-pantos-hls-rfc8216bis §6.2.5.2), once the playlist is known.
-pub fn blocking_limit(edge: &Edge, route: &RouteConfig, path_and_query: &str) -> Option<Duration> {
-    let (path, query) = path_and_query.split_once('?')?;
-    if !query.split('&').any(|arg| arg.starts_with("_HLS_msn=")) {
-        return None;
-    }
-    let target = edge.prefetcher.targets.get(&key_url(route, path));
-    Some(target.map_or(route.timeout, |t| 3 * t))
-}
-
-/// After a player asked for `key`: if it is a VOD segment of a rendition
-/// fetched recently, prefetch the `media.prefetch_ahead` segments after it.
-pub fn after_segment(edge: &Arc<Edge>, key: &str, request: impl FnOnce() -> UpstreamRequest) {
-    let prefetcher = &edge.prefetcher;
-    // A read on most segment requests; a write (cache maintenance) only when a
-    // rendition is new or its 30 s have run out.
-    if prefetcher.dash_seen.load(Ordering::Relaxed) {
-        let rendition = media::rendition_of(key);
-        if !prefetcher.recent.contains_key(&rendition) {
-            prefetcher.recent.insert(rendition, ());
+        if playlist.live {
+            let path = playlist_pq.split('?').next().unwrap_or_default();
+            let target = playlist.target_duration.max(Duration::from_secs(1));
+            self.targets.insert(key_url(route, path), target);
+            let newest = playlist.segments.last().and_then(|u| resolve(u));
+            let hints = playlist.preload_hints.iter().filter_map(|u| resolve(u));
+            return newest.into_iter().chain(hints).collect();
         }
-    }
-    if !prefetcher.vod_seen.load(Ordering::Relaxed) {
-        return;
-    }
-    let Some(place) = prefetcher.places.get(key) else {
-        return;
-    };
-    let ahead = edge.config.media.prefetch_ahead;
-    let request = request();
-    for pq in place.segments.iter().skip(place.index + 1).take(ahead) {
-        start(edge, &request, pq.clone());
-    }
-}
-
-/// Follows a player's CMCD next-object hint (`nor`, CTA-5004), relative to the object it asked for.
-pub fn hinted(edge: &Arc<Edge>, request: &UpstreamRequest, next_object: &str) {
-    if let Some(pq) = resolve(&request.route, &request.path_and_query, next_object) {
-        start(edge, request, pq);
-    }
-}
-
-/// Starts a prefetch of `path_and_query` on the request's route, unless the
-/// object is cached or on its way, or the prefetch pool is full.
-fn start(edge: &Arc<Edge>, like: &UpstreamRequest, path_and_query: String) {
-    let base = CacheKey::new(&key_url(&like.route, &path_and_query));
-    let key = edge.store.resolve(&base, &like.headers);
-    let now = std::time::SystemTime::now();
-    let fresh = || edge.store.get(&key).filter(|e| e.is_fresh(now));
-    if fresh().is_some() || edge.inflight.contains(&key) || edge.inflight.passed_for(&key).is_some() {
-        edge.metrics.prefetch("cached");
-        return;
-    }
-    let Ok(permit) = Arc::clone(&edge.prefetcher.permits).try_acquire_owned() else {
-        tracing::debug!(key = key.as_str(), "prefetch pool full; skipped");
-        return;
-    };
-    match edge.inflight.join(&key, fresh) {
-        Joined::Started(reader, writer) => {
-            // Nobody reads a prefetch yet: players join it when they ask.
-            drop(reader);
-            let stale = edge.store.get(&key);
-            let job = FetchJob {
-                base,
-                key,
-                request: UpstreamRequest {
-                    route: Arc::clone(&like.route),
-                    method: http::Method::GET,
-                    path_and_query,
-                    headers: like.headers.clone(),
-                    blocking: None,
-                },
-                stale,
-                prefetch: true,
+        if ahead == 0 {
+            return Vec::new();
+        }
+        let segments: Arc<[String]> = playlist.segments.iter().filter_map(|u| resolve(u)).collect();
+        for (index, pq) in segments.iter().enumerate() {
+            let key = CacheKey::new(&key_url(route, pq));
+            let place = Place {
+                segments: Arc::clone(&segments),
+                index,
             };
-            let edge = Arc::clone(edge);
-            tokio::spawn(async move {
-                let _permit = permit;
-                fetch::run(edge, job, writer).await;
-            });
+            self.places.insert(key, place);
         }
-        Joined::Hit(_) | Joined::Collapsed(_) => edge.metrics.prefetch("cached"),
+        self.vod_seen.store(true, Ordering::Relaxed);
+        Vec::new()
+    }
+
+    /// How long the edge waits for the origin to answer an LL-HLS blocking
+    /// reload of `path_and_query` (with `_HLS_msn`): three target durations
+    /// (draft-pantos-hls-rfc8216bis §6.2.5.2), once the playlist is known.
+    pub fn blocking_limit(&self, route: &RouteConfig, path_and_query: &str) -> Option<Duration> {
+        let (path, query) = path_and_query.split_once('?')?;
+        if !query.split('&').any(|arg| arg.starts_with("_HLS_msn=")) {
+            return None;
+        }
+        let target = self.targets.get(&key_url(route, path));
+        Some(target.map_or(route.timeout, |t| 3 * t))
+    }
+
+    /// After a player asked for `key`: if it is a VOD segment of a rendition
+    /// fetched recently, the `ahead` segments after it (upstream
+    /// path-and-query). Also notes the rendition as watched, for DASH.
+    pub fn after_segment(&self, key: &str, ahead: usize) -> Vec<String> {
+        // A read on most segment requests; a write (cache maintenance) only when a
+        // rendition is new or its 30 s have run out.
+        if self.dash_seen.load(Ordering::Relaxed) {
+            let rendition = media::rendition_of(key);
+            if !self.recent.contains_key(&rendition) {
+                self.recent.insert(rendition, ());
+            }
+        }
+        if !self.vod_seen.load(Ordering::Relaxed) {
+            return Vec::new();
+        }
+        let Some(place) = self.places.get(key) else {
+            return Vec::new();
+        };
+        place
+            .segments
+            .iter()
+            .skip(place.index + 1)
+            .take(ahead)
+            .cloned()
+            .collect()
     }
 }
 

@@ -9,34 +9,41 @@ use std::path::Path;
 /// Top-level modules of `src/`, from the top down. A module may use those on
 /// lower layers; modules on one layer may not use each other.
 const LAYERS: &[&[&str]] = &[
-    // The binary's commands, and the demo they can start.
-    &["cli", "demo"],
-    // Starting and stopping the edge; the admin listener's paths.
-    &["app", "admin"],
-    // Listeners, TLS, connection limits and the edge's own HTTP/1.1 loop.
+    // The binary's commands, and the demo origin they can start.
+    &["cli"],
+    &["demo"],
+    // Starting and stopping the edge.
+    &["app"],
+    // Ingress: listeners, TLS, connection limits; the edge's own HTTP/1.1
+    // loop, and the admin listener's paths.
     &["server"],
-    &["http1"],
-    // One request's way through the edge.
+    &["http1", "admin"],
+    // One request's way through the edge; `proxy::fills` is where every
+    // fill is started.
     &["proxy"],
-    // Prefetch decisions that start fills.
-    &["prefetch"],
-    // The shared state every request reads.
-    &["edge"],
-    // The fetch behind a fill, answers from entries and fills, and the
-    // in-flight table.
-    &["fetch", "respond"],
-    &["coalesce"],
-    &["fill", "cors", "limits"],
-    // Response bodies and the plain-text answers made of them.
-    &["body"],
-    &["sendfile"],
-    // Origins and what is sent to them.
-    &["upstream"],
-    &["forward"],
-    // Pure rules and types.
-    &["cache", "media", "route"],
-    &["mapped", "budget", "error"],
-    &["config", "headers", "metrics", "outcome", "observe"],
+    // The fetch behind a fill.
+    &["fetch"],
+    // The shared state; answers from entries and fills; text answers.
+    &["edge", "respond", "plain"],
+    // Response bodies, the in-flight table, routing rules.
+    &["body", "coalesce", "route"],
+    // The fill readers share; request errors; prefetch planning.
+    &["fill", "error", "prefetch"],
+    // Video rules; a stored hit's per-answer headers; origins.
+    &["media", "shared_head", "upstream"],
+    // Cache rules and store; CORS rules; what is sent upstream; metrics;
+    // the sendfile socket.
+    &["cache", "cors", "forward", "metrics", "sendfile"],
+    // Leaves: they use no other module of the crate.
+    &[
+        "budget",
+        "config",
+        "headers",
+        "limits",
+        "mapped",
+        "outcome",
+        "request_id",
+    ],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {
@@ -66,23 +73,69 @@ fn imports(src: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
             }
             let text = std::fs::read_to_string(&path).unwrap();
             let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            // In a top-level module's own file, `super::` is the crate root.
+            let top_file = relative.components().count() == 1
+                || relative.ends_with("mod.rs") && relative.components().count() == 2;
             let used = out.entry(module.clone()).or_default();
             for (i, line) in code.lines().enumerate() {
                 let line = line.split("//").next().unwrap_or_default();
-                for piece in line.split("crate::").skip(1) {
-                    let name: String = piece
-                        .chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                        .collect();
-                    if !name.is_empty() && name != module {
-                        used.entry(name)
-                            .or_insert_with(|| format!("{}:{}", relative.display(), i + 1));
+                let mut pieces: Vec<&str> = line.split("crate::").skip(1).collect();
+                if top_file {
+                    pieces.extend(line.split("super::").skip(1));
+                }
+                for piece in pieces {
+                    for name in names(piece) {
+                        if name != module {
+                            used.entry(name)
+                                .or_insert_with(|| format!("{}:{}", relative.display(), i + 1));
+                        }
                     }
                 }
             }
         }
     }
     out
+}
+
+/// The module names at the start of a path after `crate::`: one, or each
+/// of a group (`{a::X, b}`).
+fn names(piece: &str) -> Vec<String> {
+    let word = |text: &str| -> String {
+        text.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let Some(group) = piece.strip_prefix('{') else {
+        return vec![word(piece)].into_iter().filter(|n| !n.is_empty()).collect();
+    };
+    // The group's items, split at its own commas only (not nested groups').
+    let mut items = vec![String::new()];
+    let mut depth = 0;
+    for c in group.chars() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => break,
+            '}' => depth -= 1,
+            ',' if depth == 0 => items.push(String::new()),
+            _ => {}
+        }
+        if depth == 0 && c != ',' && c != '}' {
+            items.last_mut().unwrap().push(c);
+        }
+    }
+    items
+        .iter()
+        .map(|i| word(i))
+        .filter(|n| !n.is_empty() && n != "self")
+        .collect()
+}
+
+#[test]
+fn paths_name_their_modules() {
+    assert_eq!(names("body::EdgeBody;"), ["body"]);
+    assert_eq!(names("{body::EdgeBody, cache::{Head, Wire}};"), ["body", "cache"]);
+    assert!(names("{self};").is_empty());
 }
 
 #[test]

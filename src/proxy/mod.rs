@@ -18,7 +18,7 @@ use crate::coalesce::Joined;
 use crate::config::RouteConfig;
 use crate::edge::Edge;
 use crate::error::EdgeError;
-use crate::fetch::{self, FetchJob};
+use crate::fetch::FetchJob;
 use crate::fill::Reader;
 use crate::forward::{self, Forwarding, Peer};
 use crate::headers::{self, append_list, X_REQUEST_ID};
@@ -26,10 +26,11 @@ use crate::media::{self, cmcd, MediaKind};
 use crate::metrics::Refusal;
 use crate::outcome::{CacheStatus, Outcome, PassReason};
 use crate::plain::rescue;
-use crate::prefetch;
 use crate::respond::{respond, respond_stored, Served, Source};
 use crate::route::Target;
 use crate::upstream::UpstreamRequest;
+
+mod fills;
 
 type Answer = Result<(Response<EdgeBody>, Outcome), EdgeError>;
 
@@ -175,10 +176,10 @@ async fn serve(edge: &Arc<Edge>, parts: &Parts, peer: Peer) -> Answer {
         method: Method::GET,
         path_and_query: normal.to_string(),
         headers: upstream_headers(edge, parts, peer, &route, true),
-        blocking: prefetch::blocking_limit(edge, &route, &normal),
+        blocking: edge.prefetcher.blocking_limit(&route, &normal),
     };
     if let Some(next) = cmcd::next_object(&parts.headers, parts.uri.query()) {
-        prefetch::hinted(edge, &fill_request(), &next);
+        fills::hinted(edge, &fill_request(), &next);
     }
     let variants = edge.store.variants(&url);
     let now = SystemTime::now();
@@ -193,7 +194,7 @@ async fn serve(edge: &Arc<Edge>, parts: &Parts, peer: Peer) -> Answer {
         None => Box::pin(lookup(edge, parts, peer, CacheKey::new(&url), variants, fill_request())).await,
     };
     if media::kind_by_path(&path_and_query) == Some(MediaKind::Segment) {
-        prefetch::after_segment(edge, &url, fill_request);
+        fills::after_segment(edge, &url, fill_request);
     }
     answer
 }
@@ -234,7 +235,7 @@ async fn lookup(
                 stale: cached,
                 prefetch: false,
             };
-            fetch::spawn(Arc::clone(edge), job, writer);
+            fills::spawn(Arc::clone(edge), job, writer);
             from_fill(edge, parts, peer, reader, upstream, Outcome::Miss).await
         }
         Joined::Collapsed(reader) => from_fill(edge, parts, peer, reader, upstream, Outcome::Collapsed).await,

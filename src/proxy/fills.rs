@@ -1,0 +1,104 @@
+//! Starting fills: a client's miss, and the prefetches that follow a
+//! playlist, a segment or a player's hint. Every fetch task is spawned here,
+//! and what a finished fetch leads to (the prefetches its playlist names)
+//! is started here too, so the fetch itself knows nothing of prefetching.
+
+use std::sync::Arc;
+
+use crate::cache::key::{key_url, normal_form};
+use crate::cache::CacheKey;
+use crate::coalesce::Joined;
+use crate::edge::Edge;
+use crate::fetch::{self, FetchJob};
+use crate::fill::Writer;
+use crate::media::Document;
+use crate::prefetch::resolve;
+use crate::upstream::UpstreamRequest;
+
+/// Runs the fetch behind a fill as a task of its own, then starts what the
+/// playlist it read (if any) says to prefetch.
+pub fn spawn(edge: Arc<Edge>, job: FetchJob, writer: Writer) {
+    tokio::spawn(run(edge, job, writer));
+}
+
+async fn run(edge: Arc<Edge>, job: FetchJob, writer: Writer) {
+    let request = job.request.clone();
+    if let Some(playlist) = fetch::run(&edge, job, writer).await {
+        after_playlist(&edge, &request, &playlist);
+    }
+}
+
+/// After the edge fetched a media playlist: see [`crate::prefetch::Prefetcher::after_playlist`].
+fn after_playlist(edge: &Arc<Edge>, playlist_request: &UpstreamRequest, document: &Document) {
+    let ahead = edge.config.media.prefetch_ahead;
+    let route = &playlist_request.route;
+    for pq in edge
+        .prefetcher
+        .after_playlist(route, &playlist_request.path_and_query, document, ahead)
+    {
+        start(edge, playlist_request, pq);
+    }
+}
+
+/// After a player asked for the segment keyed `key`: the VOD segments after it.
+pub fn after_segment(edge: &Arc<Edge>, key: &str, request: impl FnOnce() -> UpstreamRequest) {
+    let next = edge.prefetcher.after_segment(key, edge.config.media.prefetch_ahead);
+    if next.is_empty() {
+        return;
+    }
+    let request = request();
+    for pq in next {
+        start(edge, &request, pq);
+    }
+}
+
+/// Follows a player's CMCD next-object hint (`nor`, CTA-5004), relative to the object it asked for.
+pub fn hinted(edge: &Arc<Edge>, request: &UpstreamRequest, next_object: &str) {
+    if let Some(pq) = resolve(&request.route, &request.path_and_query, next_object) {
+        start(edge, request, pq);
+    }
+}
+
+/// Starts a prefetch of `path_and_query` on the request's route, unless the
+/// object is cached or on its way, or the prefetch pool is full.
+fn start(edge: &Arc<Edge>, like: &UpstreamRequest, path_and_query: String) {
+    let base = CacheKey::new(&key_url(&like.route, &path_and_query));
+    let key = edge.store.resolve(&base, &like.headers);
+    let now = std::time::SystemTime::now();
+    let fresh = || edge.store.get(&key).filter(|e| e.is_fresh(now));
+    if fresh().is_some() || edge.inflight.contains(&key) || edge.inflight.passed_for(&key).is_some() {
+        edge.metrics.prefetch("cached");
+        return;
+    }
+    let Ok(permit) = Arc::clone(edge.prefetcher.permits()).try_acquire_owned() else {
+        tracing::debug!(key = key.as_str(), "prefetch pool full; skipped");
+        return;
+    };
+    match edge.inflight.join(&key, fresh) {
+        Joined::Started(reader, writer) => {
+            // Nobody reads a prefetch yet: players join it when they ask.
+            drop(reader);
+            let stale = edge.store.get(&key);
+            let job = FetchJob {
+                base,
+                key,
+                request: UpstreamRequest {
+                    route: Arc::clone(&like.route),
+                    method: http::Method::GET,
+                    // Fetched as keyed.
+                    path_and_query: normal_form(&like.route, &path_and_query).into_owned(),
+                    headers: like.headers.clone(),
+                    blocking: None,
+                },
+                stale,
+                prefetch: true,
+            };
+            let edge = Arc::clone(edge);
+            tokio::spawn(async move {
+                let _permit = permit;
+                run(edge, job, writer).await;
+            });
+        }
+        Joined::Hit(_) | Joined::Collapsed(_) => edge.metrics.prefetch("cached"),
+    }
+}
