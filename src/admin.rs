@@ -10,6 +10,8 @@ use serde_json::json;
 
 use crate::body::EdgeBody;
 use crate::edge::Edge;
+use crate::metrics::Source;
+use crate::outcome::Outcome;
 use crate::plain::text;
 use crate::route::Target;
 
@@ -57,22 +59,22 @@ pub fn status_json(edge: &Edge) -> serde_json::Value {
     edge.refresh_gauges();
     let m = &edge.metrics;
     let served = m.response_bytes.get();
-    let origin = m.upstream_bytes_of("origin");
+    let origin = m.upstream_bytes.get(Source::Origin);
     let offload = if served == 0 {
         None
     } else {
         Some(1.0 - origin as f64 / served as f64)
     };
-    let requests: serde_json::Map<String, serde_json::Value> = crate::outcome::Outcome::ALL_LABELS
+    let requests: serde_json::Map<String, serde_json::Value> = Outcome::ALL
         .iter()
-        .map(|label| (label.to_string(), json!(m.requests_of(label))))
+        .map(|&outcome| (outcome.as_str().to_string(), json!(m.requests.get(outcome))))
         .collect();
     json!({
         "uptime_seconds": edge.started.elapsed().as_secs(),
         "requests": requests,
         "response_bytes": served,
         "origin_bytes": origin,
-        "origin_requests": m.upstream_requests_of("origin"),
+        "origin_requests": m.upstream_requests.get(Source::Origin),
         "origin_offload": offload,
         "cache_bytes": m.cache_bytes.get(),
         "cache_objects": m.cache_objects.get(),

@@ -12,7 +12,7 @@ use std::future::Future;
 use tokio::time::Sleep;
 
 use crate::fill::FillBody;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Source};
 use crate::outcome::Outcome;
 use crate::request_id::RequestId;
 use crate::shared_head::SharedHead;
@@ -242,7 +242,7 @@ impl PassBody {
         metrics: Arc<Metrics>,
     ) -> Self {
         let received = first.as_ref().map_or(0, |b| b.len() as u64);
-        metrics.upstream_bytes("origin", received);
+        metrics.upstream_bytes.inc_by(Source::Origin, received);
         Self {
             body,
             first,
@@ -267,7 +267,7 @@ impl Body for PassBody {
         }
         let polled = this.poll_upstream(cx);
         if let Poll::Ready(Some(Err(e))) = &polled {
-            this.metrics.upstream_error(e.kind());
+            this.metrics.upstream_errors.inc(e.kind());
         }
         polled
     }
@@ -299,7 +299,7 @@ impl PassBody {
                     return Poll::Pending;
                 };
                 this.received += data.len() as u64;
-                this.metrics.upstream_bytes("origin", data.len() as u64);
+                this.metrics.upstream_bytes.inc_by(Source::Origin, data.len() as u64);
                 let deadline = tokio::time::Instant::now() + this.stall;
                 this.timer.as_mut().reset(deadline);
                 Poll::Ready(Some(Ok(Frame::data(data))))

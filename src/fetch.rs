@@ -15,7 +15,7 @@ use crate::edge::Edge;
 use crate::fill::{concat, FillHead, Writer};
 use crate::headers;
 use crate::media::{self, freshness, Document};
-use crate::metrics::GaugeGuard;
+use crate::metrics::{GaugeGuard, PrefetchResult, Source};
 use crate::outcome::PassReason;
 use crate::upstream::{next_data, FetchError, UpstreamRequest};
 
@@ -52,16 +52,16 @@ pub async fn run(edge: &Edge, job: FetchJob, writer: Writer) -> Option<Document>
             }
             writer.finish(Ok(()));
             if job.prefetch {
-                edge.metrics.prefetch("fetched");
+                edge.metrics.prefetch.inc(PrefetchResult::Fetched);
             }
             fetched.playlist
         }
         Err(e) => {
             tracing::warn!(key = job.key.as_str(), error = %e, "upstream fetch failed; nothing stored");
-            edge.metrics.upstream_error(e.kind());
+            edge.metrics.upstream_errors.inc(e.kind());
             writer.finish(Err(e));
             if job.prefetch {
-                edge.metrics.prefetch("failed");
+                edge.metrics.prefetch.inc(PrefetchResult::Failed);
             }
             None
         }
@@ -151,7 +151,7 @@ async fn fetch(edge: &Edge, job: &FetchJob, writer: &Writer) -> Result<Fetched, 
     let patience = edge.config.server.send_timeout;
     let mut next = first;
     while let Some(data) = next {
-        edge.metrics.upstream_bytes("origin", data.len() as u64);
+        edge.metrics.upstream_bytes.inc_by(Source::Origin, data.len() as u64);
         if disposition.is_stored() && received > max_object {
             // Bigger than its headers said (or than they could say, chunked).
             disposition = Disposition::TooLarge;

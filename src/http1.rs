@@ -123,7 +123,7 @@ where
                             continue;
                         }
                         let why = if idle && buf.is_empty() { Refusal::Idle } else { Refusal::HeaderTimeout };
-                        edge.metrics.refused(why);
+                        edge.metrics.refused.inc(why);
                         tracing::debug!(peer = %peer, why = why.as_str(), "connection timed out");
                         return Ended::Closed;
                     }

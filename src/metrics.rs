@@ -8,106 +8,168 @@ use prometheus_client::registry::Registry;
 
 use crate::outcome::Outcome;
 
-type Label = [(&'static str, &'static str); 1];
+type Pair = [(&'static str, &'static str); 1];
 
-const SOURCES: [&str; 2] = ["origin", "peer"];
-const PREFETCH_RESULTS: [&str; 3] = ["fetched", "cached", "failed"];
-
-/// Why a connection was closed or a request refused by a limit
-/// (`outpost_refused_total{reason}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// `server.max_connections_per_ip`: closed at once.
-    PerIp,
-    /// `server.max_connections`: 503, then closed.
-    MaxConnections,
-    /// `server.idle_timeout`: no request in flight for that long.
-    Idle,
-    /// `server.header_timeout`: a request head that did not arrive in time.
-    HeaderTimeout,
-    /// `server.send_timeout`: a client that took none of its answer.
-    SendTimeout,
-    /// 400: a malformed request, or one with a body where none belongs.
-    BadRequest,
-    /// 431: a request head over `server.max_header_size`.
-    HeadersTooLarge,
+/// The values of one metric label: a fieldless enum whose variants, in
+/// order, are its series. Counting goes by the variant's index, so there is
+/// no unknown label to look up or to panic on.
+pub trait Label: Copy + 'static {
+    const ALL: &'static [Self];
+    fn as_str(self) -> &'static str;
+    fn index(self) -> usize;
 }
 
-impl Refusal {
-    const ALL: [Refusal; 7] = [
-        Refusal::PerIp,
-        Refusal::MaxConnections,
-        Refusal::Idle,
-        Refusal::HeaderTimeout,
-        Refusal::SendTimeout,
-        Refusal::BadRequest,
-        Refusal::HeadersTooLarge,
-    ];
+/// One counter per value of a label, all made up front: dashboards see
+/// zeros, not gaps, and counting is one atomic add.
+pub struct Series<L: Label> {
+    counters: Vec<Counter>,
+    label: std::marker::PhantomData<L>,
+}
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Refusal::PerIp => "per_ip",
-            Refusal::MaxConnections => "max_connections",
-            Refusal::Idle => "idle",
-            Refusal::HeaderTimeout => "header_timeout",
-            Refusal::SendTimeout => "send_timeout",
-            Refusal::BadRequest => "bad_request",
-            Refusal::HeadersTooLarge => "headers_too_large",
+impl<L: Label> Series<L> {
+    fn new(family: &Family<Pair, Counter>, name: &'static str) -> Self {
+        let counters = L::ALL
+            .iter()
+            .map(|value| family.get_or_create(&[(name, value.as_str())]).clone())
+            .collect();
+        Self {
+            counters,
+            label: std::marker::PhantomData,
         }
+    }
+
+    pub fn inc(&self, value: L) {
+        self.counters[value.index()].inc();
+    }
+
+    pub fn inc_by(&self, value: L, n: u64) {
+        self.counters[value.index()].inc_by(n);
+    }
+
+    pub fn get(&self, value: L) -> u64 {
+        self.counters[value.index()].get()
+    }
+
+    /// The counter behind one value, for code that counts without holding
+    /// the metrics (a connection's send timeout).
+    pub fn counter(&self, value: L) -> &Counter {
+        &self.counters[value.index()]
     }
 }
 
-/// Kinds of failed upstream fetches (`outpost_upstream_errors_total{reason}`):
-/// what the client is not told, the metric counts and the log details.
-const UPSTREAM_ERRORS: [&str; 8] = [
-    "unreachable",
-    "header_timeout",
-    "bad_response",
-    "stalled",
-    "short",
-    "broken",
-    "blocked",
-    "abandoned",
-];
+/// Declares a fieldless label enum with its label texts.
+macro_rules! label {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name { $($(#[$vdoc])* $variant,)+ }
 
-fn series<const N: usize>(
-    family: &Family<Label, Counter>,
-    name: &'static str,
-    labels: [&'static str; N],
-) -> [Counter; N] {
-    labels.map(|label| family.get_or_create(&[(name, label)]).clone())
+        impl $name {
+            /// The label's text.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text,)+ }
+            }
+        }
+
+        impl Label for $name {
+            const ALL: &'static [Self] = &[$($name::$variant,)+];
+            fn as_str(self) -> &'static str {
+                $name::as_str(self)
+            }
+            fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
 }
 
-fn index(labels: &[&str], label: &str) -> usize {
-    labels
-        .iter()
-        .position(|l| *l == label)
-        .unwrap_or_else(|| panic!("unknown metric label {label:?}"))
+label! {
+    /// Where an upstream fetch went (`source`).
+    Source {
+        Origin => "origin",
+        Peer => "peer",
+    }
+}
+
+label! {
+    /// What became of a prefetch decision (`result`).
+    PrefetchResult {
+        /// Fetched upstream.
+        Fetched => "fetched",
+        /// Skipped: cached or on its way already.
+        Cached => "cached",
+        /// The fetch failed.
+        Failed => "failed",
+    }
+}
+
+label! {
+    /// Why a connection was closed or a request refused by a limit
+    /// (`outpost_refused_total{reason}`).
+    Refusal {
+        /// `server.max_connections_per_ip`: closed at once.
+        PerIp => "per_ip",
+        /// `server.max_connections`: 503, then closed.
+        MaxConnections => "max_connections",
+        /// `server.idle_timeout`: no request in flight for that long.
+        Idle => "idle",
+        /// `server.header_timeout`: a request head that did not arrive in time.
+        HeaderTimeout => "header_timeout",
+        /// `server.send_timeout`: a client that took none of its answer.
+        SendTimeout => "send_timeout",
+        /// 400: a malformed request, or one with a body where none belongs.
+        BadRequest => "bad_request",
+        /// 431: a request head over `server.max_header_size`.
+        HeadersTooLarge => "headers_too_large",
+    }
+}
+
+label! {
+    /// Kinds of failed upstream fetches (`outpost_upstream_errors_total{reason}`):
+    /// what the client is not told, the metric counts and the log details.
+    FetchFailure {
+        Unreachable => "unreachable",
+        HeaderTimeout => "header_timeout",
+        /// An answer that broke the rules before its body (a header section too large).
+        BadResponse => "bad_response",
+        Stalled => "stalled",
+        Short => "short",
+        Broken => "broken",
+        /// An LL-HLS blocking reload held too long.
+        Blocked => "blocked",
+        /// Nobody waited for the fetch any more: not the origin's failure.
+        Abandoned => "abandoned",
+    }
+}
+
+impl Label for Outcome {
+    const ALL: &'static [Self] = &Outcome::ALL;
+    fn as_str(self) -> &'static str {
+        Outcome::as_str(self)
+    }
+    fn index(self) -> usize {
+        Outcome::index(self)
+    }
 }
 
 /// Every metric the edge exports. Counters are pre-created per label so that
 /// counting on the request path is one atomic add.
 pub struct Metrics {
     registry: Registry,
-    /// Indexed like `Outcome::ALL_LABELS`.
-    requests: [Counter; 6],
+    pub requests: Series<Outcome>,
     pub response_bytes: Counter,
     /// Body bytes of those that went out with sendfile(2) instead of a copy.
     pub sendfile_bytes: Counter,
-    /// Indexed like `SOURCES`.
-    upstream_requests: [Counter; 2],
-    upstream_bytes: [Counter; 2],
-    /// Indexed like `PREFETCH_RESULTS`.
-    prefetch: [Counter; 3],
+    pub upstream_requests: Series<Source>,
+    pub upstream_bytes: Series<Source>,
+    pub prefetch: Series<PrefetchResult>,
     pub cache_bytes: Gauge,
     pub cache_objects: Gauge,
     pub inflight_fetches: Gauge,
     /// Bytes that fills under way hold against their budget.
     pub fill_bytes: Gauge,
-    /// Indexed like `Refusal::ALL`.
-    refused: [Counter; 7],
-    /// Indexed like `UPSTREAM_ERRORS`.
-    upstream_errors: [Counter; 8],
+    pub refused: Series<Refusal>,
+    pub upstream_errors: Series<FetchFailure>,
 }
 
 impl Default for Metrics {
@@ -119,18 +181,18 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let requests = Family::<Label, Counter>::default();
+        let requests = Family::<Pair, Counter>::default();
         let response_bytes = Counter::default();
         let sendfile_bytes = Counter::default();
-        let upstream_requests = Family::<Label, Counter>::default();
-        let upstream_bytes = Family::<Label, Counter>::default();
-        let prefetch = Family::<Label, Counter>::default();
+        let upstream_requests = Family::<Pair, Counter>::default();
+        let upstream_bytes = Family::<Pair, Counter>::default();
+        let prefetch = Family::<Pair, Counter>::default();
         let cache_bytes = Gauge::default();
         let cache_objects = Gauge::default();
         let inflight_fetches = Gauge::default();
         let fill_bytes = Gauge::default();
-        let refused = Family::<Label, Counter>::default();
-        let upstream_errors = Family::<Label, Counter>::default();
+        let refused = Family::<Pair, Counter>::default();
+        let upstream_errors = Family::<Pair, Counter>::default();
         // prometheus-client appends `_total` to counters.
         registry.register("outpost_requests", "Client requests by cache outcome", requests.clone());
         registry.register(
@@ -187,72 +249,19 @@ impl Metrics {
         // Every labelled series exists from the start, so dashboards see zeros, not gaps.
         Self {
             registry,
-            requests: series(&requests, "cache", Outcome::ALL_LABELS),
+            requests: Series::new(&requests, "cache"),
             response_bytes,
             sendfile_bytes,
-            upstream_requests: series(&upstream_requests, "source", SOURCES),
-            upstream_bytes: series(&upstream_bytes, "source", SOURCES),
-            prefetch: series(&prefetch, "result", PREFETCH_RESULTS),
+            upstream_requests: Series::new(&upstream_requests, "source"),
+            upstream_bytes: Series::new(&upstream_bytes, "source"),
+            prefetch: Series::new(&prefetch, "result"),
             cache_bytes,
             cache_objects,
             inflight_fetches,
             fill_bytes,
-            refused: series(&refused, "reason", Refusal::ALL.map(Refusal::as_str)),
-            upstream_errors: series(&upstream_errors, "reason", UPSTREAM_ERRORS),
+            refused: Series::new(&refused, "reason"),
+            upstream_errors: Series::new(&upstream_errors, "reason"),
         }
-    }
-
-    pub fn refused(&self, why: Refusal) {
-        self.refused_counter(why).inc();
-    }
-
-    /// The counter behind one refusal reason, for code that counts without
-    /// holding the metrics (a connection's send timeout).
-    pub fn refused_counter(&self, why: Refusal) -> &Counter {
-        let i = Refusal::ALL.iter().position(|r| *r == why).unwrap_or_default();
-        &self.refused[i]
-    }
-
-    pub fn refused_of(&self, why: Refusal) -> u64 {
-        self.refused_counter(why).get()
-    }
-
-    pub fn upstream_errors_of(&self, kind: &str) -> u64 {
-        self.upstream_errors[index(&UPSTREAM_ERRORS, kind)].get()
-    }
-
-    /// Counts a failed upstream fetch by its kind (`FetchError::kind`).
-    pub fn upstream_error(&self, kind: &'static str) {
-        self.upstream_errors[index(&UPSTREAM_ERRORS, kind)].inc();
-    }
-
-    pub fn request(&self, outcome: Outcome) {
-        self.requests[index(&Outcome::ALL_LABELS, outcome.as_str())].inc();
-    }
-
-    pub fn upstream_request(&self, source: &'static str) {
-        self.upstream_requests[index(&SOURCES, source)].inc();
-    }
-
-    pub fn upstream_bytes(&self, source: &'static str, bytes: u64) {
-        self.upstream_bytes[index(&SOURCES, source)].inc_by(bytes);
-    }
-
-    pub fn prefetch(&self, result: &'static str) {
-        self.prefetch[index(&PREFETCH_RESULTS, result)].inc();
-    }
-
-    /// Reads one labelled counter (for `/status` and tests).
-    pub fn requests_of(&self, outcome: &str) -> u64 {
-        self.requests[index(&Outcome::ALL_LABELS, outcome)].get()
-    }
-
-    pub fn upstream_requests_of(&self, source: &str) -> u64 {
-        self.upstream_requests[index(&SOURCES, source)].get()
-    }
-
-    pub fn upstream_bytes_of(&self, source: &str) -> u64 {
-        self.upstream_bytes[index(&SOURCES, source)].get()
     }
 
     /// The Prometheus text exposition.
@@ -287,9 +296,9 @@ mod tests {
     #[test]
     fn exports_contract_names() {
         let m = Metrics::new();
-        m.request(Outcome::Hit);
-        m.upstream_bytes("origin", 10);
-        m.prefetch("cached");
+        m.requests.inc(Outcome::Hit);
+        m.upstream_bytes.inc_by(Source::Origin, 10);
+        m.prefetch.inc(PrefetchResult::Cached);
         let text = m.render();
         for line in [
             "outpost_requests_total{cache=\"hit\"} 1",
@@ -306,6 +315,27 @@ mod tests {
             "outpost_upstream_errors_total{reason=\"broken\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_outcome_counts_under_its_own_label() {
+        let m = Metrics::new();
+        let outcomes = [
+            Outcome::Hit,
+            Outcome::Miss,
+            Outcome::Collapsed,
+            Outcome::Stale,
+            Outcome::Pass(crate::outcome::PassReason::Vary),
+            Outcome::Error,
+        ];
+        for o in outcomes {
+            m.requests.inc(o);
+        }
+        let text = m.render();
+        for o in outcomes {
+            let line = format!("outpost_requests_total{{cache=\"{}\"}} 1", o.as_str());
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
         }
     }
 }

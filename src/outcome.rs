@@ -66,7 +66,27 @@ impl Outcome {
         }
     }
 
-    pub const ALL_LABELS: [&'static str; 6] = ["hit", "miss", "collapsed", "stale", "pass", "error"];
+    /// One outcome of each label, in the order of their series.
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Hit,
+        Outcome::Miss,
+        Outcome::Collapsed,
+        Outcome::Stale,
+        Outcome::Pass(PassReason::Private),
+        Outcome::Error,
+    ];
+
+    /// The place of this outcome's label in [`Outcome::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Outcome::Hit => 0,
+            Outcome::Miss => 1,
+            Outcome::Collapsed => 2,
+            Outcome::Stale => 3,
+            Outcome::Pass(_) => 4,
+            Outcome::Error => 5,
+        }
+    }
 }
 
 /// An answer's `Cache-Status`, kept as what it says until it is written: a

@@ -105,12 +105,12 @@ pub async fn serve_edge(edge: Arc<Edge>, listener: Listener, tls: Option<TlsAcce
         // One address may not take every connection: past its share, its new
         // ones are closed at once, before they cost a task or a permit.
         let Some(slot) = per_ip.acquire(peer.ip()) else {
-            edge.metrics.refused(Refusal::PerIp);
+            edge.metrics.refused.inc(Refusal::PerIp);
             tracing::debug!(peer = %peer, "connection refused: server.max_connections_per_ip");
             return Box::pin(async {}) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            edge.metrics.refused(Refusal::MaxConnections);
+            edge.metrics.refused.inc(Refusal::MaxConnections);
             let refusal = Arc::clone(&refusals).try_acquire_owned().ok();
             return Box::pin(async move {
                 let _slot = slot;
@@ -132,7 +132,7 @@ pub async fn serve_edge(edge: Arc<Edge>, listener: Listener, tls: Option<TlsAcce
                 stop,
             };
             let send_timeout = edge.config.server.send_timeout;
-            let expired = edge.metrics.refused_counter(Refusal::SendTimeout).clone();
+            let expired = edge.metrics.refused.counter(Refusal::SendTimeout).clone();
             match tls {
                 None => {
                     #[cfg(target_os = "linux")]
@@ -220,7 +220,7 @@ impl Conn<'_> {
                 ended = conn.as_mut() => break ended,
                 _ = &mut idle_close => break Ok(()),
                 _ = activity.idle_for(idle_timeout), if !closing => {
-                    edge.metrics.refused(Refusal::Idle);
+                    edge.metrics.refused.inc(Refusal::Idle);
                     tracing::debug!(peer = %self.peer, "connection idle; closing");
                     conn.as_mut().graceful_shutdown();
                     idle_close.as_mut().reset(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
@@ -237,9 +237,9 @@ impl Conn<'_> {
             // edge: give them a log line and an id like every other error.
             let hyper_error = e.downcast_ref::<hyper::Error>();
             if hyper_error.is_some_and(|h| h.is_timeout()) {
-                edge.metrics.refused(Refusal::HeaderTimeout);
+                edge.metrics.refused.inc(Refusal::HeaderTimeout);
             } else if hyper_error.is_some_and(|h| h.is_parse()) {
-                edge.metrics.refused(Refusal::BadRequest);
+                edge.metrics.refused.inc(Refusal::BadRequest);
             }
             if hyper_error.is_some_and(|h| h.is_parse() || h.is_timeout()) {
                 tracing::info!(id = %edge.next_request_id(), peer = %self.peer, error = %e, "request refused by the HTTP parser");

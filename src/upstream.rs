@@ -13,7 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::{OriginUrl, RouteConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{FetchFailure, Metrics, Source};
 
 /// Why an upstream fetch failed. Cloned to every client reading the fetch.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -54,17 +54,16 @@ pub enum FetchError {
 
 impl FetchError {
     /// The kind of failure, as the `outpost_upstream_errors_total` label.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> FetchFailure {
         match self {
-            FetchError::Unreachable { .. } => "unreachable",
-            FetchError::HeaderTimeout { .. } => "header_timeout",
-            FetchError::Stalled { .. } => "stalled",
-            FetchError::Short { .. } => "short",
-            FetchError::Broken { .. } => "broken",
-            FetchError::BlockedTooLong { .. } => "blocked",
-            FetchError::HeadTooLarge { .. } => "bad_response",
-            // Nobody waits for the fetch any more: not the origin's failure.
-            FetchError::Abandoned | FetchError::Overtaken => "abandoned",
+            FetchError::Unreachable { .. } => FetchFailure::Unreachable,
+            FetchError::HeaderTimeout { .. } => FetchFailure::HeaderTimeout,
+            FetchError::HeadTooLarge { .. } => FetchFailure::BadResponse,
+            FetchError::Stalled { .. } => FetchFailure::Stalled,
+            FetchError::Short { .. } => FetchFailure::Short,
+            FetchError::Broken { .. } => FetchFailure::Broken,
+            FetchError::BlockedTooLong { .. } => FetchFailure::Blocked,
+            FetchError::Abandoned | FetchError::Overtaken => FetchFailure::Abandoned,
         }
     }
 
@@ -160,7 +159,7 @@ impl Upstream {
             *outgoing.method_mut() = req.method.clone();
             *outgoing.uri_mut() = origin_uri(origin, &req.path_and_query);
             *outgoing.headers_mut() = req.headers.clone();
-            self.metrics.upstream_request("origin");
+            self.metrics.upstream_requests.inc(Source::Origin);
             let name = origin.authority.to_string();
             let limit = req.blocking.unwrap_or(route.timeout);
             match tokio::time::timeout(limit, self.client.request(outgoing)).await {

@@ -44,7 +44,13 @@ async fn storm_of_200_cold_requests_makes_one_origin_request() {
         199,
         "{statuses:?}"
     );
-    assert_eq!(edge.edge.metrics.upstream_requests_of("origin"), 1);
+    assert_eq!(
+        edge.edge
+            .metrics
+            .upstream_requests
+            .get(outpost::metrics::Source::Origin),
+        1
+    );
     edge.shutdown().await;
 }
 

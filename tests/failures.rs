@@ -112,7 +112,14 @@ async fn unreachable_origin_is_502_and_slow_headers_504() {
         got.text()
     );
     assert_eq!(got.header("x-content-type-options"), "nosniff");
-    assert_eq!(edge2.edge.metrics.upstream_errors_of("unreachable"), 1);
+    assert_eq!(
+        edge2
+            .edge
+            .metrics
+            .upstream_errors
+            .get(outpost::metrics::FetchFailure::Unreachable),
+        1
+    );
     edge.shutdown().await;
     edge2.shutdown().await;
 }

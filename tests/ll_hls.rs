@@ -94,7 +94,10 @@ async fn a_reload_held_past_three_target_durations_is_503() {
     let got = get(&c, &url(&edge, "/ll/index.m3u8?_HLS_msn=99")).await;
     assert_eq!(got.status, 503, "{}", got.text());
     assert_eq!(
-        edge.edge.metrics.upstream_errors_of("blocked"),
+        edge.edge
+            .metrics
+            .upstream_errors
+            .get(outpost::metrics::FetchFailure::Blocked),
         1,
         "counted as a held reload"
     );

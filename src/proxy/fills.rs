@@ -12,6 +12,7 @@ use crate::edge::Edge;
 use crate::fetch::{self, FetchJob};
 use crate::fill::Writer;
 use crate::media::Document;
+use crate::metrics::PrefetchResult;
 use crate::prefetch::resolve;
 use crate::upstream::UpstreamRequest;
 
@@ -67,7 +68,7 @@ fn start(edge: &Arc<Edge>, like: &UpstreamRequest, path_and_query: String) {
     let now = std::time::SystemTime::now();
     let fresh = || edge.store.get(&key).filter(|e| e.is_fresh(now));
     if fresh().is_some() || edge.inflight.contains(&key) || edge.inflight.passed_for(&key).is_some() {
-        edge.metrics.prefetch("cached");
+        edge.metrics.prefetch.inc(PrefetchResult::Cached);
         return;
     }
     let Ok(permit) = Arc::clone(edge.prefetcher.permits()).try_acquire_owned() else {
@@ -99,6 +100,6 @@ fn start(edge: &Arc<Edge>, like: &UpstreamRequest, path_and_query: String) {
                 run(edge, job, writer).await;
             });
         }
-        Joined::Hit(_) | Joined::Collapsed(_) => edge.metrics.prefetch("cached"),
+        Joined::Hit(_) | Joined::Collapsed(_) => edge.metrics.prefetch.inc(PrefetchResult::Cached),
     }
 }

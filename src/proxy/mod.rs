@@ -47,13 +47,13 @@ pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, peer: Peer) -> Resu
     if let Err(why) = discard_body(body, edge.config.server.header_timeout).await {
         let id = edge.next_request_id();
         tracing::info!(id = %id, peer = %peer.ip, method = %parts.method, path = parts.uri.path(), why, "request body refused");
-        edge.metrics.refused(Refusal::BadRequest);
+        edge.metrics.refused.inc(Refusal::BadRequest);
         let mut response = rescue(&EdgeError::BadRequest(why), &id.to_string());
         let h = response.headers_mut();
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         h.insert(X_REQUEST_ID, id.header_value());
         edge.cors.apply(&parts.headers, h);
-        edge.metrics.request(Outcome::Error);
+        edge.metrics.requests.inc(Outcome::Error);
         return Ok(response);
     }
     let mut response = answer(edge, &mut parts, peer).await;
@@ -74,8 +74,8 @@ pub async fn answer(edge: Arc<Edge>, parts: &mut Parts, peer: Peer) -> Response<
         Err(e) => {
             tracing::warn!(id = %id, method = %parts.method, path = parts.uri.path(), error = %e, "request failed");
             match &e {
-                EdgeError::BadRequest(_) => edge.metrics.refused(Refusal::BadRequest),
-                EdgeError::HeadersTooLarge { .. } => edge.metrics.refused(Refusal::HeadersTooLarge),
+                EdgeError::BadRequest(_) => edge.metrics.refused.inc(Refusal::BadRequest),
+                EdgeError::HeadersTooLarge { .. } => edge.metrics.refused.inc(Refusal::HeadersTooLarge),
                 _ => {}
             }
             (rescue(&e, &id.to_string()), Outcome::Error)
@@ -98,7 +98,7 @@ pub async fn answer(edge: Arc<Edge>, parts: &mut Parts, peer: Peer) -> Response<
     if !(apart && any_origin) {
         edge.cors.apply(&parts.headers, response.headers_mut());
     }
-    edge.metrics.request(outcome);
+    edge.metrics.requests.inc(outcome);
     let status = response.status().as_u16();
     let line = started.map(|started| LogLine {
         id,
@@ -328,7 +328,7 @@ async fn pass(
     upstream.method = parts.method.clone();
     upstream.headers = upstream_headers(edge, parts, peer, &upstream.route, false);
     let counted = |e: crate::upstream::FetchError| {
-        edge.metrics.upstream_error(e.kind());
+        edge.metrics.upstream_errors.inc(e.kind());
         e
     };
     let response = edge.upstream.send(&upstream).await.map_err(counted)?;
