@@ -9,15 +9,28 @@ use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
 use http_cache_semantics::AfterResponse;
 
+use crate::budget::Budget;
 use crate::cache::policy::{self, Disposition};
-use crate::cache::{CacheKey, Entry, Head};
-use crate::edge::Edge;
+use crate::cache::{CacheKey, Entry, Head, Store};
+use crate::coalesce::Inflight;
+use crate::config::Config;
 use crate::fill::{concat, FillHead, Writer};
 use crate::headers;
 use crate::media::{self, freshness, Document};
-use crate::metrics::{GaugeGuard, PrefetchResult, Source};
+use crate::metrics::{GaugeGuard, Metrics, PrefetchResult, Source};
 use crate::outcome::PassReason;
-use crate::upstream::{next_data, FetchError, UpstreamRequest};
+use crate::upstream::{next_data, FetchError, Upstream, UpstreamRequest};
+
+/// What a fetch uses of the edge's state: borrowed from the edge (see
+/// `proxy::fills`), or made on its own for a test, without a whole edge.
+pub struct Fetcher<'a> {
+    pub config: &'a Config,
+    pub upstream: &'a Upstream,
+    pub store: &'a Store,
+    pub inflight: &'a Inflight,
+    pub fill_budget: &'a Arc<Budget>,
+    pub metrics: &'a Metrics,
+}
 
 /// What one fill fetches.
 pub struct FetchJob {
@@ -41,42 +54,42 @@ struct Fetched {
 
 /// Runs a fetch to its end: stores what may be stored, then ends the fill.
 /// Returns the playlist it read, if the object was one (for prefetching).
-pub async fn run(edge: &Edge, job: FetchJob, writer: Writer) -> Option<Document> {
-    let _inflight = GaugeGuard::new(&edge.metrics.inflight_fetches);
+pub async fn run(cx: &Fetcher<'_>, job: FetchJob, writer: Writer) -> Option<Document> {
+    let _inflight = GaugeGuard::new(&cx.metrics.inflight_fetches);
     let fill = Arc::clone(writer.fill());
-    let playlist = match fetch(edge, &job, &writer).await {
+    let playlist = match fetch(cx, &job, &writer).await {
         Ok(fetched) => {
             // Store before leaving the in-flight map: see `Inflight::join`.
             if let Some(entry) = fetched.entry {
-                edge.store.insert(&job.base, &job.request.headers, entry);
+                cx.store.insert(&job.base, &job.request.headers, entry);
             }
             writer.finish(Ok(()));
             if job.prefetch {
-                edge.metrics.prefetch.inc(PrefetchResult::Fetched);
+                cx.metrics.prefetch.inc(PrefetchResult::Fetched);
             }
             fetched.playlist
         }
         Err(e) => {
             tracing::warn!(key = job.key.as_str(), error = %e, "upstream fetch failed; nothing stored");
-            edge.metrics.upstream_errors.inc(e.kind());
+            cx.metrics.upstream_errors.inc(e.kind());
             writer.finish(Err(e));
             if job.prefetch {
-                edge.metrics.prefetch.inc(PrefetchResult::Failed);
+                cx.metrics.prefetch.inc(PrefetchResult::Failed);
             }
             None
         }
     };
-    edge.inflight.close(&job.key, &fill);
+    cx.inflight.close(&job.key, &fill);
     playlist
 }
 
 /// Fetches, publishes head and body to the fill, and returns the entry to store, if any.
-async fn fetch(edge: &Edge, job: &FetchJob, writer: &Writer) -> Result<Fetched, FetchError> {
+async fn fetch(cx: &Fetcher<'_>, job: &FetchJob, writer: &Writer) -> Result<Fetched, FetchError> {
     let mut request = job.request.clone();
     if let Some(stale) = &job.stale {
         add_validators(&mut request, stale);
     }
-    let response = match edge.upstream.send(&request).await {
+    let response = match cx.upstream.send(&request).await {
         Ok(r) => r,
         Err(e) => return serve_stale(job, writer).ok_or(e).map(|_| Fetched::default()),
     };
@@ -111,17 +124,17 @@ async fn fetch(edge: &Edge, job: &FetchJob, writer: &Writer) -> Result<Fetched, 
     let origin_headers = headers::detached(&parts.headers);
     let policy = policy::policy(&sent, parts.status, &origin_headers, now);
     let mut head = Head::from_upstream(parts.status, origin_headers, now);
-    let max_object = edge.config.cache.max_object;
+    let max_object = cx.config.cache.max_object;
     let judged = policy::judge(&sent, &policy, &head.headers, now, max_object);
     let kind = media::kind_of(&request.path_and_query, &head.headers);
     let origin_spoke = freshness::origin_spoke(&head.headers);
-    let mut disposition = freshness::at_head(kind, head.status, &head.headers, judged, &edge.config.media);
+    let mut disposition = freshness::at_head(kind, head.status, &head.headers, judged, &cx.config.media);
     if shared(disposition) {
         // A kept body is counted from its first byte; an announced length is
         // asked for at once, so that fills racing for the last room do not
         // all get part of it and none finish.
         let announced = head.content_length.unwrap_or(0).max(received);
-        if !writer.reserve(&edge.fill_budget, announced) {
+        if !writer.reserve(&cx.fill_budget, announced) {
             disposition = Disposition::NoRoom;
         }
     }
@@ -142,24 +155,24 @@ async fn fetch(edge: &Edge, job: &FetchJob, writer: &Writer) -> Result<Fetched, 
         starter_cookies,
     }));
     match disposition {
-        Disposition::Private => stop_sharing(edge, job, writer, PassReason::Private),
-        Disposition::TooLarge => stop_sharing(edge, job, writer, PassReason::TooLarge),
-        Disposition::NoRoom => no_room(edge, job, writer),
+        Disposition::Private => stop_sharing(cx, job, writer, PassReason::Private),
+        Disposition::TooLarge => stop_sharing(cx, job, writer, PassReason::TooLarge),
+        Disposition::NoRoom => no_room(cx, job, writer),
         _ => {}
     }
 
-    let patience = edge.config.server.send_timeout;
+    let patience = cx.config.server.send_timeout;
     let mut next = first;
     while let Some(data) = next {
-        edge.metrics.upstream_bytes.inc_by(Source::Origin, data.len() as u64);
+        cx.metrics.upstream_bytes.inc_by(Source::Origin, data.len() as u64);
         if disposition.is_stored() && received > max_object {
             // Bigger than its headers said (or than they could say, chunked).
             disposition = Disposition::TooLarge;
-            stop_sharing(edge, job, writer, PassReason::TooLarge);
+            stop_sharing(cx, job, writer, PassReason::TooLarge);
         }
-        if shared(disposition) && !writer.reserve(&edge.fill_budget, received) {
+        if shared(disposition) && !writer.reserve(&cx.fill_budget, received) {
             disposition = Disposition::NoRoom;
-            no_room(edge, job, writer);
+            no_room(cx, job, writer);
         }
         writer.push(data);
         if !shared(disposition) {
@@ -188,14 +201,14 @@ async fn fetch(edge: &Edge, job: &FetchJob, writer: &Writer) -> Result<Fetched, 
     let Some(chunks) = writer.body_chunks() else {
         return Ok(Fetched::default());
     };
-    let body = stored_body(edge, &chunks);
+    let body = stored_body(cx, &chunks);
     writer.rebase(&body);
     let playlist = match head.status {
         StatusCode::OK => Document::read(kind, &body),
         _ => None,
     };
     if let Some(document) = &playlist {
-        ttl = freshness::playlist_ttl(document, ttl, origin_spoke, &edge.config.media);
+        ttl = freshness::playlist_ttl(document, ttl, origin_spoke, &cx.config.media);
     }
     let entry = Arc::new(Entry {
         head,
@@ -203,7 +216,7 @@ async fn fetch(edge: &Edge, job: &FetchJob, writer: &Writer) -> Result<Fetched, 
         policy,
         request: sent,
         fresh_until: now + ttl,
-        keep_stale: edge.config.cache.keep_stale,
+        keep_stale: cx.config.cache.keep_stale,
         prefetched: job.prefetch,
     });
     Ok(Fetched {
@@ -213,9 +226,9 @@ async fn fetch(edge: &Edge, job: &FetchJob, writer: &Writer) -> Result<Fetched, 
 }
 
 /// The body as the cache keeps it: one buffer, mapped for sendfile when large.
-fn stored_body(edge: &Edge, chunks: &[Bytes]) -> Bytes {
+fn stored_body(cx: &Fetcher<'_>, chunks: &[Bytes]) -> Bytes {
     #[cfg(target_os = "linux")]
-    if edge.config.server.sendfile {
+    if cx.config.server.sendfile {
         if let Some(mapped) = crate::mapped::store(chunks) {
             return mapped;
         }
@@ -233,19 +246,19 @@ fn shared(d: Disposition) -> bool {
 
 /// The fill budget is spent: this fill goes on for the readers it has, and
 /// the next request for the key starts a fill of its own (which may find room).
-fn no_room(edge: &Edge, job: &FetchJob, writer: &Writer) {
+fn no_room(cx: &Fetcher<'_>, job: &FetchJob, writer: &Writer) {
     tracing::info!(
         key = job.key.as_str(),
         "no room in the fill budget; streaming through uncached"
     );
-    edge.inflight.close(&job.key, writer.fill());
+    cx.inflight.close(&job.key, writer.fill());
     writer.stop_keeping();
 }
 
 /// No one else may join this fill, and the key goes straight upstream for a while.
-fn stop_sharing(edge: &Edge, job: &FetchJob, writer: &Writer, reason: PassReason) {
-    edge.inflight.close(&job.key, writer.fill());
-    edge.inflight.remember_pass(&job.key, reason);
+fn stop_sharing(cx: &Fetcher<'_>, job: &FetchJob, writer: &Writer, reason: PassReason) {
+    cx.inflight.close(&job.key, writer.fill());
+    cx.inflight.remember_pass(&job.key, reason);
     writer.stop_keeping();
 }
 
@@ -319,3 +332,6 @@ fn publish_entry(writer: &Writer, entry: &Entry, disposition: Disposition) {
     }));
     writer.push(Bytes::clone(&entry.body));
 }
+
+#[cfg(test)]
+mod tests;

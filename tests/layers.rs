@@ -21,10 +21,9 @@ const LAYERS: &[&[&str]] = &[
     // One request's way through the edge; `proxy::fills` is where every
     // fill is started.
     &["proxy"],
-    // The fetch behind a fill.
-    &["fetch"],
-    // The shared state; answers from entries and fills; text answers.
-    &["edge", "respond", "plain"],
+    // The shared state; the fetch behind a fill (given only the parts of
+    // the state it uses); answers from entries and fills; text answers.
+    &["edge", "fetch", "respond", "plain"],
     // Response bodies, the in-flight table, routing rules.
     &["body", "coalesce", "route"],
     // The fill readers share; request errors; prefetch planning.

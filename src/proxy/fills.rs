@@ -9,7 +9,7 @@ use crate::cache::key::{key_url, normal_form};
 use crate::cache::CacheKey;
 use crate::coalesce::Joined;
 use crate::edge::Edge;
-use crate::fetch::{self, FetchJob};
+use crate::fetch::{self, FetchJob, Fetcher};
 use crate::fill::Writer;
 use crate::media::Document;
 use crate::metrics::PrefetchResult;
@@ -24,8 +24,20 @@ pub fn spawn(edge: Arc<Edge>, job: FetchJob, writer: Writer) {
 
 async fn run(edge: Arc<Edge>, job: FetchJob, writer: Writer) {
     let request = job.request.clone();
-    if let Some(playlist) = fetch::run(&edge, job, writer).await {
+    if let Some(playlist) = fetch::run(&fetcher(&edge), job, writer).await {
         after_playlist(&edge, &request, &playlist);
+    }
+}
+
+/// What a fetch uses of the edge.
+fn fetcher(edge: &Edge) -> Fetcher<'_> {
+    Fetcher {
+        config: &edge.config,
+        upstream: &edge.upstream,
+        store: &edge.store,
+        inflight: &edge.inflight,
+        fill_budget: &edge.fill_budget,
+        metrics: &edge.metrics,
     }
 }
 
