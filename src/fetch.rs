@@ -134,7 +134,7 @@ async fn fetch(cx: &Fetcher<'_>, job: &FetchJob, writer: &Writer) -> Result<Fetc
         // asked for at once, so that fills racing for the last room do not
         // all get part of it and none finish.
         let announced = head.content_length.unwrap_or(0).max(received);
-        if !writer.reserve(&cx.fill_budget, announced) {
+        if !writer.reserve(cx.fill_budget, announced) {
             disposition = Disposition::NoRoom;
         }
     }
@@ -170,7 +170,7 @@ async fn fetch(cx: &Fetcher<'_>, job: &FetchJob, writer: &Writer) -> Result<Fetc
             disposition = Disposition::TooLarge;
             stop_sharing(cx, job, writer, PassReason::TooLarge);
         }
-        if shared(disposition) && !writer.reserve(&cx.fill_budget, received) {
+        if shared(disposition) && !writer.reserve(cx.fill_budget, received) {
             disposition = Disposition::NoRoom;
             no_room(cx, job, writer);
         }
