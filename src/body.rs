@@ -3,20 +3,17 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-use std::future::Future;
-use tokio::time::Sleep;
 
 use crate::fill::FillBody;
 use crate::metrics::{Metrics, Source};
 use crate::outcome::Outcome;
 use crate::request_id::RequestId;
 use crate::shared_head::SharedHead;
-use crate::upstream::FetchError;
+use crate::upstream::{FetchError, UpstreamBody};
 
 /// Every response body the edge sends.
 pub struct EdgeBody {
@@ -218,41 +215,20 @@ impl LogLine {
     }
 }
 
-/// An upstream body streamed straight through (uncached), failing if it stalls
-/// longer than the route's `download_timeout` or ends short.
+/// An upstream body streamed straight through (uncached), pulled at the
+/// client's pace; [`UpstreamBody`] fails it if it stalls or ends short.
 pub struct PassBody {
-    body: Incoming,
+    body: UpstreamBody,
     /// The first piece, read before the answer's head went to the client.
     first: Option<Bytes>,
-    origin: String,
-    stall: Duration,
-    timer: Pin<Box<Sleep>>,
-    received: u64,
-    expected: Option<u64>,
     metrics: Arc<Metrics>,
 }
 
 impl PassBody {
-    pub fn new(
-        body: Incoming,
-        first: Option<Bytes>,
-        origin: String,
-        stall: Duration,
-        expected: Option<u64>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(body: UpstreamBody, first: Option<Bytes>, metrics: Arc<Metrics>) -> Self {
         let received = first.as_ref().map_or(0, |b| b.len() as u64);
         metrics.upstream_bytes.inc_by(Source::Origin, received);
-        Self {
-            body,
-            first,
-            origin,
-            stall,
-            timer: Box::pin(tokio::time::sleep(stall)),
-            received,
-            expected,
-            metrics,
-        }
+        Self { body, first, metrics }
     }
 }
 
@@ -265,11 +241,18 @@ impl Body for PassBody {
         if let Some(first) = this.first.take() {
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
-        let polled = this.poll_upstream(cx);
-        if let Poll::Ready(Some(Err(e))) = &polled {
-            this.metrics.upstream_errors.inc(e.kind());
+        match this.body.poll_data(cx) {
+            Poll::Ready(Ok(Some(data))) => {
+                this.metrics.upstream_bytes.inc_by(Source::Origin, data.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(e)) => {
+                this.metrics.upstream_errors.inc(e.kind());
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Pending => Poll::Pending,
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -285,46 +268,5 @@ impl Body for PassBody {
             hint.set_upper(upper + first);
         }
         hint
-    }
-}
-
-impl PassBody {
-    fn poll_upstream(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, FetchError>>> {
-        let this = self;
-        match Pin::new(&mut this.body).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                let Ok(data) = frame.into_data() else {
-                    // Trailers are not passed on; wait for the end.
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                };
-                this.received += data.len() as u64;
-                this.metrics.upstream_bytes.inc_by(Source::Origin, data.len() as u64);
-                let deadline = tokio::time::Instant::now() + this.stall;
-                this.timer.as_mut().reset(deadline);
-                Poll::Ready(Some(Ok(Frame::data(data))))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(FetchError::Broken {
-                origin: this.origin.clone(),
-                received: this.received,
-                reason: crate::upstream::error_chain(&e),
-            }))),
-            Poll::Ready(None) => match this.expected {
-                Some(expected) if expected != this.received => Poll::Ready(Some(Err(FetchError::Short {
-                    origin: this.origin.clone(),
-                    received: this.received,
-                    expected,
-                }))),
-                _ => Poll::Ready(None),
-            },
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(FetchError::Stalled {
-                    origin: this.origin.clone(),
-                    timeout: this.stall,
-                    received: this.received,
-                }))),
-                Poll::Pending => Poll::Pending,
-            },
-        }
     }
 }

@@ -19,7 +19,7 @@ use crate::headers;
 use crate::media::{self, freshness, Document};
 use crate::metrics::{GaugeGuard, Metrics, PrefetchResult, Source};
 use crate::outcome::PassReason;
-use crate::upstream::{next_data, FetchError, Upstream, UpstreamRequest};
+use crate::upstream::{FetchError, Upstream, UpstreamBody, UpstreamRequest};
 
 /// What a fetch uses of the edge's state: borrowed from the edge (see
 /// `proxy::fills`), or made on its own for a test, without a whole edge.
@@ -83,7 +83,9 @@ pub async fn run(cx: &Fetcher<'_>, job: FetchJob, writer: Writer) -> Option<Docu
     playlist
 }
 
-/// Fetches, publishes head and body to the fill, and returns the entry to store, if any.
+/// Fetches, publishes head and body to the fill, and returns the entry to
+/// store, if any. In four steps: ask upstream (a stored entry's validators
+/// included), publish the head, stream the body, make the entry.
 async fn fetch(cx: &Fetcher<'_>, job: &FetchJob, writer: &Writer) -> Result<Fetched, FetchError> {
     let mut request = job.request.clone();
     if let Some(stale) = &job.stale {
@@ -95,8 +97,6 @@ async fn fetch(cx: &Fetcher<'_>, job: &FetchJob, writer: &Writer) -> Result<Fetc
     };
     let now = SystemTime::now();
     let (parts, body) = response.into_parts();
-    let origin = request.route.origin.authority.to_string();
-
     if let Some(stale) = &job.stale {
         if parts.status == StatusCode::NOT_MODIFIED {
             let entry =
@@ -107,25 +107,52 @@ async fn fetch(cx: &Fetcher<'_>, job: &FetchJob, writer: &Writer) -> Result<Fetc
             return Ok(Fetched::default());
         }
     }
-
     // The answer must parse up to its first body byte before any client sees
     // its head: a malformed chunk-size line is then a 502 for everyone, not
     // a connection cut after a 200 (and nothing is stored either way).
-    let stall = request.route.download_timeout;
-    let mut body = body;
-    let mut received: u64 = 0;
-    let first = match next_data(&mut body, &origin, stall, &mut received).await {
+    let expected = match parts.status {
+        StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED => None,
+        _ => headers::content_length(&parts.headers),
+    };
+    let mut body = UpstreamBody::new(body, &request, expected);
+    let first = match body.next().await {
         Ok(first) => first,
         Err(e) => return serve_stale(job, writer).ok_or(e).map(|_| Fetched::default()),
     };
+    let judged = publish_head(cx, job, &request, &parts, now, body.received(), writer);
+    // The body reader fails a body short of its announced length.
+    let disposition = stream_body(cx, job, writer, &mut body, first, judged.disposition).await?;
+    Ok(entry(cx, job, writer, judged, disposition, now))
+}
 
+/// What the origin's head says may be done with its answer.
+struct Judged {
+    head: Arc<Head>,
+    policy: http_cache_semantics::CachePolicy,
+    /// The request as sent, kept with the entry.
+    sent: http::Request<()>,
+    disposition: Disposition,
+    kind: media::MediaKind,
+    origin_spoke: bool,
+}
+
+/// Judges the origin's head, reserves room for a body that will be kept, and
+/// publishes the head to the fill's readers.
+fn publish_head(
+    cx: &Fetcher<'_>,
+    job: &FetchJob,
+    request: &UpstreamRequest,
+    parts: &http::response::Parts,
+    now: SystemTime,
+    received: u64,
+    writer: &Writer,
+) -> Judged {
     let sent = request.to_request();
     // The policy sees the origin's headers as sent, `Age` included.
     let origin_headers = headers::detached(&parts.headers);
     let policy = policy::policy(&sent, parts.status, &origin_headers, now);
     let mut head = Head::from_upstream(parts.status, origin_headers, now);
-    let max_object = cx.config.cache.max_object;
-    let judged = policy::judge(&sent, &policy, &head.headers, now, max_object);
+    let judged = policy::judge(&sent, &policy, &head.headers, now, cx.config.cache.max_object);
     let kind = media::kind_of(&request.path_and_query, &head.headers);
     let origin_spoke = freshness::origin_spoke(&head.headers);
     let mut disposition = freshness::at_head(kind, head.status, &head.headers, judged, &cx.config.media);
@@ -160,17 +187,37 @@ async fn fetch(cx: &Fetcher<'_>, job: &FetchJob, writer: &Writer) -> Result<Fetc
         Disposition::NoRoom => no_room(cx, job, writer),
         _ => {}
     }
+    Judged {
+        head,
+        policy,
+        sent,
+        disposition,
+        kind,
+        origin_spoke,
+    }
+}
 
+/// Streams the body into the fill from its first piece; returns what may
+/// be done with it now that all of it is in.
+async fn stream_body(
+    cx: &Fetcher<'_>,
+    job: &FetchJob,
+    writer: &Writer,
+    body: &mut UpstreamBody,
+    first: Option<Bytes>,
+    mut disposition: Disposition,
+) -> Result<Disposition, FetchError> {
     let patience = cx.config.server.send_timeout;
+    let max_object = cx.config.cache.max_object;
     let mut next = first;
     while let Some(data) = next {
         cx.metrics.upstream_bytes.inc_by(Source::Origin, data.len() as u64);
-        if disposition.is_stored() && received > max_object {
+        if disposition.is_stored() && body.received() > max_object {
             // Bigger than its headers said (or than they could say, chunked).
             disposition = Disposition::TooLarge;
             stop_sharing(cx, job, writer, PassReason::TooLarge);
         }
-        if shared(disposition) && !writer.reserve(cx.fill_budget, received) {
+        if shared(disposition) && !writer.reserve(cx.fill_budget, body.received()) {
             disposition = Disposition::NoRoom;
             no_room(cx, job, writer);
         }
@@ -184,45 +231,49 @@ async fn fetch(cx: &Fetcher<'_>, job: &FetchJob, writer: &Writer) -> Result<Fetc
                 return Err(FetchError::Abandoned);
             }
         }
-        next = next_data(&mut body, &origin, stall, &mut received).await?;
+        next = body.next().await?;
     }
-    if let Some(expected) = head.content_length {
-        if received != expected {
-            return Err(FetchError::Short {
-                origin,
-                received,
-                expected,
-            });
-        }
-    }
+    Ok(disposition)
+}
+
+/// The entry to store for a whole body, if it may be stored; a playlist's
+/// freshness comes from what it says.
+fn entry(
+    cx: &Fetcher<'_>,
+    job: &FetchJob,
+    writer: &Writer,
+    judged: Judged,
+    disposition: Disposition,
+    now: SystemTime,
+) -> Fetched {
     let Disposition::Store { mut ttl } = disposition else {
-        return Ok(Fetched::default());
+        return Fetched::default();
     };
     let Some(chunks) = writer.body_chunks() else {
-        return Ok(Fetched::default());
+        return Fetched::default();
     };
     let body = stored_body(cx, &chunks);
     writer.rebase(&body);
-    let playlist = match head.status {
-        StatusCode::OK => Document::read(kind, &body),
+    let playlist = match judged.head.status {
+        StatusCode::OK => Document::read(judged.kind, &body),
         _ => None,
     };
     if let Some(document) = &playlist {
-        ttl = freshness::playlist_ttl(document, ttl, origin_spoke, &cx.config.media);
+        ttl = freshness::playlist_ttl(document, ttl, judged.origin_spoke, &cx.config.media);
     }
     let entry = Arc::new(Entry {
-        head,
+        head: judged.head,
         body,
-        policy,
-        request: sent,
+        policy: judged.policy,
+        request: judged.sent,
         fresh_until: now + ttl,
         keep_stale: cx.config.cache.keep_stale,
         prefetched: job.prefetch,
     });
-    Ok(Fetched {
+    Fetched {
         entry: Some(entry),
         playlist,
-    })
+    }
 }
 
 /// The body as the cache keeps it: one buffer, mapped for sendfile when large.

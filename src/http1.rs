@@ -159,7 +159,7 @@ where
 }
 
 /// A request head this loop takes.
-struct Head {
+struct RequestHead {
     parts: http::request::Parts,
     /// The client asked to close after this answer.
     close: bool,
@@ -169,7 +169,7 @@ struct Head {
 // allocation per request.
 #[allow(clippy::large_enum_variant)]
 enum Parsed {
-    Request(Head),
+    Request(RequestHead),
     Partial,
     Handoff,
 }
@@ -230,7 +230,7 @@ fn parse(buf: &mut BytesMut, map: &mut HeaderMap, spans: &mut Vec<(Span, Span)>)
     }
     let head = buf.split_to(len).freeze();
     match build(&head, method, target, spans, std::mem::take(map)) {
-        Some(parts) => Parsed::Request(Head { parts, close }),
+        Some(parts) => Parsed::Request(RequestHead { parts, close }),
         None => {
             // Not valid for `http` after all: hyper answers it, from the start.
             let mut whole = BytesMut::with_capacity(head.len() + buf.len());

@@ -1,16 +1,21 @@
 //! Requests to origins: one pooled client, the route's timeouts, failover to backups.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body::Body;
 use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Sleep;
 
 use crate::config::{OriginUrl, RouteConfig};
 use crate::metrics::{FetchFailure, Metrics, Source};
@@ -201,39 +206,99 @@ impl Upstream {
     }
 }
 
-/// The next piece of an upstream body: `None` at its end. Fails when the
-/// body breaks, or stalls for `stall` (the route's `download_timeout`).
-/// `received` counts the bytes read so far.
-pub async fn next_data(
-    body: &mut Incoming,
-    origin: &str,
+/// An upstream body read piece by piece: the one reader of upstream bodies,
+/// for fills and pass-through answers alike. It fails when the body breaks,
+/// when the origin sends nothing for the route's `download_timeout` while
+/// the body is being read (time the reader spends not asking, waiting on
+/// its own clients, does not count), or when it ends short of its
+/// `Content-Length`. It counts what it received.
+pub struct UpstreamBody {
+    body: Incoming,
+    origin: String,
     stall: Duration,
-    received: &mut u64,
-) -> Result<Option<Bytes>, FetchError> {
-    use http_body_util::BodyExt;
-    loop {
-        let frame = match tokio::time::timeout(stall, body.frame()).await {
-            Err(_) => {
-                return Err(FetchError::Stalled {
-                    origin: origin.to_owned(),
-                    timeout: stall,
-                    received: *received,
-                })
-            }
-            Ok(None) => return Ok(None),
-            Ok(Some(Err(e))) => {
-                return Err(FetchError::Broken {
-                    origin: origin.to_owned(),
-                    received: *received,
+    timer: Pin<Box<Sleep>>,
+    /// Whether `timer` runs: from the first poll after a piece was handed out.
+    armed: bool,
+    received: u64,
+    expected: Option<u64>,
+}
+
+impl UpstreamBody {
+    /// `expected`: the length the answer announced, if it has a body.
+    pub fn new(body: Incoming, request: &UpstreamRequest, expected: Option<u64>) -> Self {
+        let stall = request.route.download_timeout;
+        Self {
+            body,
+            origin: request.route.origin.authority.to_string(),
+            stall,
+            timer: Box::pin(tokio::time::sleep(stall)),
+            armed: false,
+            received: 0,
+            expected,
+        }
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// The origin it reads from, as in errors.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    pub fn size_hint(&self) -> http_body::SizeHint {
+        http_body::Body::size_hint(&self.body)
+    }
+
+    /// The next piece: `None` at the body's (whole) end.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, FetchError> {
+        std::future::poll_fn(|cx| self.poll_data(cx)).await
+    }
+
+    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, FetchError>> {
+        if !self.armed {
+            self.timer.as_mut().reset(tokio::time::Instant::now() + self.stall);
+            self.armed = true;
+        }
+        loop {
+            return match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers are not passed on.
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    self.received += data.len() as u64;
+                    self.armed = false;
+                    Poll::Ready(Ok(Some(data)))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Err(FetchError::Broken {
+                    origin: self.origin.clone(),
+                    received: self.received,
                     reason: error_chain(&e),
-                })
-            }
-            Ok(Some(Ok(frame))) => frame,
-        };
-        // Trailers are not passed on.
-        if let Ok(data) = frame.into_data() {
-            *received += data.len() as u64;
-            return Ok(Some(data));
+                })),
+                Poll::Ready(None) => match self.expected {
+                    Some(expected) if expected != self.received => Poll::Ready(Err(FetchError::Short {
+                        origin: self.origin.clone(),
+                        received: self.received,
+                        expected,
+                    })),
+                    _ => Poll::Ready(Ok(None)),
+                },
+                Poll::Pending => match self.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(FetchError::Stalled {
+                        origin: self.origin.clone(),
+                        timeout: self.stall,
+                        received: self.received,
+                    })),
+                    Poll::Pending => Poll::Pending,
+                },
+            };
         }
     }
 }

@@ -28,7 +28,7 @@ use crate::outcome::{CacheStatus, Outcome, PassReason};
 use crate::plain::rescue;
 use crate::respond::{respond, respond_stored, Served, Source};
 use crate::route::Target;
-use crate::upstream::UpstreamRequest;
+use crate::upstream::{UpstreamBody, UpstreamRequest};
 
 mod fills;
 
@@ -69,7 +69,7 @@ pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, peer: Peer) -> Resu
 pub async fn answer(edge: Arc<Edge>, parts: &mut Parts, peer: Peer) -> Response<EdgeBody> {
     let started = AccessLog::enabled().then(Instant::now);
     let id = edge.next_request_id();
-    let (mut response, outcome) = match serve(&edge, parts, peer).await {
+    let (mut response, outcome) = match route_and_look_up(&edge, parts, peer).await {
         Ok(answer) => answer,
         Err(e) => {
             tracing::warn!(id = %id, method = %parts.method, path = parts.uri.path(), error = %e, "request failed");
@@ -143,7 +143,7 @@ async fn discard_body(mut body: Incoming, patience: Duration) -> Result<(), &'st
         .unwrap_or(Err("the request body did not arrive in time"))
 }
 
-async fn serve(edge: &Arc<Edge>, parts: &Parts, peer: Peer) -> Answer {
+async fn route_and_look_up(edge: &Arc<Edge>, parts: &Parts, peer: Peer) -> Answer {
     let limit = edge.config.server.max_header_size;
     let size = head_size(parts);
     if size > limit {
@@ -332,26 +332,22 @@ async fn pass(
         e
     };
     let response = edge.upstream.send(&upstream).await.map_err(counted)?;
-    let (mut head, mut body) = response.into_parts();
-    // As for a fill: an answer that does not parse to its first body byte
-    // is a 502, not a cut-off connection.
-    let origin = upstream.route.origin.authority.to_string();
-    let stall = upstream.route.download_timeout;
-    let mut received = 0;
-    let first = crate::upstream::next_data(&mut body, &origin, stall, &mut received)
-        .await
-        .map_err(counted)?;
-    headers::strip_hop_by_hop(&mut head.headers);
-    let outcome = Outcome::Pass(reason);
-    append_list(&mut head.headers, header::VIA, headers::VIA_VALUE);
-    head.headers.insert(headers::CACHE_STATUS, outcome.cache_status(false));
+    let (mut head, body) = response.into_parts();
     let has_body = parts.method != Method::HEAD && !matches!(head.status.as_u16(), 204 | 304);
     let expected = if has_body {
         headers::content_length(&head.headers)
     } else {
         None
     };
-    let body = PassBody::new(body, first, origin, stall, expected, Arc::clone(&edge.metrics));
+    // As for a fill: an answer that does not parse to its first body byte
+    // is a 502, not a cut-off connection.
+    let mut body = UpstreamBody::new(body, &upstream, expected);
+    let first = body.next().await.map_err(counted)?;
+    headers::strip_hop_by_hop(&mut head.headers);
+    let outcome = Outcome::Pass(reason);
+    append_list(&mut head.headers, header::VIA, headers::VIA_VALUE);
+    head.headers.insert(headers::CACHE_STATUS, outcome.cache_status(false));
+    let body = PassBody::new(body, first, Arc::clone(&edge.metrics));
     Ok((Response::from_parts(head, EdgeBody::pass(body)), outcome))
 }
 
