@@ -213,14 +213,35 @@ const DASH_LIVE: &str = r#"<?xml version="1.0"?>
 fn playlists(c: &mut Criterion) {
     let live = ll_hls_playlist(10);
     c.bench_function("playlist: live LL-HLS, 10 segments of 4 parts", |b| {
-        b.iter(|| Document::read(MediaKind::HlsPlaylist, black_box(live.as_bytes())).expect("parses"))
+        b.iter(|| {
+            Document::read(
+                MediaKind::HlsPlaylist,
+                black_box(live.as_bytes()),
+                std::time::SystemTime::now(),
+            )
+            .expect("parses")
+        })
     });
     let vod = vod_playlist(600);
     c.bench_function("playlist: VOD HLS, 600 segments", |b| {
-        b.iter(|| Document::read(MediaKind::HlsPlaylist, black_box(vod.as_bytes())).expect("parses"))
+        b.iter(|| {
+            Document::read(
+                MediaKind::HlsPlaylist,
+                black_box(vod.as_bytes()),
+                std::time::SystemTime::now(),
+            )
+            .expect("parses")
+        })
     });
     c.bench_function("playlist: live DASH, 3 representations, 30-entry timeline", |b| {
-        b.iter(|| Document::read(MediaKind::DashManifest, black_box(DASH_LIVE.as_bytes())).expect("parses"))
+        b.iter(|| {
+            Document::read(
+                MediaKind::DashManifest,
+                black_box(DASH_LIVE.as_bytes()),
+                std::time::SystemTime::now(),
+            )
+            .expect("parses")
+        })
     });
 }
 

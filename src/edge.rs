@@ -6,6 +6,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::budget::Budget;
 use crate::cache::Store;
+use crate::clock::Clock;
 use crate::coalesce::Inflight;
 use crate::config::Config;
 use crate::cors::Cors;
@@ -19,6 +20,8 @@ use crate::upstream::{client_tls, Upstream};
 /// Everything a request needs, shared by all connections.
 pub struct Edge {
     pub config: Config,
+    /// What every rule is given as `now`.
+    pub clock: Clock,
     pub routes: Routes,
     pub store: Store,
     /// What objects being filled may hold: their share of `cache.memory`.
@@ -46,6 +49,7 @@ impl Edge {
             .unwrap_or_default()
             .subsec_nanos();
         Ok(Arc::new(Self {
+            clock: Clock::default(),
             routes: Routes::new(&config.routes),
             store: Store::new(config.cache.store_memory()),
             fill_budget: Budget::new(config.cache.fill_memory()),

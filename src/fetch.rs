@@ -12,6 +12,7 @@ use http_cache_semantics::AfterResponse;
 use crate::budget::Budget;
 use crate::cache::policy::{self, Disposition};
 use crate::cache::{CacheKey, Entry, Head, Store};
+use crate::clock::Clock;
 use crate::coalesce::Inflight;
 use crate::config::Config;
 use crate::fill::{concat, FillHead, Writer};
@@ -30,6 +31,7 @@ pub struct Fetcher<'a> {
     pub inflight: &'a Inflight,
     pub fill_budget: &'a Arc<Budget>,
     pub metrics: &'a Metrics,
+    pub clock: &'a Clock,
 }
 
 /// What one fill fetches.
@@ -95,7 +97,7 @@ async fn fetch(cx: &Fetcher<'_>, job: &FetchJob, writer: &Writer) -> Result<Fetc
         Ok(r) => r,
         Err(e) => return serve_stale(job, writer).ok_or(e).map(|_| Fetched::default()),
     };
-    let now = SystemTime::now();
+    let now = cx.clock.now();
     let (parts, body) = response.into_parts();
     if let Some(stale) = &job.stale {
         if parts.status == StatusCode::NOT_MODIFIED {
@@ -255,7 +257,7 @@ fn entry(
     let body = stored_body(cx, &chunks);
     writer.rebase(&body);
     let playlist = match judged.head.status {
-        StatusCode::OK => Document::read(judged.kind, &body),
+        StatusCode::OK => Document::read(judged.kind, &body, now),
         _ => None,
     };
     if let Some(document) = &playlist {

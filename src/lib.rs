@@ -12,6 +12,7 @@ pub mod body;
 pub mod budget;
 pub mod cache;
 pub mod cli;
+pub mod clock;
 pub mod coalesce;
 pub mod config;
 pub mod cors;

@@ -42,6 +42,7 @@ struct State {
     inflight: Inflight,
     budget: Arc<Budget>,
     metrics: Arc<Metrics>,
+    clock: Clock,
 }
 
 impl State {
@@ -54,6 +55,7 @@ impl State {
             inflight: Inflight::new(Duration::from_secs(1)),
             budget: Budget::new(budget),
             metrics,
+            clock: Clock::default(),
             config,
         }
     }
@@ -66,6 +68,7 @@ impl State {
             inflight: &self.inflight,
             fill_budget: &self.budget,
             metrics: &self.metrics,
+            clock: &self.clock,
         }
     }
 

@@ -18,11 +18,12 @@ pub enum Document {
 }
 
 impl Document {
-    /// Reads a fetched playlist body of kind `kind`.
-    pub fn read(kind: MediaKind, body: &[u8]) -> Option<Self> {
+    /// Reads a fetched playlist body of kind `kind`, fetched at `now` (a
+    /// live DASH manifest's newest segments depend on the time).
+    pub fn read(kind: MediaKind, body: &[u8], now: std::time::SystemTime) -> Option<Self> {
         match kind {
             MediaKind::HlsPlaylist => hls::parse(body).map(Document::Hls),
-            MediaKind::DashManifest => dash::parse(body, chrono::Utc::now()).map(Document::Dash),
+            MediaKind::DashManifest => dash::parse(body, now.into()).map(Document::Dash),
             _ => None,
         }
     }

@@ -38,6 +38,7 @@ fn fetcher(edge: &Edge) -> Fetcher<'_> {
         inflight: &edge.inflight,
         fill_budget: &edge.fill_budget,
         metrics: &edge.metrics,
+        clock: &edge.clock,
     }
 }
 
@@ -77,7 +78,7 @@ pub fn hinted(edge: &Arc<Edge>, request: &UpstreamRequest, next_object: &str) {
 fn start(edge: &Arc<Edge>, like: &UpstreamRequest, path_and_query: String) {
     let base = CacheKey::new(&key_url(&like.route, &path_and_query));
     let key = edge.store.resolve(&base, &like.headers);
-    let now = std::time::SystemTime::now();
+    let now = edge.clock.now();
     let fresh = || edge.store.get(&key).filter(|e| e.is_fresh(now));
     if fresh().is_some() || edge.inflight.contains(&key) || edge.inflight.passed_for(&key).is_some() {
         edge.metrics.prefetch.inc(PrefetchResult::Cached);

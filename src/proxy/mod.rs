@@ -182,7 +182,7 @@ async fn route_and_look_up(edge: &Arc<Edge>, parts: &Parts, peer: Peer) -> Answe
         fills::hinted(edge, &fill_request(), &next);
     }
     let variants = edge.store.variants(&url);
-    let now = SystemTime::now();
+    let now = edge.clock.now();
     let fresh = match variants {
         None => edge.store.get(url.as_str()).filter(|e| e.is_fresh(now)),
         Some(_) => None,
@@ -207,7 +207,7 @@ async fn lookup(
     variants: Option<Arc<[HeaderName]>>,
     upstream: UpstreamRequest,
 ) -> Answer {
-    let now = SystemTime::now();
+    let now = edge.clock.now();
     let key = match variants {
         Some(names) => base.variant(&names, &upstream.headers),
         None => base.clone(),
@@ -287,7 +287,7 @@ async fn from_fill(
             stored: fill_head.disposition.is_stored(),
             prefetched: fill_head.prefetched,
         },
-        now: SystemTime::now(),
+        now: edge.clock.now(),
     };
     let cookies = if starter {
         fill_head.starter_cookies.clone()
