@@ -36,6 +36,7 @@ const LAYERS: &[&[&str]] = &[
     // Leaves: they use no other module of the crate.
     &[
         "budget",
+        "clock",
         "config",
         "headers",
         "limits",
