@@ -17,7 +17,7 @@ use outpost::config::RouteConfig;
 use outpost::media::{Document, MediaKind};
 use outpost::outcome::{CacheStatus, Outcome};
 use outpost::request_id::RequestId;
-use outpost::respond::{merge_shared, respond, respond_stored, Served, SharedHead, Source};
+use outpost::respond::{merge_shared, respond, respond_stored, Content, Served, SharedHead};
 
 fn route() -> RouteConfig {
     let config = outpost::Config::from_toml(
@@ -132,7 +132,7 @@ fn response_headers(c: &mut Criterion) {
                 respond(
                     black_box(&parts),
                     &stored.head,
-                    Source::Stored(stored.body.clone()),
+                    Content::Stored(stored.body.clone()),
                     served,
                 )
             })

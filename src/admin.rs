@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::body::EdgeBody;
 use crate::edge::Edge;
-use crate::metrics::Source;
+use crate::metrics::SourceKind;
 use crate::outcome::Outcome;
 use crate::plain::text;
 use crate::route::Target;
@@ -59,7 +59,7 @@ pub fn status_json(edge: &Edge) -> serde_json::Value {
     edge.refresh_gauges();
     let m = &edge.metrics;
     let served = m.response_bytes.get();
-    let origin = m.upstream_bytes.get(Source::Origin);
+    let origin = m.upstream_bytes.get(SourceKind::Origin);
     let offload = if served == 0 {
         None
     } else {
@@ -74,7 +74,7 @@ pub fn status_json(edge: &Edge) -> serde_json::Value {
         "requests": requests,
         "response_bytes": served,
         "origin_bytes": origin,
-        "origin_requests": m.upstream_requests.get(Source::Origin),
+        "origin_requests": m.upstream_requests.get(SourceKind::Origin),
         "origin_offload": offload,
         "cache_bytes": m.cache_bytes.get(),
         "cache_objects": m.cache_objects.get(),

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::fill::FillBody;
-use crate::metrics::{Metrics, Source};
+use crate::metrics::{Metrics, SourceKind};
 use crate::outcome::Outcome;
 use crate::request_id::RequestId;
 use crate::shared_head::SharedHead;
@@ -227,7 +227,7 @@ pub struct PassBody {
 impl PassBody {
     pub fn new(body: UpstreamBody, first: Option<Bytes>, metrics: Arc<Metrics>) -> Self {
         let received = first.as_ref().map_or(0, |b| b.len() as u64);
-        metrics.upstream_bytes.inc_by(Source::Origin, received);
+        metrics.upstream_bytes.inc_by(SourceKind::Origin, received);
         Self { body, first, metrics }
     }
 }
@@ -243,7 +243,9 @@ impl Body for PassBody {
         }
         match this.body.poll_data(cx) {
             Poll::Ready(Ok(Some(data))) => {
-                this.metrics.upstream_bytes.inc_by(Source::Origin, data.len() as u64);
+                this.metrics
+                    .upstream_bytes
+                    .inc_by(SourceKind::Origin, data.len() as u64);
                 Poll::Ready(Some(Ok(Frame::data(data))))
             }
             Poll::Ready(Ok(None)) => Poll::Ready(None),

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::fill::{concat, FillHead, Writer};
 use crate::headers;
 use crate::media::{self, freshness, Document};
-use crate::metrics::{GaugeGuard, Metrics, PrefetchResult, Source};
+use crate::metrics::{GaugeGuard, Metrics, PrefetchResult, SourceKind};
 use crate::outcome::PassReason;
 use crate::upstream::{FetchError, Upstream, UpstreamBody, UpstreamRequest};
 
@@ -213,7 +213,7 @@ async fn stream_body(
     let max_object = cx.config.cache.max_object;
     let mut next = first;
     while let Some(data) = next {
-        cx.metrics.upstream_bytes.inc_by(Source::Origin, data.len() as u64);
+        cx.metrics.upstream_bytes.inc_by(SourceKind::Origin, data.len() as u64);
         if disposition.is_stored() && body.received() > max_object {
             // Bigger than its headers said (or than they could say, chunked).
             disposition = Disposition::TooLarge;

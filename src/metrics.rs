@@ -85,7 +85,7 @@ macro_rules! label {
 
 label! {
     /// Where an upstream fetch went (`source`).
-    Source {
+    SourceKind {
         Origin => "origin",
         Peer => "peer",
     }
@@ -160,8 +160,8 @@ pub struct Metrics {
     pub response_bytes: Counter,
     /// Body bytes of those that went out with sendfile(2) instead of a copy.
     pub sendfile_bytes: Counter,
-    pub upstream_requests: Series<Source>,
-    pub upstream_bytes: Series<Source>,
+    pub upstream_requests: Series<SourceKind>,
+    pub upstream_bytes: Series<SourceKind>,
     pub prefetch: Series<PrefetchResult>,
     pub cache_bytes: Gauge,
     pub cache_objects: Gauge,
@@ -297,7 +297,7 @@ mod tests {
     fn exports_contract_names() {
         let m = Metrics::new();
         m.requests.inc(Outcome::Hit);
-        m.upstream_bytes.inc_by(Source::Origin, 10);
+        m.upstream_bytes.inc_by(SourceKind::Origin, 10);
         m.prefetch.inc(PrefetchResult::Cached);
         let text = m.render();
         for line in [

@@ -20,7 +20,7 @@ use crate::shared_head::insert_stamps;
 pub use crate::shared_head::{merge_shared, SharedHead};
 
 /// Where the body comes from.
-pub enum Source {
+pub enum Content {
     /// A complete stored body.
     Stored(Bytes),
     /// A fill still arriving (or just finished).
@@ -36,13 +36,18 @@ pub struct Served {
 }
 
 /// The answer to `request` from `head` and its body.
-pub fn respond(request: &Parts, head: &Head, source: Source, served: Served) -> Result<Response<EdgeBody>, EdgeError> {
+pub fn respond(
+    request: &Parts,
+    head: &Head,
+    content: Content,
+    served: Served,
+) -> Result<Response<EdgeBody>, EdgeError> {
     if head.status == StatusCode::OK && not_modified(&request.headers, &head.headers) {
         return Ok(not_modified_response(head, served));
     }
-    let total = match &source {
-        Source::Stored(body) => Some(body.len() as u64),
-        Source::Fill(_) => head.content_length,
+    let total = match &content {
+        Content::Stored(body) => Some(body.len() as u64),
+        Content::Fill(_) => head.content_length,
     };
     let ranged = head.status == StatusCode::OK && request.method == Method::GET;
     let range = match total {
@@ -92,13 +97,13 @@ pub fn respond(request: &Parts, head: &Head, source: Source, served: Served) -> 
     stamp(&mut headers, head, served);
     let bodyless =
         request.method == Method::HEAD || status == StatusCode::NOT_MODIFIED || status == StatusCode::NO_CONTENT;
-    let body = match source {
+    let body = match content {
         _ if bodyless => EdgeBody::empty(),
-        Source::Stored(bytes) => {
+        Content::Stored(bytes) => {
             let end = end.map_or(bytes.len(), |e| e as usize);
             EdgeBody::full(bytes.slice(start as usize..end))
         }
-        Source::Fill(reader) => EdgeBody::fill(reader.into_body(start, end)),
+        Content::Fill(reader) => EdgeBody::fill(reader.into_body(start, end)),
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -129,7 +134,7 @@ pub fn respond_stored(
         && !conditional_or_range
         && head.wire().is_some();
     if !plain {
-        return respond(request, head, Source::Stored(body), served);
+        return respond(request, head, Content::Stored(body), served);
     }
     let (age, cache_status) = stamps(head, served);
     let shared = SharedHead {

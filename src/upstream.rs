@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Sleep;
 
 use crate::config::{OriginUrl, RouteConfig};
-use crate::metrics::{FetchFailure, Metrics, Source};
+use crate::metrics::{FetchFailure, Metrics, SourceKind};
 
 /// Why an upstream fetch failed. Cloned to every client reading the fetch.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -116,6 +116,41 @@ pub fn origin_uri(origin: &OriginUrl, path_and_query: &str) -> Uri {
         .unwrap_or_else(|e| panic!("origin URL {text:?} did not parse: {e}"))
 }
 
+/// A place a key can be fetched from.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// The route's origin, or one of its backups.
+    Origin(&'a OriginUrl),
+}
+
+impl Source<'_> {
+    /// The base URL the request's path is appended to.
+    pub fn base(&self) -> &OriginUrl {
+        match self {
+            Source::Origin(url) => url,
+        }
+    }
+
+    /// Its `source` label in the metrics.
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            Source::Origin(_) => SourceKind::Origin,
+        }
+    }
+}
+
+/// Where `request` is fetched from, in the order they are tried: the
+/// route's origin, then each backup while the one before fails to connect,
+/// times out or answers 5xx. (A sibling edge that owns the key goes first
+/// once the fleet is built.)
+pub fn sources(request: &UpstreamRequest) -> Vec<Source<'_>> {
+    let route = &request.route;
+    std::iter::once(&route.origin)
+        .chain(&route.backups)
+        .map(Source::Origin)
+        .collect()
+}
+
 /// The largest header section an origin may send.
 pub const MAX_ORIGIN_HEAD: usize = 64 << 10;
 
@@ -156,16 +191,17 @@ impl Upstream {
     /// answer is a failure to connect, a timeout or a 5xx.
     pub async fn send(&self, req: &UpstreamRequest) -> Result<Response<Incoming>, FetchError> {
         let route = &req.route;
-        let origins: Vec<&OriginUrl> = std::iter::once(&route.origin).chain(&route.backups).collect();
+        let sources = sources(req);
         let mut last_error = FetchError::Abandoned;
-        for (i, origin) in origins.iter().enumerate() {
-            let more = i + 1 < origins.len();
+        for (i, source) in sources.iter().enumerate() {
+            let more = i + 1 < sources.len();
+            let base = source.base();
             let mut outgoing = Request::new(Empty::new());
             *outgoing.method_mut() = req.method.clone();
-            *outgoing.uri_mut() = origin_uri(origin, &req.path_and_query);
+            *outgoing.uri_mut() = origin_uri(base, &req.path_and_query);
             *outgoing.headers_mut() = req.headers.clone();
-            self.metrics.upstream_requests.inc(Source::Origin);
-            let name = origin.authority.to_string();
+            self.metrics.upstream_requests.inc(source.kind());
+            let name = base.authority.to_string();
             let limit = req.blocking.unwrap_or(route.timeout);
             match tokio::time::timeout(limit, self.client.request(outgoing)).await {
                 Ok(Ok(resp)) if resp.status().is_server_error() && more => {
@@ -345,4 +381,27 @@ pub fn client_tls(extra_ca: Option<&std::path::Path>) -> Result<rustls::ClientCo
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_the_origin_then_its_backups_in_order() {
+        let config = crate::config::Config::from_toml(
+            "[[routes]]\nurl = \"http://o:1\"\nbackups = [\"http://b1:2\", \"https://b2:3/x\"]\n",
+        )
+        .unwrap();
+        let request = UpstreamRequest {
+            route: Arc::new(config.routes[0].clone()),
+            method: Method::GET,
+            path_and_query: "/a.ts".into(),
+            headers: HeaderMap::new(),
+            blocking: None,
+        };
+        let urls: Vec<String> = sources(&request).iter().map(|s| s.base().url("/a.ts")).collect();
+        assert_eq!(urls, ["http://o:1/a.ts", "http://b1:2/a.ts", "https://b2:3/x/a.ts"]);
+        assert!(sources(&request).iter().all(|s| s.kind() == SourceKind::Origin));
+    }
 }

@@ -48,7 +48,7 @@ async fn storm_of_200_cold_requests_makes_one_origin_request() {
         edge.edge
             .metrics
             .upstream_requests
-            .get(outpost::metrics::Source::Origin),
+            .get(outpost::metrics::SourceKind::Origin),
         1
     );
     edge.shutdown().await;

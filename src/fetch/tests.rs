@@ -119,7 +119,7 @@ async fn a_fill_stores_what_it_fetched_and_gives_its_room_back() {
     let key = state.job("/a.ts").key;
     assert_eq!(state.store.get(&key).expect("stored").body, "hello");
     assert_eq!(state.budget.used(), 0, "stored: the fill's room is given back");
-    assert_eq!(state.metrics.upstream_bytes.get(Source::Origin), 5);
+    assert_eq!(state.metrics.upstream_bytes.get(SourceKind::Origin), 5);
     assert!(state.inflight.is_empty());
 }
 

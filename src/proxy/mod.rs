@@ -26,7 +26,7 @@ use crate::media::{self, cmcd, MediaKind};
 use crate::metrics::Refusal;
 use crate::outcome::{CacheStatus, Outcome, PassReason};
 use crate::plain::rescue;
-use crate::respond::{respond, respond_stored, Served, Source};
+use crate::respond::{respond, respond_stored, Content, Served};
 use crate::route::Target;
 use crate::upstream::{UpstreamBody, UpstreamRequest};
 
@@ -294,7 +294,7 @@ async fn from_fill(
     } else {
         Vec::new()
     };
-    let mut response = respond(parts, &fill_head.head, Source::Fill(reader), served)?;
+    let mut response = respond(parts, &fill_head.head, Content::Fill(reader), served)?;
     for cookie in cookies {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }

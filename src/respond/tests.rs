@@ -99,7 +99,7 @@ fn hits_share_the_stored_bytes_without_copying() {
     let head = Head::from_upstream(StatusCode::OK, h(&[("etag", "\"v1\"")]), now);
     let stored = Bytes::from(vec![7u8; 4096]);
     let served = hit(now);
-    let whole = respond(&request(&[]), &head, Source::Stored(stored.clone()), served).unwrap();
+    let whole = respond(&request(&[]), &head, Content::Stored(stored.clone()), served).unwrap();
     assert_eq!(whole.headers()["content-length"], "4096");
     assert_eq!(
         first_frame(whole).as_ptr(),
@@ -109,7 +109,7 @@ fn hits_share_the_stored_bytes_without_copying() {
     let part = respond(
         &request(&[("range", "bytes=100-199")]),
         &head,
-        Source::Stored(stored.clone()),
+        Content::Stored(stored.clone()),
         served,
     )
     .unwrap();
@@ -145,7 +145,7 @@ fn a_whole_stored_hit_keeps_the_entry_headers_shared_and_the_body_uncopied() {
     // Merged (as for hyper), the map is the one `respond` builds.
     let mut merged = whole.headers().clone();
     merge_shared(&shared, &mut merged);
-    let general = respond(&request(&[]), &head, Source::Stored(stored.clone()), served).unwrap();
+    let general = respond(&request(&[]), &head, Content::Stored(stored.clone()), served).unwrap();
     assert_eq!(merged, *general.headers());
     assert_eq!(
         first_frame(whole).as_ptr(),
@@ -185,13 +185,13 @@ fn head_and_not_modified_have_no_body() {
     let body = Bytes::from_static(b"0123456789");
     let mut req = request(&[]);
     req.method = Method::HEAD;
-    let resp = respond(&req, &head, Source::Stored(body.clone()), served).unwrap();
+    let resp = respond(&req, &head, Content::Stored(body.clone()), served).unwrap();
     assert_eq!(resp.headers()["content-length"], "10");
     assert!(http_body::Body::is_end_stream(resp.body()));
     let resp = respond(
         &request(&[("if-none-match", "\"v1\"")]),
         &head,
-        Source::Stored(body),
+        Content::Stored(body),
         served,
     )
     .unwrap();
@@ -228,7 +228,7 @@ fn every_answer_from_a_prepared_head_gets_the_edge_headers_once() {
     let head = Head::from_upstream(StatusCode::OK, h(&[("via", "1.1 origin-cdn")]), now);
     let body = Bytes::from_static(b"0123456789");
     for _ in 0..3 {
-        let r = respond(&request(&[]), &head, Source::Stored(body.clone()), served).unwrap();
+        let r = respond(&request(&[]), &head, Content::Stored(body.clone()), served).unwrap();
         let via: Vec<_> = r.headers().get_all("via").iter().collect();
         assert_eq!(
             via,
@@ -244,7 +244,7 @@ fn every_answer_from_a_prepared_head_gets_the_edge_headers_once() {
     let r = respond(
         &request(&[]),
         &missing,
-        Source::Stored(Bytes::from_static(b"no\n")),
+        Content::Stored(Bytes::from_static(b"no\n")),
         served,
     )
     .unwrap();
