@@ -223,105 +223,12 @@ impl Config {
 
     /// Turns the written config into typed values, refusing what cannot work.
     pub fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
-        let s = &raw.server;
-        let tls = match (&s.tls_listen, &s.tls_cert, &s.tls_key) {
-            (None, _, _) => None,
-            (Some(listen), Some(cert), Some(key)) => Some(TlsConfig {
-                listen: socket_addr("server.tls_listen", listen)?,
-                cert: cert.clone(),
-                key: key.clone(),
-            }),
-            (Some(_), None, _) => {
-                return Err(ConfigError::new(
-                    "server.tls_cert",
-                    "required when server.tls_listen is set",
-                ))
-            }
-            (Some(_), _, None) => {
-                return Err(ConfigError::new(
-                    "server.tls_key",
-                    "required when server.tls_listen is set",
-                ))
-            }
-        };
-        if s.header_timeout.0.is_zero() {
-            return Err(ConfigError::new("server.header_timeout", "must be more than 0"));
-        }
-        for (key, d) in [
-            ("server.idle_timeout", s.idle_timeout.0),
-            ("server.send_timeout", s.send_timeout.0),
-        ] {
-            if d.is_zero() {
-                return Err(ConfigError::new(key, "must be more than 0"));
-            }
-        }
-        if s.max_connections == 0 {
-            return Err(ConfigError::new("server.max_connections", "must be at least 1"));
-        }
-        if s.max_connections_per_ip == 0 {
-            return Err(ConfigError::new("server.max_connections_per_ip", "must be at least 1"));
-        }
-        let trusted_proxies = s
-            .trusted_proxies
-            .iter()
-            .map(|text| cidr(text).ok_or_else(|| bad_cidr(text)))
-            .collect::<Result<Vec<_>, _>>()?;
-        if s.max_header_size.0 < 1024 || s.max_header_size.0 > (1 << 20) {
-            return Err(ConfigError::new(
-                "server.max_header_size",
-                "must be between 1KiB and 1MiB",
-            ));
-        }
-        for origin in &s.cors_origins {
-            if origin != "*" && http::HeaderValue::from_str(origin).is_err() {
-                return Err(ConfigError::new(
-                    "server.cors_origins",
-                    format!("{origin:?} is not a valid Origin value"),
-                ));
-            }
-        }
-        let server = ServerConfig {
-            listen: socket_addr("server.listen", &s.listen)?,
-            tls,
-            header_timeout: s.header_timeout.0,
-            idle_timeout: s.idle_timeout.0,
-            send_timeout: s.send_timeout.0,
-            max_header_size: s.max_header_size.0 as usize,
-            max_connections: s.max_connections,
-            max_connections_per_ip: s.max_connections_per_ip,
-            trusted_proxies,
-            cors_origins: s.cors_origins.clone(),
-            sendfile: s.sendfile,
-            shutdown_grace: s.shutdown_grace.0,
-        };
-
+        let server = server(&raw.server)?;
         let admin = AdminConfig {
             listen: socket_addr("admin.listen", &raw.admin.listen)?,
             token: Some(raw.admin.token.clone()).filter(|t| !t.is_empty()),
         };
-
-        let c = &raw.cache;
-        if c.memory.0 == 0 {
-            return Err(ConfigError::new("cache.memory", "must be more than 0"));
-        }
-        if c.max_object.0 > c.memory.0 / 2 {
-            // Objects being filled draw on their own share of the budget, at
-            // least max_object (see `CacheConfig::fill_memory`).
-            return Err(ConfigError::new(
-                "cache.max_object",
-                "must not exceed half of cache.memory",
-            ));
-        }
-        if c.max_object.0 > MAX_OBJECT_LIMIT {
-            return Err(ConfigError::new("cache.max_object", "must be below 4GiB"));
-        }
-        let cache = CacheConfig {
-            memory: c.memory.0,
-            max_object: c.max_object.0,
-            pass_ttl: c.pass_ttl.0,
-            keep_stale: c.keep_stale.0,
-        };
-
+        let cache = cache(&raw.cache)?;
         if raw.routes.is_empty() {
             return Err(ConfigError::new("routes", "at least one [[routes]] entry is needed"));
         }
@@ -331,27 +238,7 @@ impl Config {
             .enumerate()
             .map(|(i, r)| route(i, r))
             .collect::<Result<Vec<_>, _>>()?;
-
-        let m = &raw.media;
-        if m.playlist_max_ttl.is_some_and(|t| t.0.is_zero()) {
-            return Err(ConfigError::new(
-                "media.playlist_max_ttl",
-                "must be more than 0 (leave it unset for half the target duration)",
-            ));
-        }
-        if m.prefetch_concurrency == 0 && m.prefetch_ahead > 0 {
-            return Err(ConfigError::new(
-                "media.prefetch_concurrency",
-                "must be at least 1 while prefetch_ahead is set",
-            ));
-        }
-        let media = MediaConfig {
-            playlist_max_ttl: m.playlist_max_ttl.map(|d| d.0),
-            segment_default_ttl: m.segment_default_ttl.0,
-            negative_ttl: m.negative_ttl.0,
-            prefetch_ahead: m.prefetch_ahead,
-            prefetch_concurrency: m.prefetch_concurrency,
-        };
+        let media = media(&raw.media)?;
         if let Some(ca) = &raw.upstream.ca_file {
             if !ca.is_file() {
                 return Err(ConfigError::new(
@@ -387,6 +274,124 @@ impl Config {
         }
         toml::to_string_pretty(&raw).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
     }
+}
+
+fn server(s: &RawServer) -> Result<ServerConfig, ConfigError> {
+    let tls = match (&s.tls_listen, &s.tls_cert, &s.tls_key) {
+        (None, _, _) => None,
+        (Some(listen), Some(cert), Some(key)) => Some(TlsConfig {
+            listen: socket_addr("server.tls_listen", listen)?,
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        (Some(_), None, _) => {
+            return Err(ConfigError::new(
+                "server.tls_cert",
+                "required when server.tls_listen is set",
+            ))
+        }
+        (Some(_), _, None) => {
+            return Err(ConfigError::new(
+                "server.tls_key",
+                "required when server.tls_listen is set",
+            ))
+        }
+    };
+    if s.header_timeout.0.is_zero() {
+        return Err(ConfigError::new("server.header_timeout", "must be more than 0"));
+    }
+    for (key, d) in [
+        ("server.idle_timeout", s.idle_timeout.0),
+        ("server.send_timeout", s.send_timeout.0),
+    ] {
+        if d.is_zero() {
+            return Err(ConfigError::new(key, "must be more than 0"));
+        }
+    }
+    if s.max_connections == 0 {
+        return Err(ConfigError::new("server.max_connections", "must be at least 1"));
+    }
+    if s.max_connections_per_ip == 0 {
+        return Err(ConfigError::new("server.max_connections_per_ip", "must be at least 1"));
+    }
+    let trusted_proxies = s
+        .trusted_proxies
+        .iter()
+        .map(|text| cidr(text).ok_or_else(|| bad_cidr(text)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if s.max_header_size.0 < 1024 || s.max_header_size.0 > (1 << 20) {
+        return Err(ConfigError::new(
+            "server.max_header_size",
+            "must be between 1KiB and 1MiB",
+        ));
+    }
+    for origin in &s.cors_origins {
+        if origin != "*" && http::HeaderValue::from_str(origin).is_err() {
+            return Err(ConfigError::new(
+                "server.cors_origins",
+                format!("{origin:?} is not a valid Origin value"),
+            ));
+        }
+    }
+    Ok(ServerConfig {
+        listen: socket_addr("server.listen", &s.listen)?,
+        tls,
+        header_timeout: s.header_timeout.0,
+        idle_timeout: s.idle_timeout.0,
+        send_timeout: s.send_timeout.0,
+        max_header_size: s.max_header_size.0 as usize,
+        max_connections: s.max_connections,
+        max_connections_per_ip: s.max_connections_per_ip,
+        trusted_proxies,
+        cors_origins: s.cors_origins.clone(),
+        sendfile: s.sendfile,
+        shutdown_grace: s.shutdown_grace.0,
+    })
+}
+
+fn cache(c: &RawCache) -> Result<CacheConfig, ConfigError> {
+    if c.memory.0 == 0 {
+        return Err(ConfigError::new("cache.memory", "must be more than 0"));
+    }
+    if c.max_object.0 > c.memory.0 / 2 {
+        // Objects being filled draw on their own share of the budget, at
+        // least max_object (see `CacheConfig::fill_memory`).
+        return Err(ConfigError::new(
+            "cache.max_object",
+            "must not exceed half of cache.memory",
+        ));
+    }
+    if c.max_object.0 > MAX_OBJECT_LIMIT {
+        return Err(ConfigError::new("cache.max_object", "must be below 4GiB"));
+    }
+    Ok(CacheConfig {
+        memory: c.memory.0,
+        max_object: c.max_object.0,
+        pass_ttl: c.pass_ttl.0,
+        keep_stale: c.keep_stale.0,
+    })
+}
+
+fn media(m: &RawMedia) -> Result<MediaConfig, ConfigError> {
+    if m.playlist_max_ttl.is_some_and(|t| t.0.is_zero()) {
+        return Err(ConfigError::new(
+            "media.playlist_max_ttl",
+            "must be more than 0 (leave it unset for half the target duration)",
+        ));
+    }
+    if m.prefetch_concurrency == 0 && m.prefetch_ahead > 0 {
+        return Err(ConfigError::new(
+            "media.prefetch_concurrency",
+            "must be at least 1 while prefetch_ahead is set",
+        ));
+    }
+    Ok(MediaConfig {
+        playlist_max_ttl: m.playlist_max_ttl.map(|d| d.0),
+        segment_default_ttl: m.segment_default_ttl.0,
+        negative_ttl: m.negative_ttl.0,
+        prefetch_ahead: m.prefetch_ahead,
+        prefetch_concurrency: m.prefetch_concurrency,
+    })
 }
 
 fn route(i: usize, r: &RawRoute) -> Result<RouteConfig, ConfigError> {
