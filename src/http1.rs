@@ -275,22 +275,18 @@ enum Framing {
     Chunked,
 }
 
-/// Writes `response`; true if the connection can take another request.
-/// (Borrowed, not moved: the answer is a few hundred bytes, copied at each move.)
-async fn write_response<I>(
-    io: &mut I,
+/// Encodes `response`'s head into `out` and decides how its body is framed;
+/// also whether the connection closes after it. A stored answer's own
+/// headers come prepared (`respond::respond_stored`).
+fn encode_answer_head(
     out: &mut BytesMut,
     response: &mut Response<EdgeBody>,
     head_request: bool,
     mut close: bool,
-) -> io::Result<bool>
-where
-    I: AsyncWrite + Unpin,
-{
+) -> (Framing, bool) {
     let status = response.status();
     let mut headers = std::mem::take(response.headers_mut());
     let body = response.body_mut();
-    // A stored answer's own headers come prepared (`respond::respond_stored`).
     let shared = body.take_shared_head();
     let wire = shared.as_ref().and_then(|shared| shared.head.wire());
     if let (Some(shared), None) = (&shared, wire) {
@@ -330,6 +326,23 @@ where
     }
     let prepared = wire.zip(shared.as_ref());
     encode_head(out, status, prepared, &headers, dated);
+    (framing, close)
+}
+
+/// Writes `response`; true if the connection can take another request.
+/// (Borrowed, not moved: the answer is a few hundred bytes, copied at each move.)
+async fn write_response<I>(
+    io: &mut I,
+    out: &mut BytesMut,
+    response: &mut Response<EdgeBody>,
+    head_request: bool,
+    close: bool,
+) -> io::Result<bool>
+where
+    I: AsyncWrite + Unpin,
+{
+    let (framing, close) = encode_answer_head(out, response, head_request, close);
+    let body = response.body_mut();
     let mut head = Some(out.split().freeze());
     if let Framing::None = framing {
         // Not read, as hyper does not: the answer has no body on the wire.
