@@ -116,6 +116,24 @@ impl Head {
             .as_ref()
     }
 
+    /// This head with `name: value` added, for what a fill learns only once
+    /// the body is in (a digest of it, say): the stored entry gets the new
+    /// head, and every answer from it the header, through [`Head::prepared`]
+    /// and [`Head::wire`] like any stored header.
+    pub fn with_header(&self, name: HeaderName, value: HeaderValue) -> Self {
+        let mut headers = self.headers.clone();
+        headers.insert(name, value);
+        Self {
+            status: self.status,
+            headers,
+            content_length: self.content_length,
+            received_at: self.received_at,
+            age_at_receipt: self.age_at_receipt,
+            prepared: OnceLock::new(),
+            wire: OnceLock::new(),
+        }
+    }
+
     /// The `Age` of this answer at `now` (RFC 9111 §4.2.3, without the origin's own clock).
     pub fn age(&self, now: SystemTime) -> Duration {
         self.age_at_receipt + now.duration_since(self.received_at).unwrap_or_default()
@@ -134,6 +152,23 @@ impl Head {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_added_once_the_body_is_in_is_written_both_ways() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
+        let head = Head::from_upstream(StatusCode::OK, headers, SystemTime::now());
+        // Built before the digest is known, as a fill's head is.
+        assert!(head.wire().is_some());
+        let digest = HeaderName::from_static("repr-digest");
+        let value = HeaderValue::from_static("sha-256=:AAAA:");
+        let stored = head.with_header(digest.clone(), value.clone());
+        assert_eq!(stored.prepared()[&digest], value);
+        let wire = stored.wire().expect("still written from prepared lines");
+        let text = String::from_utf8_lossy(&wire.fields);
+        assert!(text.contains("repr-digest: sha-256=:AAAA:\r\n"), "{text}");
+        assert!(!head.headers.contains_key(&digest), "the fill's own head is unchanged");
+    }
 
     #[test]
     fn age_counts_origin_age_and_residence() {
