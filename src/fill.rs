@@ -27,6 +27,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::budget::{Budget, Reservation};
 use crate::cache::{Disposition, Head};
+use crate::outcome::{CacheStatus, Outcome, PassReason};
 use crate::upstream::FetchError;
 
 /// The upstream answer's head as every reader of the fill sees it.
@@ -43,6 +44,39 @@ pub struct FillHead {
     pub request_headers: HeaderMap,
     /// `Set-Cookie` values of a shared answer: for the client that fetched it only.
     pub starter_cookies: Vec<http::HeaderValue>,
+}
+
+/// What a client reading a fill is to do with it, once its head is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// Read it; the answer's `Cache-Status` says this.
+    Read(CacheStatus),
+    /// Leave it and ask upstream for an answer of its own.
+    Pass(PassReason),
+}
+
+impl FillHead {
+    /// What a client does with this fill: one that `joined` it (`Miss`: its
+    /// request started the fetch; `Collapsed`: it joined one under way) and
+    /// whose request selects `same_variant` of a `Vary` answer, or not. The
+    /// one place the fill's state becomes a cache outcome.
+    pub fn reading(&self, joined: Outcome, same_variant: bool) -> Reading {
+        let started = joined == Outcome::Miss;
+        let outcome = match (self.revalidated, self.disposition) {
+            // The answer belongs to the client that fetched it; another asks for its own.
+            (_, Disposition::Private) if !started => return Reading::Pass(PassReason::Private),
+            _ if !started && !same_variant => return Reading::Pass(PassReason::Vary),
+            (true, _) => Outcome::Stale,
+            (false, Disposition::Private) => Outcome::Pass(PassReason::Private),
+            (false, Disposition::TooLarge) if started => Outcome::Pass(PassReason::TooLarge),
+            _ => joined,
+        };
+        Reading::Read(CacheStatus {
+            outcome,
+            stored: self.disposition.is_stored(),
+            prefetched: self.prefetched,
+        })
+    }
 }
 
 /// An in-flight fetch.
@@ -158,8 +192,7 @@ impl Fill {
     /// A new fill with its writer and the first reader (the client that started it).
     pub fn start() -> (Arc<Fill>, Writer, Reader) {
         let fill = Arc::new(Fill::default());
-        let mut reader = fill.join();
-        reader.starter = true;
+        let reader = fill.join();
         let writer = Writer {
             fill: Arc::clone(&fill),
             done: false,
@@ -181,7 +214,6 @@ impl Fill {
         Reader {
             fill: Arc::clone(self),
             slot,
-            starter: false,
             reg: Registration::default(),
         }
     }
@@ -346,16 +378,10 @@ impl Drop for Writer {
 pub struct Reader {
     fill: Arc<Fill>,
     slot: usize,
-    starter: bool,
     reg: Registration,
 }
 
 impl Reader {
-    /// Whether this reader's request started the fetch.
-    pub fn is_starter(&self) -> bool {
-        self.starter
-    }
-
     /// Waits for the upstream head (or the fetch's failure).
     pub async fn head(&mut self) -> Result<Arc<FillHead>, FetchError> {
         poll_fn(|cx| self.poll_head(cx)).await

@@ -23,7 +23,6 @@ async fn next_data(body: &mut FillBody) -> Option<Result<Bytes, FetchError>> {
 async fn readers_get_chunks_as_they_arrive() {
     let (fill, writer, mut first) = Fill::start();
     let mut second = fill.join();
-    assert!(first.is_starter() && !second.is_starter());
     writer.head(head());
     assert_eq!(first.head().await.unwrap().head.status, StatusCode::OK);
     second.head().await.unwrap();
@@ -230,4 +229,74 @@ async fn a_kept_body_holds_its_reservation_until_stored_or_let_go() {
     writer.finish(Err(FetchError::Abandoned));
     drop((fill, reader));
     assert_eq!(budget.used(), 0);
+}
+
+#[test]
+fn a_fills_state_becomes_one_cache_outcome() {
+    use crate::outcome::{Outcome, PassReason};
+    use std::time::Duration;
+    let head = |disposition, revalidated| FillHead {
+        disposition,
+        revalidated,
+        ..Arc::try_unwrap(super::tests::head()).expect("a new head has one owner")
+    };
+    let store = Disposition::Store {
+        ttl: Duration::from_secs(60),
+    };
+    let read = |outcome, stored| {
+        Reading::Read(CacheStatus {
+            outcome,
+            stored,
+            prefetched: false,
+        })
+    };
+    let (miss, joined) = (Outcome::Miss, Outcome::Collapsed);
+    let cases = [
+        (head(store, false), miss, true, read(Outcome::Miss, true)),
+        (head(store, false), joined, true, read(Outcome::Collapsed, true)),
+        (head(store, false), joined, false, Reading::Pass(PassReason::Vary)),
+        // The client that fetched a varying answer reads it, whatever it varies on.
+        (head(store, false), miss, false, read(Outcome::Miss, true)),
+        (head(store, true), joined, true, read(Outcome::Stale, true)),
+        (head(Disposition::Share, true), miss, true, read(Outcome::Stale, false)),
+        (
+            head(Disposition::Private, false),
+            miss,
+            true,
+            read(Outcome::Pass(PassReason::Private), false),
+        ),
+        (
+            head(Disposition::Private, false),
+            joined,
+            true,
+            Reading::Pass(PassReason::Private),
+        ),
+        (
+            head(Disposition::TooLarge, false),
+            miss,
+            true,
+            read(Outcome::Pass(PassReason::TooLarge), false),
+        ),
+        (
+            head(Disposition::TooLarge, false),
+            joined,
+            true,
+            read(Outcome::Collapsed, false),
+        ),
+        (
+            head(Disposition::NoRoom, false),
+            joined,
+            true,
+            read(Outcome::Collapsed, false),
+        ),
+        (
+            head(Disposition::Share, false),
+            joined,
+            true,
+            read(Outcome::Collapsed, false),
+        ),
+    ];
+    for (i, (fill_head, joined, same_variant, want)) in cases.into_iter().enumerate() {
+        assert_eq!(fill_head.reading(joined, same_variant), want, "case {i}");
+    }
 }

@@ -12,14 +12,13 @@ use hyper::body::Incoming;
 
 use crate::body::{AccessLog, EdgeBody, LogLine, PassBody};
 use crate::cache::key::normal_form;
-use crate::cache::Disposition;
 use crate::cache::{CacheKey, Entry};
 use crate::coalesce::Joined;
 use crate::config::RouteConfig;
 use crate::edge::Edge;
 use crate::error::EdgeError;
 use crate::fetch::FetchJob;
-use crate::fill::Reader;
+use crate::fill::{Reader, Reading};
 use crate::forward::{self, Forwarding, Peer};
 use crate::headers::{self, append_list, X_REQUEST_ID};
 use crate::media::{self, cmcd, MediaKind};
@@ -262,37 +261,26 @@ async fn from_fill(
     peer: Peer,
     mut reader: Reader,
     upstream: UpstreamRequest,
-    outcome: Outcome,
+    joined: Outcome,
 ) -> Answer {
     let fill_head = reader.head().await?;
-    let starter = reader.is_starter();
-    if fill_head.disposition == Disposition::Private && !starter {
-        // The answer belongs to the client that fetched it; this one asks for its own.
-        drop(reader);
-        return pass(edge, parts, peer, upstream, PassReason::Private).await;
-    }
-    if !starter && !same_variant(&fill_head.head.headers, &upstream.headers, &fill_head.request_headers) {
-        drop(reader);
-        return pass(edge, parts, peer, upstream, PassReason::Vary).await;
-    }
-    let outcome = match (fill_head.revalidated, fill_head.disposition) {
-        (true, _) => Outcome::Stale,
-        (false, Disposition::Private) => Outcome::Pass(PassReason::Private),
-        (false, Disposition::TooLarge) if starter => Outcome::Pass(PassReason::TooLarge),
-        _ => outcome,
+    let same = same_variant(&fill_head.head.headers, &upstream.headers, &fill_head.request_headers);
+    let status = match fill_head.reading(joined, same) {
+        Reading::Read(status) => status,
+        Reading::Pass(why) => {
+            drop(reader);
+            return pass(edge, parts, peer, upstream, why).await;
+        }
     };
+    let outcome = status.outcome;
     let served = Served {
-        status: CacheStatus {
-            outcome,
-            stored: fill_head.disposition.is_stored(),
-            prefetched: fill_head.prefetched,
-        },
+        status,
         now: edge.clock.now(),
     };
-    let cookies = if starter {
-        fill_head.starter_cookies.clone()
-    } else {
-        Vec::new()
+    // Set-Cookie of a shared answer goes to the client whose request fetched it only.
+    let cookies = match joined {
+        Outcome::Miss => fill_head.starter_cookies.clone(),
+        _ => Vec::new(),
     };
     let mut response = respond(parts, &fill_head.head, Content::Fill(reader), served)?;
     for cookie in cookies {
