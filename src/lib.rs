@@ -1,10 +1,13 @@
 //! outpost: a caching edge for live and on-demand video.
 //!
-//! The request path, in the order a request meets it: [`server`] accepts,
-//! [`http1`] reads a plain HTTP/1.1 request (hyper reads the others),
-//! [`proxy::answer`] routes ([`route`]), looks up the [`cache`], joins or
-//! starts a [`fill`] ([`coalesce`], [`fetch`], [`upstream`]), and answers
-//! ([`respond`]); [`body`] writes the access log line when the answer ends.
+//! The request path, in the order a request meets it: [`app`] starts the
+//! listeners, [`server`] accepts (with [`limits`]), [`http1`] reads a plain
+//! HTTP/1.1 request (hyper reads the others), [`proxy::answer`] routes
+//! ([`route`]), looks up the [`cache`], joins or starts a [`fill`]
+//! ([`coalesce`]; every fetch is started in `proxy::fills` and run by
+//! [`fetch`] through [`upstream`]), and answers ([`respond`]); [`body`]
+//! writes the access log line when the answer ends. Every module uses only
+//! modules below it (`tests/layers.rs` lists the layers).
 
 pub mod admin;
 pub mod app;
