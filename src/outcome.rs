@@ -138,16 +138,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_outcome_indexes_its_own_label() {
+        for outcome in Outcome::ALL.into_iter().chain([Outcome::Pass(PassReason::Vary)]) {
+            assert_eq!(Outcome::ALL[outcome.index()].as_str(), outcome.as_str());
+        }
+    }
+
+    #[test]
     fn a_cache_status_writes_the_bytes_of_its_value() {
-        let outcomes = [
-            Outcome::Hit,
-            Outcome::Miss,
-            Outcome::Collapsed,
-            Outcome::Stale,
-            Outcome::Pass(PassReason::Private),
-            Outcome::Error,
-        ];
-        for outcome in outcomes {
+        for outcome in Outcome::ALL {
             for (stored, prefetched) in [(false, false), (true, false), (false, true), (true, true)] {
                 let status = CacheStatus {
                     outcome,

@@ -16,7 +16,7 @@ impl std::fmt::Display for RequestId {
 }
 
 impl RequestId {
-    /// The id made of `prefix` and `n`, as [`Edge::next_request_id`] makes them.
+    /// The id made of `prefix` and `n`, as `Edge::next_request_id` makes them.
     pub const fn new(prefix: u32, n: u64) -> Self {
         Self { prefix, n }
     }
