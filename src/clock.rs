@@ -1,43 +1,54 @@
 //! The edge's clock. Rules take `now` as an argument; the edge reads the time
-//! here, in one place, so that a test can move it forward instead of sleeping.
+//! here, in one place.
+//!
+//! It is the wall clock at start plus tokio's monotonic time since: as cheap
+//! to read as the wall clock, not moved by a step of the system clock while
+//! the edge runs (entries neither expire nor come back to life when NTP
+//! steps), and moved by tokio's own test clock, so a test that waits for an
+//! entry to expire pauses and advances tokio's time instead of sleeping.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-/// The wall clock, plus however far it was moved forward.
-#[derive(Debug, Default)]
+use tokio::time::Instant;
+
+#[derive(Debug)]
 pub struct Clock {
-    ahead_nanos: AtomicU64,
+    wall_at_start: SystemTime,
+    started: Instant,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self {
+            wall_at_start: SystemTime::now(),
+            started: Instant::now(),
+        }
+    }
 }
 
 impl Clock {
     pub fn now(&self) -> SystemTime {
-        let ahead = self.ahead_nanos.load(Ordering::Relaxed);
-        let now = SystemTime::now();
-        if ahead == 0 {
-            return now;
-        }
-        now + Duration::from_nanos(ahead)
-    }
-
-    /// Moves the clock forward by `by`: what waiting would do, at once.
-    /// (Entries still leave the store on moka's own schedule.)
-    pub fn advance(&self, by: Duration) {
-        let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
-        self.ahead_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.wall_at_start + self.started.elapsed()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
-    #[test]
-    fn advancing_moves_now_forward() {
+    #[tokio::test(start_paused = true)]
+    async fn the_clock_follows_tokios_time() {
         let clock = Clock::default();
         let before = clock.now();
-        clock.advance(Duration::from_secs(3600));
-        let after = clock.now();
-        assert!(after.duration_since(before).unwrap() >= Duration::from_secs(3600));
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(clock.now().duration_since(before).unwrap(), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn it_starts_at_the_wall_clock() {
+        let clock = Clock::default();
+        let gap = clock.now().duration_since(SystemTime::now()).unwrap_or_default();
+        assert!(gap < Duration::from_secs(1), "{gap:?}");
     }
 }

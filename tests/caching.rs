@@ -67,7 +67,7 @@ async fn stale_entries_are_revalidated_with_validators() {
     let edge = edge_for(&origin).await;
     let c = client();
     assert_eq!(get(&c, &url(&edge, "/v.m3u8")).await.bytes(), &body);
-    edge.edge.clock.advance(Duration::from_millis(1100));
+    advance(Duration::from_millis(1100)).await;
     let again = get(&c, &url(&edge, "/v.m3u8")).await;
     assert_eq!(again.header("cache-status"), "outpost; fwd=stale");
     assert_eq!(again.bytes(), &body, "the stored body is served after a 304");
@@ -90,7 +90,7 @@ async fn stale_entry_is_served_when_the_origin_fails() {
     let edge = edge_for(&origin).await;
     let c = client();
     get(&c, &url(&edge, "/s.ts")).await;
-    edge.edge.clock.advance(Duration::from_millis(1100));
+    advance(Duration::from_millis(1100)).await;
     origin.set("/s.ts", Script::ok("down").status(503).headers(&[]));
     let got = get(&c, &url(&edge, "/s.ts")).await;
     assert_eq!(got.status, 200);
@@ -109,7 +109,7 @@ async fn must_revalidate_entries_are_not_served_stale() {
     let edge = edge_for(&origin).await;
     let c = client();
     get(&c, &url(&edge, "/m.ts")).await;
-    edge.edge.clock.advance(Duration::from_millis(1100));
+    advance(Duration::from_millis(1100)).await;
     origin.set("/m.ts", Script::ok("down").status(503).headers(&[]));
     assert_eq!(get(&c, &url(&edge, "/m.ts")).await.status, 503);
     edge.shutdown().await;

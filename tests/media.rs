@@ -44,7 +44,7 @@ async fn live_playlists_are_capped_and_coalesced() {
     }
     assert_eq!(origin.hits("/live/index.m3u8"), 1, "100 pollers, one origin request");
     assert_eq!(cache_status(&c, &url(&edge, "/live/index.m3u8")).await, "outpost; hit");
-    edge.edge.clock.advance(Duration::from_millis(1100));
+    advance(Duration::from_millis(1100)).await;
     get_many(&c, &url(&edge, "/live/index.m3u8"), 50).await;
     assert_eq!(origin.hits("/live/index.m3u8"), 2, "refetched after the 1 s cap, once");
     edge.shutdown().await;
@@ -61,7 +61,7 @@ async fn vod_playlists_keep_the_origins_lifetime() {
     let edge = edge_for(&origin).await;
     let c = client();
     get(&c, &url(&edge, "/vod/index.m3u8")).await;
-    edge.edge.clock.advance(Duration::from_millis(1100));
+    advance(Duration::from_millis(1100)).await;
     assert_eq!(cache_status(&c, &url(&edge, "/vod/index.m3u8")).await, "outpost; hit");
     edge.shutdown().await;
 }
@@ -92,7 +92,7 @@ async fn the_newest_live_segment_is_prefetched_before_players_ask() {
         "{metrics}"
     );
     // Fetching the playlist again finds the newest segment cached: nothing more to fetch.
-    edge.edge.clock.advance(Duration::from_millis(1100));
+    advance(Duration::from_millis(1100)).await;
     get(&c, &url(&edge, "/live/index.m3u8")).await;
     assert_eq!(origin.hits("/live/index.m3u8"), 2);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

@@ -400,6 +400,15 @@ impl Body for ScriptBody {
     }
 }
 
+/// Moves tokio's clock (and with it the edge's) forward by `by` at once,
+/// instead of sleeping: time is paused, advanced (firing the timers due
+/// meanwhile) and let run again.
+pub async fn advance(by: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
 /// Starts an edge from `toml` (`{origin}` is replaced by the origin URL) with
 /// every listener on 127.0.0.1:0.
 pub async fn start_edge(toml: &str, origin: &TestOrigin) -> RunningEdge {
