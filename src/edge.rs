@@ -19,19 +19,19 @@ use crate::upstream::{client_tls, Upstream};
 
 /// Everything a request needs, shared by all connections.
 pub struct Edge {
-    pub config: Config,
+    pub(crate) config: Config,
     /// What every rule is given as `now`.
-    pub clock: Clock,
-    pub routes: Routes,
-    pub store: Store,
+    pub(crate) clock: Clock,
+    pub(crate) routes: Routes,
+    pub(crate) store: Store,
     /// What objects being filled may hold: their share of `cache.memory`.
-    pub fill_budget: Arc<Budget>,
-    pub inflight: Inflight,
-    pub upstream: Upstream,
-    pub metrics: Arc<Metrics>,
-    pub cors: Cors,
-    pub prefetcher: Prefetcher,
-    pub started: Instant,
+    pub(crate) fill_budget: Arc<Budget>,
+    pub(crate) inflight: Inflight,
+    pub(crate) upstream: Upstream,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) cors: Cors,
+    pub(crate) prefetcher: Prefetcher,
+    pub(crate) started: Instant,
     next_id: AtomicU64,
     id_prefix: u32,
 }
@@ -68,6 +68,26 @@ impl Edge {
     /// A short id for one request, unique within this process and unlikely to repeat across restarts.
     pub fn next_request_id(&self) -> RequestId {
         RequestId::new(self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The validated config the edge runs on.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The metrics behind `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The cache's stored objects.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Fills under way.
+    pub fn inflight(&self) -> &Inflight {
+        &self.inflight
     }
 
     /// Refreshes the gauges read from the cache, before `/metrics` or `/status`.

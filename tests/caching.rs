@@ -320,10 +320,10 @@ async fn memory_budget_is_kept_by_eviction() {
     for i in 0..12 {
         assert_eq!(get(&c, &url(&edge, &format!("/e{i}.ts"))).await.bytes().len(), 200_000);
     }
-    let held = edge.edge.store.bytes();
+    let held = edge.edge.store().bytes();
     assert!(held <= 1 << 20, "cache holds {held} bytes, over its 1 MiB budget");
     assert!(held >= 200_000, "cache still holds something ({held})");
-    let objects = edge.edge.store.objects();
+    let objects = edge.edge.store().objects();
     assert!((1..12).contains(&objects), "{objects} objects held");
     edge.shutdown().await;
 }
@@ -357,8 +357,8 @@ async fn stored_heads_do_not_keep_the_connections_read_buffer() {
     )
     .await;
     assert_eq!(got.bytes(), &payload(300_000, 9));
-    let key = outpost::cache::CacheKey::new(&outpost::cache::key::key_url(&edge.edge.config.routes[0], "/kept.ts"));
-    let entry = edge.edge.store.get(&key).expect("stored");
+    let key = outpost::cache::CacheKey::new(&outpost::cache::key::key_url(&edge.edge.config().routes[0], "/kept.ts"));
+    let entry = edge.edge.store().get(&key).expect("stored");
     let head = &entry.head.headers;
     assert!(head.len() >= 4, "{head:?}");
     assert!(

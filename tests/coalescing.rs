@@ -46,7 +46,7 @@ async fn storm_of_200_cold_requests_makes_one_origin_request() {
     );
     assert_eq!(
         edge.edge
-            .metrics
+            .metrics()
             .upstream_requests
             .get(outpost::metrics::SourceKind::Origin),
         1

@@ -115,7 +115,7 @@ async fn unreachable_origin_is_502_and_slow_headers_504() {
     assert_eq!(
         edge2
             .edge
-            .metrics
+            .metrics()
             .upstream_errors
             .get(outpost::metrics::FetchFailure::Unreachable),
         1

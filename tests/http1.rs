@@ -287,7 +287,7 @@ async fn connection_close_and_idle_keep_alive_end_the_connection() {
         waited.elapsed() >= Duration::from_millis(200),
         "not before the idle timeout"
     );
-    assert_eq!(edge.edge.metrics.refused.get(outpost::metrics::Refusal::Idle), 1);
+    assert_eq!(edge.edge.metrics().refused.get(outpost::metrics::Refusal::Idle), 1);
     edge.shutdown().await;
 }
 

@@ -159,7 +159,7 @@ async fn a_client_that_takes_nothing_is_closed_at_the_send_timeout_and_its_fetch
     .await;
     let mut client = non_reader(&edge.addrs.listen.to_string(), "/huge.ts").await;
     let deadline = Instant::now() + Duration::from_secs(15);
-    while edge.edge.metrics.refused.get(Refusal::SendTimeout) == 0 {
+    while edge.edge.metrics().refused.get(Refusal::SendTimeout) == 0 {
         assert!(Instant::now() < deadline, "the client was not cut off");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -230,7 +230,7 @@ async fn an_http2_stream_reset_after_its_headers_stops_an_uncacheable_fetch() {
     }
     let sent = settled(&origin, Duration::from_secs(10)).await;
     assert!(sent < 64 * MIB, "the fetch went on: {sent} bytes");
-    let inflight = edge.edge.inflight.len();
+    let inflight = edge.edge.inflight().len();
     assert_eq!(inflight, 0, "no fill is left running");
     edge.shutdown().await;
 }
@@ -249,7 +249,7 @@ async fn one_address_cannot_take_every_connection() {
         held.push(TcpStream::connect(edge.addrs.listen).await.unwrap());
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while edge.edge.metrics.refused.get(Refusal::PerIp) < 84 {
+    while edge.edge.metrics().refused.get(Refusal::PerIp) < 84 {
         assert!(
             Instant::now() < deadline,
             "the connections past the share were not closed"
@@ -273,7 +273,7 @@ async fn one_address_cannot_take_every_connection() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     println!("127.0.0.2 answered in {:?}", started.elapsed());
-    assert_eq!(edge.edge.metrics.refused.get(Refusal::PerIp), 84);
+    assert_eq!(edge.edge.metrics().refused.get(Refusal::PerIp), 84);
     drop(held);
     edge.shutdown().await;
 }
@@ -362,6 +362,6 @@ async fn connections_with_no_request_in_flight_are_closed_at_the_idle_timeout() 
         "the pinging HTTP/2 connection got GOAWAY and was closed"
     );
     assert!(kept_alive, "the idle HTTP/1.1 connection was closed");
-    assert_eq!(edge.edge.metrics.refused.get(Refusal::Idle), 2);
+    assert_eq!(edge.edge.metrics().refused.get(Refusal::Idle), 2);
     edge.shutdown().await;
 }

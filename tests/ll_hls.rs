@@ -95,7 +95,7 @@ async fn a_reload_held_past_three_target_durations_is_503() {
     assert_eq!(got.status, 503, "{}", got.text());
     assert_eq!(
         edge.edge
-            .metrics
+            .metrics()
             .upstream_errors
             .get(outpost::metrics::FetchFailure::Blocked),
         1,

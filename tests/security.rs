@@ -113,7 +113,10 @@ async fn a_get_body_past_the_bound_is_refused_and_the_connection_closed() {
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert!(text.to_ascii_lowercase().contains("connection: close"), "{text}");
     assert!(origin.requests().is_empty(), "nothing went upstream");
-    assert_eq!(edge.edge.metrics.refused.get(outpost::metrics::Refusal::BadRequest), 1);
+    assert_eq!(
+        edge.edge.metrics().refused.get(outpost::metrics::Refusal::BadRequest),
+        1
+    );
     edge.shutdown().await;
 }
 

@@ -27,7 +27,7 @@ fn large_segment(origin: &TestOrigin, path: &str, body: bytes::Bytes) {
 }
 
 fn sent_by_sendfile(edge: &outpost::RunningEdge) -> u64 {
-    edge.edge.metrics.sendfile_bytes.get()
+    edge.edge.metrics().sendfile_bytes.get()
 }
 
 #[tokio::test]
@@ -229,7 +229,7 @@ async fn purged_bodies_give_back_their_mappings() {
         get(&c, &url(&edge, &format!("/p{i}.ts"))).await;
     }
     assert_eq!(outpost::mapped::open(), 3);
-    assert_eq!(edge.edge.store.purge(|_| true), 3);
+    assert_eq!(edge.edge.store().purge(|_| true), 3);
     assert_eq!(outpost::mapped::open(), 0, "a purged body still holds its memfd");
     edge.shutdown().await;
 }
