@@ -1,8 +1,9 @@
 //! A stored answer's head as one answer sends it: the stored headers shared
 //! (prepared once per entry), and the few that differ per answer kept as
-//! values until written. Both ways of writing it are here: HTTP/1.1 lines
-//! for the edge's own loop ([`SharedHead::encode`]), a header map for
-//! hyper ([`merge_shared`]).
+//! values until written. Those per-answer headers are one list, [`Field`],
+//! with its two spellings: HTTP/1.1 lines for the edge's own loop
+//! ([`SharedHead::encode`]), a header map for hyper ([`merge_shared`]) and
+//! for answers not made from a stored head.
 
 use std::sync::Arc;
 
@@ -29,25 +30,82 @@ pub struct SharedHead {
     pub any_origin: bool,
 }
 
-impl SharedHead {
-    /// The per-answer headers as HTTP/1.1 lines.
-    pub fn encode(&self, out: &mut BytesMut) {
-        if let Some(age) = self.age {
-            out.put_slice(b"age: ");
-            out.put_slice(itoa::Buffer::new().format(age).as_bytes());
-            out.put_slice(b"\r\n");
+/// One header an answer gets for itself, on top of a stored head: the one
+/// list of them. Each has its two spellings below, HTTP/1.1 lines
+/// ([`Field::encode`]) and a header map entry ([`Field::insert`]), so a new
+/// one is a variant here and the compiler asks for both.
+#[derive(Debug, Clone, Copy)]
+pub enum Field<'a> {
+    /// `Age`, in seconds.
+    Age(u64),
+    /// `Cache-Status` (RFC 9211).
+    CacheStatus(CacheStatus),
+    /// `X-Request-Id`.
+    RequestId(&'a RequestId),
+    /// The CORS headers when any origin may read the answer.
+    AnyOrigin,
+}
+
+impl Field<'_> {
+    /// The field as HTTP/1.1 lines.
+    #[inline]
+    pub fn encode(self, out: &mut BytesMut) {
+        match self {
+            Field::Age(age) => {
+                out.put_slice(b"age: ");
+                out.put_slice(itoa::Buffer::new().format(age).as_bytes());
+                out.put_slice(b"\r\n");
+            }
+            Field::CacheStatus(status) => {
+                out.put_slice(b"cache-status: ");
+                status.write(out);
+                out.put_slice(b"\r\n");
+            }
+            Field::RequestId(id) => {
+                out.put_slice(b"x-request-id: ");
+                id.with_text(|text| out.put_slice(text));
+                out.put_slice(b"\r\n");
+            }
+            Field::AnyOrigin => out.put_slice(crate::cors::ANY_ORIGIN_LINES),
         }
-        out.put_slice(b"cache-status: ");
-        self.cache_status.write(out);
-        out.put_slice(b"\r\n");
+    }
+
+    /// The field in a header map, replacing any value it had.
+    pub fn insert(self, headers: &mut HeaderMap) {
+        match self {
+            Field::Age(age) => {
+                headers.insert(header::AGE, number(age));
+            }
+            Field::CacheStatus(status) => {
+                headers.insert(CACHE_STATUS, status.value());
+            }
+            Field::RequestId(id) => {
+                headers.insert(X_REQUEST_ID, id.header_value());
+            }
+            Field::AnyOrigin => crate::cors::insert_any_origin(headers),
+        }
+    }
+}
+
+impl SharedHead {
+    /// Calls `each` with this answer's own headers, in the order they are written.
+    #[inline]
+    pub fn fields(&self, mut each: impl FnMut(Field<'_>)) {
+        if let Some(age) = self.age {
+            each(Field::Age(age));
+        }
+        each(Field::CacheStatus(self.cache_status));
         if let Some(id) = &self.request_id {
-            out.put_slice(b"x-request-id: ");
-            id.with_text(|text| out.put_slice(text));
-            out.put_slice(b"\r\n");
+            each(Field::RequestId(id));
         }
         if self.any_origin {
-            out.put_slice(crate::cors::ANY_ORIGIN_LINES);
+            each(Field::AnyOrigin);
         }
+    }
+
+    /// The per-answer headers as HTTP/1.1 lines.
+    pub fn encode(&self, out: &mut BytesMut) {
+        self.fields(|field| field.encode(out));
     }
 }
 
@@ -56,20 +114,14 @@ impl SharedHead {
 /// not [`Head::wire`].
 pub fn merge_shared(shared: &SharedHead, headers: &mut HeaderMap) {
     let own = std::mem::replace(headers, shared.head.prepared().clone());
-    insert_stamps(headers, shared.age, shared.cache_status);
-    if let Some(id) = &shared.request_id {
-        headers.insert(X_REQUEST_ID, id.header_value());
-    }
-    if shared.any_origin {
-        crate::cors::insert_any_origin(headers);
-    }
+    shared.fields(|field| field.insert(headers));
     headers.extend(own);
 }
 
-/// `Age` and `Cache-Status` (RFC 9211), the per-answer part of a stored head.
+/// `Age` and `Cache-Status` (RFC 9211) of an answer not sent from a shared head.
 pub(crate) fn insert_stamps(headers: &mut HeaderMap, age: Option<u64>, cache_status: CacheStatus) {
     if let Some(age) = age {
-        headers.insert(header::AGE, number(age));
+        Field::Age(age).insert(headers);
     }
-    headers.insert(CACHE_STATUS, cache_status.value());
+    Field::CacheStatus(cache_status).insert(headers);
 }

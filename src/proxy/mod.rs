@@ -20,13 +20,14 @@ use crate::error::EdgeError;
 use crate::fetch::FetchJob;
 use crate::fill::{Reader, Reading};
 use crate::forward::{self, Forwarding, Peer};
-use crate::headers::{self, append_list, X_REQUEST_ID};
+use crate::headers::{self, append_list};
 use crate::media::{self, cmcd, MediaKind};
 use crate::metrics::Refusal;
 use crate::outcome::{CacheStatus, Outcome, PassReason};
 use crate::plain::rescue;
 use crate::respond::{respond, respond_stored, Content, Served};
 use crate::route::Target;
+use crate::shared_head::Field;
 use crate::upstream::{UpstreamBody, UpstreamRequest};
 
 mod fills;
@@ -50,7 +51,7 @@ pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, peer: Peer) -> Resu
         let mut response = rescue(&EdgeError::BadRequest(why), &id.to_string());
         let h = response.headers_mut();
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        h.insert(X_REQUEST_ID, id.header_value());
+        Field::RequestId(&id).insert(h);
         edge.cors.apply(&parts.headers, h);
         edge.metrics.requests.inc(Outcome::Error);
         return Ok(response);
@@ -90,7 +91,7 @@ pub async fn answer(edge: Arc<Edge>, parts: &mut Parts, peer: Peer) -> Response<
             true
         }
         None => {
-            response.headers_mut().insert(X_REQUEST_ID, id.header_value());
+            Field::RequestId(&id).insert(response.headers_mut());
             false
         }
     };
