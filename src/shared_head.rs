@@ -125,3 +125,48 @@ pub(crate) fn insert_stamps(headers: &mut HeaderMap, age: Option<u64>, cache_sta
     }
     Field::CacheStatus(cache_status).insert(headers);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::Outcome;
+
+    /// `name: value` lines as pairs.
+    fn lines(out: &[u8]) -> Vec<(String, String)> {
+        String::from_utf8(out.to_vec())
+            .unwrap()
+            .split("\r\n")
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (name, value) = l.split_once(": ").unwrap();
+                (name.to_owned(), value.to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn both_spellings_of_every_field_say_the_same() {
+        let id = RequestId::new(0x5f3e_2a1b, 0x2c);
+        let status = CacheStatus {
+            outcome: Outcome::Hit,
+            stored: true,
+            prefetched: true,
+        };
+        for field in [
+            Field::Age(42),
+            Field::CacheStatus(status),
+            Field::RequestId(&id),
+            Field::AnyOrigin,
+        ] {
+            let mut out = BytesMut::new();
+            field.encode(&mut out);
+            let mut map = HeaderMap::new();
+            field.insert(&mut map);
+            let from_map: Vec<(String, String)> = map
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+                .collect();
+            assert_eq!(lines(&out), from_map, "{field:?}");
+        }
+    }
+}
