@@ -36,6 +36,7 @@ pub mod outcome;
 pub mod plain;
 pub mod prefetch;
 pub mod proxy;
+pub mod rendezvous;
 pub mod request_id;
 pub mod respond;
 pub mod route;

@@ -42,6 +42,7 @@ const LAYERS: &[&[&str]] = &[
         "limits",
         "mapped",
         "outcome",
+        "rendezvous",
         "request_id",
     ],
 ];

@@ -159,12 +159,14 @@ pub struct OriginUrl {
     pub base_path: String,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClusterConfig {
     pub self_url: Option<OriginUrl>,
     pub peers: Vec<OriginUrl>,
     pub dns: Option<String>,
     pub secret: Option<String>,
+    pub dns_interval: std::time::Duration,
+    pub keep_copies: bool,
 }
 
 impl OriginUrl {
@@ -449,20 +451,15 @@ fn route(i: usize, r: &RawRoute) -> Result<RouteConfig, ConfigError> {
     })
 }
 
+/// The shortest `cluster.secret`: an HMAC key guessable in less is no key.
+const MIN_SECRET: usize = 16;
+
 fn cluster(c: &RawCluster) -> Result<ClusterConfig, ConfigError> {
     let peers = c
         .peers
         .iter()
         .map(|u| origin_url("cluster.peers", u))
         .collect::<Result<Vec<_>, _>>()?;
-    let clustered = !peers.is_empty() || c.dns.is_some();
-    let secret = c.secret.clone().filter(|s| !s.is_empty());
-    if clustered && secret.is_none() {
-        return Err(ConfigError::new(
-            "cluster.secret",
-            "required when cluster.peers or cluster.dns is set",
-        ));
-    }
     if let Some(dns) = &c.dns {
         if !dns
             .rsplit_once(':')
@@ -471,15 +468,52 @@ fn cluster(c: &RawCluster) -> Result<ClusterConfig, ConfigError> {
             return Err(ConfigError::new("cluster.dns", format!("{dns:?} must be host:port")));
         }
     }
+    if !peers.is_empty() && c.dns.is_some() {
+        return Err(ConfigError::new("cluster.dns", "set peers or dns, not both"));
+    }
+    let self_url = c
+        .self_url
+        .as_deref()
+        .map(|u| origin_url("cluster.self", u))
+        .transpose()?;
+    let clustered = !peers.is_empty() || c.dns.is_some();
+    let secret = c.secret.clone().filter(|s| !s.is_empty());
+    if clustered {
+        match &secret {
+            None => {
+                return Err(ConfigError::new(
+                    "cluster.secret",
+                    "required when cluster.peers or cluster.dns is set",
+                ))
+            }
+            Some(s) if s.len() < MIN_SECRET => {
+                return Err(ConfigError::new(
+                    "cluster.secret",
+                    format!("must be at least {MIN_SECRET} bytes"),
+                ))
+            }
+            Some(_) => {}
+        }
+        let Some(me) = &self_url else {
+            return Err(ConfigError::new(
+                "cluster.self",
+                "required when cluster.peers or cluster.dns is set: this edge's URL as its siblings reach it",
+            ));
+        };
+        if !peers.is_empty() && !peers.contains(me) {
+            return Err(ConfigError::new("cluster.self", "must be one of cluster.peers"));
+        }
+    }
+    if c.dns_interval.0.is_zero() {
+        return Err(ConfigError::new("cluster.dns_interval", "must be more than 0"));
+    }
     Ok(ClusterConfig {
-        self_url: c
-            .self_url
-            .as_deref()
-            .map(|u| origin_url("cluster.self", u))
-            .transpose()?,
+        self_url,
         peers,
         dns: c.dns.clone(),
         secret,
+        dns_interval: c.dns_interval.0,
+        keep_copies: c.keep_copies,
     })
 }
 

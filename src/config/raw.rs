@@ -115,7 +115,7 @@ pub struct RawRoute {
     pub strip_headers: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawCluster {
     #[serde(rename = "self", skip_serializing_if = "Option::is_none")]
@@ -125,6 +125,23 @@ pub struct RawCluster {
     pub dns: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// How often `dns` is resolved again.
+    pub dns_interval: Dur,
+    /// A non-owner keeps its own copy of what it fetched through the owner.
+    pub keep_copies: bool,
+}
+
+impl Default for RawCluster {
+    fn default() -> Self {
+        Self {
+            self_url: None,
+            peers: Vec::new(),
+            dns: None,
+            secret: None,
+            dns_interval: secs(5),
+            keep_copies: true,
+        }
+    }
 }
 
 fn secs(n: u64) -> Dur {

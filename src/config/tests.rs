@@ -81,6 +81,23 @@ fn bad_values_are_named() {
         ("[server]\ntls_listen = \"127.0.0.1:0\"", "server.tls_cert"),
         ("[cluster]\npeers = [\"http://127.0.0.1:1\"]", "cluster.secret"),
         ("[cluster]\ndns = \"peers\"\nsecret = \"s\"", "cluster.dns"),
+        (
+            "[cluster]\nself = \"http://10.0.0.1:8080\"\npeers = [\"http://10.0.0.1:8080\"]\nsecret = \"short\"",
+            "cluster.secret",
+        ),
+        (
+            "[cluster]\npeers = [\"http://10.0.0.1:8080\"]\nsecret = \"0123456789abcdef\"",
+            "cluster.self",
+        ),
+        (
+            "[cluster]\nself = \"http://10.0.0.9:8080\"\npeers = [\"http://10.0.0.1:8080\"]\nsecret = \"0123456789abcdef\"",
+            "cluster.self",
+        ),
+        (
+            "[cluster]\nself = \"http://10.0.0.1:8080\"\npeers = [\"http://10.0.0.1:8080\"]\ndns = \"p:8080\"\nsecret = \"0123456789abcdef\"",
+            "cluster.dns",
+        ),
+        ("[cluster]\ndns_interval = \"0s\"", "cluster.dns_interval"),
         ("routes = []", "routes"),
     ];
     for (text, key) in cases {
@@ -134,4 +151,15 @@ fn the_shipped_config_documents_every_key() {
             assert!(documented, "conf/outpost.toml does not document {section}.{key}");
         }
     }
+}
+
+#[test]
+fn a_fleet_config_loads() {
+    let c = Config::from_toml(
+        "[cluster]\nself = \"http://10.0.0.2:8080\"\npeers = [\"http://10.0.0.1:8080\", \"http://10.0.0.2:8080\"]\nsecret = \"0123456789abcdef\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.cluster.peers.len(), 2);
+    assert_eq!(c.cluster.dns_interval, Duration::from_secs(5));
+    assert!(c.cluster.keep_copies);
 }
