@@ -166,6 +166,9 @@ pub struct Metrics {
     pub cache_bytes: Gauge,
     pub cache_objects: Gauge,
     pub inflight_fetches: Gauge,
+    /// Sibling edges known now, up and down (none until the fleet is built).
+    pub cluster_up: Gauge,
+    pub cluster_down: Gauge,
     /// Bytes that fills under way hold against their budget.
     pub fill_bytes: Gauge,
     pub refused: Series<Refusal>,
@@ -190,6 +193,9 @@ impl Metrics {
         let cache_bytes = Gauge::default();
         let cache_objects = Gauge::default();
         let inflight_fetches = Gauge::default();
+        let cluster_members = Family::<Pair, Gauge>::default();
+        let cluster_up = cluster_members.get_or_create(&[("state", "up")]).clone();
+        let cluster_down = cluster_members.get_or_create(&[("state", "down")]).clone();
         let fill_bytes = Gauge::default();
         let refused = Family::<Pair, Counter>::default();
         let upstream_errors = Family::<Pair, Counter>::default();
@@ -232,6 +238,11 @@ impl Metrics {
             inflight_fetches.clone(),
         );
         registry.register(
+            "outpost_cluster_members",
+            "Sibling edges known now, by state",
+            cluster_members,
+        );
+        registry.register(
             "outpost_fill_bytes",
             "Bytes that fills under way hold against their share of cache.memory",
             fill_bytes.clone(),
@@ -258,6 +269,8 @@ impl Metrics {
             cache_bytes,
             cache_objects,
             inflight_fetches,
+            cluster_up,
+            cluster_down,
             fill_bytes,
             refused: Series::new(&refused, "reason"),
             upstream_errors: Series::new(&upstream_errors, "reason"),
@@ -310,6 +323,8 @@ mod tests {
             "outpost_cache_bytes 0",
             "outpost_cache_objects 0",
             "outpost_inflight_fetches 0",
+            "outpost_cluster_members{state=\"up\"} 0",
+            "outpost_cluster_members{state=\"down\"} 0",
             "outpost_refused_total{reason=\"per_ip\"} 0",
             "outpost_refused_total{reason=\"idle\"} 0",
             "outpost_upstream_errors_total{reason=\"broken\"} 0",
