@@ -20,6 +20,7 @@ const MIB: u64 = 1 << 20;
 struct Binary {
     child: Child,
     listen: String,
+    dir: std::path::PathBuf,
 }
 
 impl Binary {
@@ -52,7 +53,7 @@ impl Binary {
                 break rest.split_whitespace().next().unwrap().to_owned();
             }
         };
-        Self { child, listen }
+        Self { child, listen, dir }
     }
 
     /// Resident memory now, from /proc.
@@ -71,6 +72,7 @@ impl Drop for Binary {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
