@@ -29,10 +29,6 @@ impl Budget {
         self.used.load(Ordering::Acquire)
     }
 
-    pub fn limit(&self) -> u64 {
-        self.limit
-    }
-
     /// An empty reservation, to grow as bytes arrive.
     pub fn reservation(self: &Arc<Self>) -> Reservation {
         Reservation {

@@ -271,11 +271,6 @@ impl Writer {
         });
     }
 
-    /// Whether the fill still keeps its body for readers yet to come.
-    pub fn keeping(&self) -> bool {
-        !self.fill.lock().trim
-    }
-
     /// Reserves room in `budget` for a kept body of `total` bytes so far
     /// (or announced); false when there is none.
     pub fn reserve(&self, budget: &Arc<Budget>, total: u64) -> bool {

@@ -29,23 +29,14 @@ impl Peer {
 
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// Whether a client header is never sent upstream, whoever sent it. Names
-/// are lower case (`http` keeps them so).
+/// Whether a client header is never sent upstream, whoever sent it, beside
+/// the hop-by-hop ones. Names are lower case (`http` keeps them so).
 fn never_forwarded(name: &str) -> bool {
     matches!(
         name,
-        // Hop-by-hop (RFC 9110 §7.6.1) and body framing: the upstream request
+        // Body framing beside the hop-by-hop headers: the upstream request
         // is a GET or HEAD without a body, framed by the edge's client.
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "content-length"
+        "content-length"
             | "expect"
             | "host"
             // Set by the edge from what it knows.
@@ -102,7 +93,8 @@ pub fn upstream_headers(client: &HeaderMap, peer: Peer, to: &Forwarding) -> Head
     let listed = headers::connection_named(client);
     let mut out = HeaderMap::with_capacity(client.len() + 3);
     for (name, value) in client {
-        let dropped = never_forwarded(name.as_str())
+        let dropped = headers::is_hop_by_hop(name)
+            || never_forwarded(name.as_str())
             || (to.shared && only_for_one(name))
             || to.route.strip_headers.contains(name)
             || listed.contains(name);

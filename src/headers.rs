@@ -28,6 +28,12 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::PROXY_AUTHORIZATION,
 ];
 
+/// Whether `name` is a hop-by-hop header of its own (not counting those a
+/// `Connection` header names).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
 /// The header names `Connection` lists: hop-by-hop too (RFC 9110 §7.6.1).
 pub fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
     headers

@@ -105,10 +105,7 @@ where
                     // it has the header timeout, which is the earlier deadline.
                     idle = false;
                     deadline = Instant::now() + head_timeout;
-                    if deadline < timer_at {
-                        timer_at = deadline;
-                        timer.as_mut().reset(deadline);
-                    }
+                    bring_forward(timer.as_mut(), &mut timer_at, deadline);
                 }
                 if buf.capacity() - buf.len() < 1024 {
                     buf.reserve(8 << 10);
@@ -151,10 +148,16 @@ where
         }
         deadline = Instant::now() + idle_timeout;
         idle = true;
-        if deadline < timer_at {
-            timer_at = deadline;
-            timer.as_mut().reset(deadline);
-        }
+        bring_forward(timer.as_mut(), &mut timer_at, deadline);
+    }
+}
+
+/// Moves the connection's timer, set for `timer_at`, to `deadline` if that
+/// is sooner. A later deadline waits for the timer to fire early.
+fn bring_forward(timer: Pin<&mut tokio::time::Sleep>, timer_at: &mut Instant, deadline: Instant) {
+    if deadline < *timer_at {
+        *timer_at = deadline;
+        timer.reset(deadline);
     }
 }
 

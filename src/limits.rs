@@ -49,7 +49,8 @@ impl PerIp {
     }
 
     /// Connections open now from `ip`.
-    pub fn open_from(&self, ip: IpAddr) -> usize {
+    #[cfg(test)]
+    fn open_from(&self, ip: IpAddr) -> usize {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.get(&ip.to_canonical()).copied().unwrap_or(0)
     }
@@ -104,12 +105,11 @@ impl<I> SendTimeout<I> {
             self.armed = false;
             return polled;
         }
-        let deadline = Instant::now() + self.limit;
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        let limit = self.limit;
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         if !self.armed {
-            timer.as_mut().reset(deadline);
+            // Armed at the first pending write after progress, not per poll.
+            timer.as_mut().reset(Instant::now() + limit);
             self.armed = true;
         }
         match timer.as_mut().poll(cx) {

@@ -279,11 +279,6 @@ impl UpstreamBody {
         self.received
     }
 
-    /// The origin it reads from, as in errors.
-    pub fn origin(&self) -> &str {
-        &self.origin
-    }
-
     pub fn is_end_stream(&self) -> bool {
         self.body.is_end_stream()
     }

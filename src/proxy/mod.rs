@@ -45,15 +45,11 @@ const BODY_LIMIT: u64 = 16 << 10;
 pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, peer: Peer) -> Result<Response<EdgeBody>, Infallible> {
     let (mut parts, body) = req.into_parts();
     if let Err(why) = discard_body(body, edge.config.server.header_timeout).await {
-        let id = edge.next_request_id();
-        tracing::info!(id = %id, peer = %peer.ip, method = %parts.method, path = parts.uri.path(), why, "request body refused");
-        edge.metrics.refused.inc(Refusal::BadRequest);
-        let mut response = rescue(&EdgeError::BadRequest(why), &id.to_string());
-        let h = response.headers_mut();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        Field::RequestId(&id).insert(h);
-        edge.cors.apply(&parts.headers, h);
-        edge.metrics.requests.inc(Outcome::Error);
+        let started = AccessLog::enabled().then(Instant::now);
+        let mut response = finish(&edge, &mut parts, Err(EdgeError::BadRequest(why)), started);
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return Ok(response);
     }
     let mut response = answer(edge, &mut parts, peer).await;
@@ -68,8 +64,15 @@ pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, peer: Peer) -> Resu
 /// method and target; its headers stay, for a connection to reuse the map.
 pub async fn answer(edge: Arc<Edge>, parts: &mut Parts, peer: Peer) -> Response<EdgeBody> {
     let started = AccessLog::enabled().then(Instant::now);
+    let answered = route_and_look_up(&edge, parts, peer).await;
+    finish(&edge, parts, answered, started)
+}
+
+/// The last step of every request: an error becomes its answer, and every
+/// answer gets its request id, CORS, its count and its access log line.
+fn finish(edge: &Arc<Edge>, parts: &mut Parts, answered: Answer, started: Option<Instant>) -> Response<EdgeBody> {
     let id = edge.next_request_id();
-    let (mut response, outcome) = match route_and_look_up(&edge, parts, peer).await {
+    let (mut response, outcome) = match answered {
         Ok(answer) => answer,
         Err(e) => {
             tracing::warn!(id = %id, method = %parts.method, path = parts.uri.path(), error = %e, "request failed");
@@ -212,7 +215,7 @@ async fn lookup(
         Some(names) => base.variant(&names, &upstream.headers),
         None => base.clone(),
     };
-    // `serve` read a non-varying key already; a miss reads it once more, which
+    // `route_and_look_up` read a non-varying key already; a miss reads it once more, which
     // is nothing next to the fetch, and keeps this function whole.
     let cached = edge.store.get(&key);
     if let Some(entry) = cached.as_ref().filter(|e| e.is_fresh(now)) {
