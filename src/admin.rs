@@ -42,7 +42,7 @@ pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Result<Response<
             );
             r
         }
-        (&Method::POST, "/purge") => purge(&edge, &req),
+        (&Method::POST, "/purge") => purge(&edge, &req).await,
         (_, "/healthz" | "/metrics" | "/status" | "/status.json" | "/purge") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n")
         }
@@ -80,11 +80,39 @@ pub fn status_json(edge: &Edge) -> serde_json::Value {
         "cache_objects": m.cache_objects.get(),
         "cache_memory": edge.config.cache.memory,
         "inflight_fetches": edge.inflight.len(),
+        "peer_requests": m.upstream_requests.get(SourceKind::Peer),
+        "peer_bytes": m.upstream_bytes.get(SourceKind::Peer),
+        "cluster": cluster_json(edge),
     })
 }
 
+/// The fleet as this edge sees it: each member's state and the share of
+/// keys it owns (over the keys cached here, or evenly when none are).
+fn cluster_json(edge: &Edge) -> serde_json::Value {
+    let Some(cluster) = edge.cluster() else {
+        return serde_json::Value::Null;
+    };
+    let keys = edge.store.base_keys(SHARE_SAMPLE);
+    let shares = cluster.shares(keys.iter().map(String::as_str));
+    let members: Vec<serde_json::Value> = cluster
+        .status()
+        .into_iter()
+        .map(|member| {
+            let share = shares.iter().find(|(name, _)| *name == member.url).map_or(0.0, |s| s.1);
+            let mut value = json!(member);
+            value["share"] = json!(share);
+            value
+        })
+        .collect();
+    json!({ "self": cluster.me().name, "members": members })
+}
+
+/// At most this many cached keys are ranked for the members' shares.
+const SHARE_SAMPLE: usize = 10_000;
+
 /// `POST /purge?url=URL` or `?prefix=URL`, with `Authorization: Bearer <admin.token>`.
-fn purge(edge: &Edge, req: &Request<Incoming>) -> Response<EdgeBody> {
+/// In a fleet, the purge is passed on to every sibling, signed.
+async fn purge(edge: &Arc<Edge>, req: &Request<Incoming>) -> Response<EdgeBody> {
     let Some(token) = &edge.config.admin.token else {
         return text(
             StatusCode::NOT_FOUND,
@@ -134,7 +162,14 @@ fn purge(edge: &Edge, req: &Request<Incoming>) -> Response<EdgeBody> {
         edge.store.purge(|base| base.starts_with(&upstream))
     };
     tracing::info!(url = %url, exact, purged, "purge");
-    text(StatusCode::OK, format!("purged {purged}\n"))
+    let mut answer = format!("purged {purged}\n");
+    for passed in crate::fleet::purge_siblings(edge, &upstream, exact).await {
+        match passed.result {
+            Ok(said) => answer.push_str(&format!("{}: {said}\n", passed.member)),
+            Err(e) => answer.push_str(&format!("{}: failed: {e}\n", passed.member)),
+        }
+    }
+    text(StatusCode::OK, answer)
 }
 
 /// The cache key (origin URL) of a URL as clients request it from the edge.

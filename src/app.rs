@@ -17,11 +17,6 @@ impl Edge {
     /// Binds every listener and starts serving.
     pub async fn start(config: Config) -> Result<RunningEdge, StartError> {
         let edge = Edge::new(config)?;
-        if !edge.config.cluster.peers.is_empty() || edge.config.cluster.dns.is_some() {
-            tracing::warn!(
-                "[cluster] is set, but peering with sibling edges is not built yet: every fetch goes to the origin"
-            );
-        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let cfg = &edge.config;
         let plain = Listener::bind("server.listen", cfg.server.listen)?;
@@ -48,6 +43,7 @@ impl Edge {
         let maintained = Arc::clone(&edge);
         let stop = stop_rx.clone();
         tasks.spawn(async move { maintained.store.maintain(Duration::from_secs(1), stop).await });
+        tasks.spawn(crate::fleet::maintain(Arc::clone(&edge), stop_rx.clone()));
         tasks.spawn(server::serve_admin(Arc::clone(&edge), admin, stop_rx));
         tracing::info!(listen = %addrs.listen, tls = ?addrs.tls_listen, admin = %addrs.admin, "outpost serving");
         Ok(RunningEdge {

@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime};
 use crate::budget::Budget;
 use crate::cache::Store;
 use crate::clock::Clock;
+use crate::cluster::Cluster;
 use crate::coalesce::Inflight;
 use crate::config::Config;
 use crate::cors::Cors;
@@ -28,6 +29,8 @@ pub struct Edge {
     pub(crate) fill_budget: Arc<Budget>,
     pub(crate) inflight: Inflight,
     pub(crate) upstream: Upstream,
+    /// The fleet of sibling edges, when `[cluster]` sets one up.
+    pub(crate) cluster: Option<Arc<Cluster>>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) cors: Cors,
     pub(crate) prefetcher: Prefetcher,
@@ -44,6 +47,7 @@ impl Edge {
             crate::mapped::init(config.server.max_connections);
         }
         let tls = client_tls(config.upstream.ca_file.as_deref()).map_err(StartError::Tls)?;
+        let cluster = Cluster::new(&config.cluster);
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
@@ -54,7 +58,8 @@ impl Edge {
             store: Store::new(config.cache.store_memory()),
             fill_budget: Budget::new(config.cache.fill_memory()),
             inflight: Inflight::new(config.cache.pass_ttl),
-            upstream: Upstream::new(tls, Arc::clone(&metrics)),
+            upstream: Upstream::new(tls, Arc::clone(&metrics), cluster.clone()),
+            cluster,
             cors: Cors::new(&config.server.cors_origins),
             prefetcher: Prefetcher::new(config.media.prefetch_concurrency),
             metrics,
@@ -90,8 +95,29 @@ impl Edge {
         &self.inflight
     }
 
+    /// The fleet this edge belongs to, if any.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Whether a request comes from a sibling edge: signed with the fleet's
+    /// secret. Costs one header lookup for any other request. Checked
+    /// against the wall clock, as siblings sign with theirs.
+    pub fn from_sibling(&self, parts: &http::request::Parts) -> bool {
+        let Some(cluster) = &self.cluster else {
+            return false;
+        };
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        cluster.is_sibling(parts.method.as_str(), target, &parts.headers, SystemTime::now())
+    }
+
     /// Refreshes the gauges read from the cache, before `/metrics` or `/status`.
     pub fn refresh_gauges(&self) {
+        if let Some(cluster) = &self.cluster {
+            let (up, down) = cluster.counts();
+            self.metrics.cluster_up.set(up as i64);
+            self.metrics.cluster_down.set(down as i64);
+        }
         self.metrics.cache_bytes.set(self.store.bytes() as i64);
         self.metrics.cache_objects.set(self.store.objects() as i64);
         self.metrics.fill_bytes.set(self.fill_budget.used() as i64);

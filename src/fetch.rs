@@ -18,9 +18,9 @@ use crate::config::Config;
 use crate::fill::{concat, FillHead, Writer};
 use crate::headers;
 use crate::media::{self, freshness, Document};
-use crate::metrics::{GaugeGuard, Metrics, PrefetchResult, SourceKind};
+use crate::metrics::{GaugeGuard, Metrics, PrefetchResult};
 use crate::outcome::PassReason;
-use crate::upstream::{FetchError, Upstream, UpstreamBody, UpstreamRequest};
+use crate::upstream::{Answered, FetchError, Resume, Source, Upstream, UpstreamBody, UpstreamRequest};
 
 /// What a fetch uses of the edge's state: borrowed from the edge (see
 /// `proxy::fills`), or made on its own for a test, without a whole edge.
@@ -93,11 +93,12 @@ async fn fetch(cx: &Fetcher<'_>, job: &FetchJob, writer: &Writer) -> Result<Fetc
     if let Some(stale) = &job.stale {
         add_validators(&mut request, stale);
     }
-    let response = match cx.upstream.send(&request).await {
+    let answered = match cx.upstream.send(&request).await {
         Ok(r) => r,
         Err(e) => return serve_stale(job, writer).ok_or(e).map(|_| Fetched::default()),
     };
     let now = cx.clock.now();
+    let Answered { response, source, rest } = answered;
     let (parts, body) = response.into_parts();
     if let Some(stale) = &job.stale {
         if parts.status == StatusCode::NOT_MODIFIED {
@@ -116,15 +117,89 @@ async fn fetch(cx: &Fetcher<'_>, job: &FetchJob, writer: &Writer) -> Result<Fetc
         StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED => None,
         _ => headers::content_length(&parts.headers),
     };
-    let mut body = UpstreamBody::new(body, &request, expected);
-    let first = match body.next().await {
+    let body = UpstreamBody::new(body, &source, &request.route, expected);
+    let mut stream = Stream {
+        body,
+        source,
+        rest,
+        request: &request,
+        resume: None,
+    };
+    let first = match stream.body.next().await {
         Ok(first) => first,
         Err(e) => return serve_stale(job, writer).ok_or(e).map(|_| Fetched::default()),
     };
-    let judged = publish_head(cx, job, &request, &parts, now, body.received(), writer);
+    let judged = publish_head(cx, job, &stream, &parts, now, writer);
+    stream.resume = resumable(&judged.head);
     // The body reader fails a body short of its announced length.
-    let disposition = stream_body(cx, job, writer, &mut body, first, judged.disposition).await?;
+    let disposition = stream_body(cx, job, writer, &mut stream, first, judged.disposition).await?;
     Ok(entry(cx, job, writer, judged, disposition, now))
+}
+
+/// The upstream body a fill reads, where it comes from, and where its rest
+/// can be asked for if it breaks off.
+struct Stream<'r> {
+    body: UpstreamBody,
+    source: Source<'r>,
+    /// The sources after `source`, in order.
+    rest: Vec<Source<'r>>,
+    request: &'r UpstreamRequest,
+    /// How to ask for the rest: `None` when the answer cannot be resumed.
+    resume: Option<Resume>,
+}
+
+impl Stream<'_> {
+    /// After the body failed with `error` at `received` bytes: the rest of it
+    /// from the next source, if the answer can be resumed and a source is
+    /// left; else the error.
+    async fn resumed(&mut self, cx: &Fetcher<'_>, error: FetchError, received: u64) -> Result<(), FetchError> {
+        if let FetchError::Stalled { .. } = error {
+            cx.upstream.sibling_failed(&self.source, &error);
+        }
+        let resumable = matches!(
+            error,
+            FetchError::Broken { .. } | FetchError::Stalled { .. } | FetchError::Short { .. }
+        );
+        let Some(resume) = self.resume.as_mut().filter(|_| resumable && !self.rest.is_empty()) else {
+            return Err(error);
+        };
+        resume.offset = received;
+        tracing::warn!(error = %error, from = received, "upstream body broke off; asking the next source for the rest");
+        let rest = std::mem::take(&mut self.rest);
+        let answered = cx.upstream.resume(self.request, rest, resume).await?;
+        let (parts, body) = answered.response.into_parts();
+        let expected = headers::content_length(&parts.headers);
+        self.body = UpstreamBody::new(body, &answered.source, &self.request.route, expected);
+        self.source = answered.source;
+        self.rest = answered.rest;
+        Ok(())
+    }
+}
+
+/// How the rest of an answer with this head would be asked for: its length
+/// is known and it has a validator a range can be made conditional on (a
+/// strong `ETag`, else `Last-Modified`).
+fn resumable(head: &Head) -> Option<Resume> {
+    if head.status != StatusCode::OK {
+        return None;
+    }
+    let total = head.content_length?;
+    let strong_etag = head
+        .headers
+        .get(header::ETAG)
+        .filter(|v| !v.as_bytes().starts_with(b"W/"))
+        .map(|v| (header::ETAG, v.clone()));
+    let last_modified = || {
+        head.headers
+            .get(header::LAST_MODIFIED)
+            .map(|v| (header::LAST_MODIFIED, v.clone()))
+    };
+    let validator = strong_etag.or_else(last_modified)?;
+    Some(Resume {
+        offset: 0,
+        total,
+        validator,
+    })
 }
 
 /// What the origin's head says may be done with its answer.
@@ -136,6 +211,8 @@ struct Judged {
     disposition: Disposition,
     kind: media::MediaKind,
     origin_spoke: bool,
+    /// A sibling sent it.
+    from_peer: bool,
 }
 
 /// Judges the origin's head, reserves room for a body that will be kept, and
@@ -143,12 +220,14 @@ struct Judged {
 fn publish_head(
     cx: &Fetcher<'_>,
     job: &FetchJob,
-    request: &UpstreamRequest,
+    stream: &Stream<'_>,
     parts: &http::response::Parts,
     now: SystemTime,
-    received: u64,
     writer: &Writer,
 ) -> Judged {
+    let request = stream.request;
+    let received = stream.body.received();
+    let from_peer = matches!(stream.source, Source::Sibling(_));
     let sent = request.to_request();
     // The policy sees the origin's headers as sent, `Age` included.
     let origin_headers = headers::detached(&parts.headers);
@@ -180,6 +259,7 @@ fn publish_head(
         disposition,
         revalidated: false,
         prefetched: job.prefetch,
+        from_peer,
         request_headers: request.headers.clone(),
         starter_cookies,
     }));
@@ -196,30 +276,39 @@ fn publish_head(
         disposition,
         kind,
         origin_spoke,
+        from_peer,
     }
 }
 
 /// Streams the body into the fill from its first piece; returns what may
-/// be done with it now that all of it is in.
+/// be done with it now that all of it is in. A body that breaks off is
+/// finished from the next source when it can be (see [`Stream::resumed`]).
 async fn stream_body(
     cx: &Fetcher<'_>,
     job: &FetchJob,
     writer: &Writer,
-    body: &mut UpstreamBody,
+    stream: &mut Stream<'_>,
     first: Option<Bytes>,
     mut disposition: Disposition,
 ) -> Result<Disposition, FetchError> {
     let patience = cx.config.server.send_timeout;
     let max_object = cx.config.cache.max_object;
+    let mut received = 0u64;
     let mut next = first;
-    while let Some(data) = next {
-        cx.metrics.upstream_bytes.inc_by(SourceKind::Origin, data.len() as u64);
-        if disposition.is_stored() && body.received() > max_object {
+    loop {
+        let Some(data) = next else {
+            return Ok(disposition);
+        };
+        received += data.len() as u64;
+        cx.metrics
+            .upstream_bytes
+            .inc_by(stream.source.kind(), data.len() as u64);
+        if disposition.is_stored() && received > max_object {
             // Bigger than its headers said (or than they could say, chunked).
             disposition = Disposition::TooLarge;
             stop_sharing(cx, job, writer, PassReason::TooLarge);
         }
-        if shared(disposition) && !writer.reserve(cx.fill_budget, body.received()) {
+        if shared(disposition) && !writer.reserve(cx.fill_budget, received) {
             disposition = Disposition::NoRoom;
             no_room(cx, job, writer);
         }
@@ -233,9 +322,13 @@ async fn stream_body(
                 return Err(FetchError::Abandoned);
             }
         }
-        next = body.next().await?;
+        next = loop {
+            match stream.body.next().await {
+                Ok(next) => break next,
+                Err(e) => stream.resumed(cx, e, received).await?,
+            }
+        };
     }
-    Ok(disposition)
 }
 
 /// The entry to store for a whole body, if it may be stored; a playlist's
@@ -251,6 +344,11 @@ fn entry(
     let Disposition::Store { mut ttl } = disposition else {
         return Fetched::default();
     };
+    let keep_copies = cx.upstream.cluster().is_none_or(|c| c.keep_copies);
+    if judged.from_peer && !keep_copies {
+        // `cluster.keep_copies = false`: the owner's copy is the fleet's only one.
+        return Fetched::default();
+    }
     let Some(chunks) = writer.body_chunks() else {
         return Fetched::default();
     };
@@ -271,6 +369,7 @@ fn entry(
         fresh_until: now + ttl,
         keep_stale: cx.config.cache.keep_stale,
         prefetched: job.prefetch,
+        from_peer: judged.from_peer,
     });
     Fetched {
         entry: Some(entry),
@@ -357,6 +456,7 @@ fn refreshed(
         fresh_until: now + ttl,
         keep_stale: stale.keep_stale,
         prefetched: stale.prefetched,
+        from_peer: stale.from_peer,
     });
     publish_entry(writer, &entry, Disposition::Store { ttl });
     Ok(Some(entry))
@@ -380,6 +480,7 @@ fn publish_entry(writer: &Writer, entry: &Entry, disposition: Disposition) {
         disposition,
         revalidated: true,
         prefetched: false,
+        from_peer: false,
         request_headers: entry.request.headers().clone(),
         starter_cookies: Vec::new(),
     }));

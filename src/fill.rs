@@ -40,6 +40,8 @@ pub struct FillHead {
     pub revalidated: bool,
     /// The fetch was a prefetch, started before any player asked.
     pub prefetched: bool,
+    /// A sibling edge is sending the body.
+    pub from_peer: bool,
     /// Headers of the request the edge sent upstream (for `Vary` checks).
     pub request_headers: HeaderMap,
     /// `Set-Cookie` values of a shared answer: for the client that fetched it only.
@@ -75,6 +77,7 @@ impl FillHead {
             outcome,
             stored: self.disposition.is_stored(),
             prefetched: self.prefetched,
+            peer: self.from_peer,
         })
     }
 }

@@ -19,11 +19,17 @@ pub struct Peer {
     pub ip: IpAddr,
     /// The connection was HTTPS.
     pub tls: bool,
+    /// This request is a sibling edge's, signed with the fleet's secret.
+    pub sibling: bool,
 }
 
 impl Peer {
     pub fn plain(ip: IpAddr) -> Self {
-        Self { ip, tls: false }
+        Self {
+            ip,
+            tls: false,
+            sibling: false,
+        }
     }
 }
 
@@ -43,6 +49,8 @@ fn never_forwarded(name: &str) -> bool {
             | "x-forwarded-for"
             | "x-forwarded-proto"
             | "via"
+            // A sibling's signature is for the request it came with.
+            | "outpost-sibling"
             // Inputs that frameworks use to build URLs or pick a method, and
             // that are not in the cache key.
             | "forwarded"
@@ -102,7 +110,8 @@ pub fn upstream_headers(client: &HeaderMap, peer: Peer, to: &Forwarding) -> Head
             out.append(name.clone(), value.clone());
         }
     }
-    let trusted = to.trusted.iter().any(|net| net.contains(&peer.ip.to_canonical()));
+    // A signed sibling edge is trusted like a proxy.
+    let trusted = peer.sibling || to.trusted.iter().any(|net| net.contains(&peer.ip.to_canonical()));
     let ip = peer.ip.to_canonical().to_string();
     let chain = match joined(client, &X_FORWARDED_FOR) {
         Some(chain) if trusted => format!("{chain}, {ip}"),
@@ -170,6 +179,7 @@ mod tests {
             ("x-rewrite-url", "/admin"),
             ("x-http-method-override", "DELETE"),
             ("x-debug", "1"),
+            ("outpost-sibling", "1796000000.00"),
             ("accept", "*/*"),
             ("range", "bytes=0-1"),
             ("user-agent", "player"),
@@ -207,6 +217,7 @@ mod tests {
         let from_lb = Peer {
             ip: "10.1.2.3".parse().unwrap(),
             tls: true,
+            sibling: false,
         };
         let out = upstream_headers(&sent, from_lb, &to);
         assert_eq!(out["x-forwarded-for"], "203.0.113.9, 198.51.100.1, 10.1.2.3");
@@ -217,6 +228,13 @@ mod tests {
         let out = upstream_headers(&sent, stranger, &to);
         assert_eq!(out["x-forwarded-for"], "192.0.2.7");
         assert_eq!(out["via"], "1.1 outpost");
+        // A signed sibling edge is trusted like a proxy.
+        let sibling = Peer {
+            sibling: true,
+            ..stranger
+        };
+        let out = upstream_headers(&sent, sibling, &to);
+        assert_eq!(out["x-forwarded-for"], "203.0.113.9, 198.51.100.1, 192.0.2.7");
         // An IPv4 peer seen on a dual-stack socket is written as IPv4, and matched so.
         let mapped = Peer::plain("::ffff:10.9.9.9".parse().unwrap());
         assert_eq!(

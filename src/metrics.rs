@@ -137,6 +137,8 @@ label! {
         Broken => "broken",
         /// An LL-HLS blocking reload held too long.
         Blocked => "blocked",
+        /// A broken body's rest, asked of the next source, was not the same bytes.
+        Unspliceable => "unspliceable",
         /// Nobody waited for the fetch any more: not the origin's failure.
         Abandoned => "abandoned",
     }

@@ -99,26 +99,35 @@ pub struct CacheStatus {
     pub stored: bool,
     /// A prefetch fetched it: `; detail=prefetch`.
     pub prefetched: bool,
+    /// A sibling edge sent it: `; detail=peer` (both: `detail=prefetch+peer`).
+    pub peer: bool,
 }
 
 impl CacheStatus {
-    const PREFETCHED: &'static [u8] = b"; detail=prefetch";
+    /// The `detail` parameter, if any (RFC 9211 §2.8 allows one).
+    fn detail(self) -> &'static [u8] {
+        match (self.prefetched, self.peer) {
+            (false, false) => b"",
+            (true, false) => b"; detail=prefetch",
+            (false, true) => b"; detail=peer",
+            (true, true) => b"; detail=prefetch+peer",
+        }
+    }
 
     pub fn value(self) -> HeaderValue {
         let status = self.outcome.cache_status(self.stored);
-        if !self.prefetched {
+        let detail = self.detail();
+        if detail.is_empty() {
             return status;
         }
-        let detailed = [status.as_bytes(), Self::PREFETCHED].concat();
+        let detailed = [status.as_bytes(), detail].concat();
         HeaderValue::from_bytes(&detailed).unwrap_or(status)
     }
 
     /// The value's bytes, as an HTTP/1.1 connection writes them.
     pub fn write(self, out: &mut BytesMut) {
         out.put_slice(self.outcome.cache_status(self.stored).as_bytes());
-        if self.prefetched {
-            out.put_slice(Self::PREFETCHED);
-        }
+        out.put_slice(self.detail());
     }
 }
 
@@ -147,23 +156,33 @@ mod tests {
     #[test]
     fn a_cache_status_writes_the_bytes_of_its_value() {
         for outcome in Outcome::ALL {
-            for (stored, prefetched) in [(false, false), (true, false), (false, true), (true, true)] {
+            for (stored, prefetched, peer) in (0..8).map(|b| (b & 1 != 0, b & 2 != 0, b & 4 != 0)) {
                 let status = CacheStatus {
                     outcome,
                     stored,
                     prefetched,
+                    peer,
                 };
                 let mut out = BytesMut::new();
                 status.write(&mut out);
                 assert_eq!(&out[..], status.value().as_bytes(), "{status:?}");
-                assert_eq!(out.ends_with(b"; detail=prefetch"), prefetched, "{status:?}");
+                let text = String::from_utf8(out.to_vec()).unwrap();
+                let detail = text.split("; detail=").nth(1).unwrap_or_default();
+                assert_eq!(detail.contains("prefetch"), prefetched, "{status:?}");
+                assert_eq!(detail.contains("peer"), peer, "{status:?}");
             }
         }
-        let miss = CacheStatus {
-            outcome: Outcome::Miss,
-            stored: true,
-            prefetched: true,
+        let miss = |prefetched, peer| {
+            CacheStatus {
+                outcome: Outcome::Miss,
+                stored: true,
+                prefetched,
+                peer,
+            }
+            .value()
         };
-        assert_eq!(miss.value(), "outpost; fwd=miss; stored; detail=prefetch");
+        assert_eq!(miss(true, false), "outpost; fwd=miss; stored; detail=prefetch");
+        assert_eq!(miss(false, true), "outpost; fwd=miss; stored; detail=peer");
+        assert_eq!(miss(true, true), "outpost; fwd=miss; stored; detail=prefetch+peer");
     }
 }

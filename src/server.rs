@@ -194,6 +194,8 @@ impl Conn<'_> {
         let peer = Peer {
             ip: self.peer.ip(),
             tls,
+            // Per request: see `proxy::answer`.
+            sibling: false,
         };
         let activity = Activity::new();
         let for_service = Arc::clone(edge);

@@ -17,7 +17,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Sleep;
 
+use crate::cluster::{self, Cluster, Member, CDN_LOOP, SIGNATURE};
 use crate::config::{OriginUrl, RouteConfig};
+use crate::headers::{append_list, CACHE_STATUS, X_REQUEST_ID};
 use crate::metrics::{FetchFailure, Metrics, SourceKind};
 
 /// Why an upstream fetch failed. Cloned to every client reading the fetch.
@@ -49,6 +51,14 @@ pub enum FetchError {
     HeadTooLarge { origin: String, size: usize },
     #[error("origin {origin} held the blocking playlist reload past {}", humantime::format_duration(*.limit))]
     BlockedTooLong { origin: String, limit: Duration },
+    /// A body that broke off could not be finished from another source: it
+    /// answered the range with other bytes than the ones already sent.
+    #[error("{origin} cannot finish the body from byte {offset}: {reason}")]
+    Unspliceable {
+        origin: String,
+        offset: u64,
+        reason: String,
+    },
     #[error("the upstream fetch was abandoned before it finished")]
     Abandoned,
     /// A fill that keeps nothing went on without this reader, which took
@@ -68,6 +78,7 @@ impl FetchError {
             FetchError::Short { .. } => FetchFailure::Short,
             FetchError::Broken { .. } => FetchFailure::Broken,
             FetchError::BlockedTooLong { .. } => FetchFailure::Blocked,
+            FetchError::Unspliceable { .. } => FetchFailure::Unspliceable,
             FetchError::Abandoned | FetchError::Overtaken => FetchFailure::Abandoned,
         }
     }
@@ -94,6 +105,10 @@ pub struct UpstreamRequest {
     /// An LL-HLS blocking playlist reload: the origin holds it until the
     /// asked-for part exists, for at most this long (then 503).
     pub blocking: Option<Duration>,
+    /// Siblings that own the key may be asked before the origin: false for a
+    /// sibling's own request (never sent on to a third member), one that has
+    /// passed through this fleet already (`CDN-Loop`), and a pass-through.
+    pub fleet: bool,
 }
 
 impl UpstreamRequest {
@@ -117,8 +132,10 @@ pub fn origin_uri(origin: &OriginUrl, path_and_query: &str) -> Uri {
 }
 
 /// A place a key can be fetched from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Source<'a> {
+    /// A sibling edge that ranks above this one for the key.
+    Sibling(Arc<Member>),
     /// The route's origin, or one of its backups.
     Origin(&'a OriginUrl),
 }
@@ -127,6 +144,7 @@ impl Source<'_> {
     /// The base URL the request's path is appended to.
     pub fn base(&self) -> &OriginUrl {
         match self {
+            Source::Sibling(member) => &member.url,
             Source::Origin(url) => url,
         }
     }
@@ -134,35 +152,83 @@ impl Source<'_> {
     /// Its `source` label in the metrics.
     pub fn kind(&self) -> SourceKind {
         match self {
+            Source::Sibling(_) => SourceKind::Peer,
             Source::Origin(_) => SourceKind::Origin,
+        }
+    }
+
+    /// How errors name it.
+    pub fn name(&self) -> String {
+        match self {
+            Source::Sibling(member) => format!("sibling {}", member.url.authority),
+            Source::Origin(url) => url.authority.to_string(),
+        }
+    }
+
+    /// The path and query asked of this source: a sibling is asked for the
+    /// path a client would ask it for (the route's prefix, then the path
+    /// below it), so that it routes and keys the request alike.
+    fn path_and_query(&self, request: &UpstreamRequest) -> String {
+        match self {
+            Source::Sibling(_) => {
+                let prefix = request.route.prefix.trim_end_matches('/');
+                [prefix, request.path_and_query.as_str()].concat()
+            }
+            Source::Origin(_) => request.path_and_query.clone(),
         }
     }
 }
 
 /// Where `request` is fetched from, in the order they are tried: the
-/// route's origin, then each backup while the one before fails to connect,
-/// times out or answers 5xx. (A sibling edge that owns the key goes first
-/// once the fleet is built.)
-pub fn sources(request: &UpstreamRequest) -> Vec<Source<'_>> {
+/// siblings that rank above this edge for the key (when the request may go
+/// to the fleet), then the route's origin, then each backup. The next is
+/// tried while the one before fails to connect, times out or answers 5xx.
+pub fn sources<'r>(request: &'r UpstreamRequest, cluster: Option<&Cluster>) -> Vec<Source<'r>> {
     let route = &request.route;
-    std::iter::once(&route.origin)
-        .chain(&route.backups)
-        .map(Source::Origin)
-        .collect()
+    let siblings = match cluster {
+        Some(cluster) if request.fleet => cluster.siblings_for(&route.origin.url(&request.path_and_query)),
+        _ => Vec::new(),
+    };
+    let origins = std::iter::once(&route.origin).chain(&route.backups).map(Source::Origin);
+    siblings.into_iter().map(Source::Sibling).chain(origins).collect()
+}
+
+/// What a sibling is given beyond the route's timeouts: its own timers,
+/// which end in an answer, fire first.
+const SIBLING_GRACE: Duration = Duration::from_secs(1);
+
+/// The rest of a body that broke off, asked of the next source: from
+/// `offset`, of the representation that `validator` names.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub offset: u64,
+    /// The whole body's length.
+    pub total: u64,
+    /// `ETag` (strong) or `Last-Modified` of the answer so far.
+    pub validator: (http::HeaderName, http::HeaderValue),
+}
+
+/// An upstream answer, with where it came from and where else the request
+/// may go (for a resume).
+pub struct Answered<'a> {
+    pub response: Response<Incoming>,
+    pub source: Source<'a>,
+    pub rest: Vec<Source<'a>>,
 }
 
 /// The largest header section an origin may send.
 pub const MAX_ORIGIN_HEAD: usize = 64 << 10;
 
-/// The pooled client for every origin.
+/// The pooled client for every origin and sibling.
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     metrics: Arc<Metrics>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Upstream {
-    pub fn new(tls: rustls::ClientConfig, metrics: Arc<Metrics>) -> Self {
+    pub fn new(tls: rustls::ClientConfig, metrics: Arc<Metrics>, cluster: Option<Arc<Cluster>>) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -184,62 +250,211 @@ impl Upstream {
             .http1_max_buf_size(MAX_ORIGIN_HEAD)
             .http2_max_header_list_size(MAX_ORIGIN_HEAD as u32)
             .build(https);
-        Self { client, metrics }
+        Self {
+            client,
+            metrics,
+            cluster,
+        }
     }
 
-    /// Sends `req` to the route's origin, then to each backup in turn while the
-    /// answer is a failure to connect, a timeout or a 5xx.
-    pub async fn send(&self, req: &UpstreamRequest) -> Result<Response<Incoming>, FetchError> {
+    /// The fleet this edge belongs to, if any.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Sends `req` to its first source (see [`sources`]), then to each next
+    /// one while the answer is a failure to connect, a timeout or a 5xx.
+    pub async fn send<'r>(&self, req: &'r UpstreamRequest) -> Result<Answered<'r>, FetchError> {
+        self.send_to(req, sources(req, self.cluster.as_deref()), None).await
+    }
+
+    /// Asks `sources` in turn for the rest of a body that broke off. The
+    /// first that answers decides: the rest of the same representation (206
+    /// from `offset` to the end, the same validator), or a failure; bytes of
+    /// another are never spliced on.
+    pub async fn resume<'r>(
+        &self,
+        req: &'r UpstreamRequest,
+        sources: Vec<Source<'r>>,
+        resume: &Resume,
+    ) -> Result<Answered<'r>, FetchError> {
+        let answered = self.send_to(req, sources, Some(resume)).await?;
+        let name = answered.source.name();
+        match continues(&answered.response, resume) {
+            Ok(()) => Ok(answered),
+            Err(reason) => Err(FetchError::Unspliceable {
+                origin: name,
+                offset: resume.offset,
+                reason,
+            }),
+        }
+    }
+
+    async fn send_to<'r>(
+        &self,
+        req: &'r UpstreamRequest,
+        mut sources: Vec<Source<'r>>,
+        resume: Option<&Resume>,
+    ) -> Result<Answered<'r>, FetchError> {
         let route = &req.route;
-        let sources = sources(req);
         let mut last_error = FetchError::Abandoned;
-        for (i, source) in sources.iter().enumerate() {
-            let more = i + 1 < sources.len();
-            let base = source.base();
-            let mut outgoing = Request::new(Empty::new());
-            *outgoing.method_mut() = req.method.clone();
-            *outgoing.uri_mut() = origin_uri(base, &req.path_and_query);
-            *outgoing.headers_mut() = req.headers.clone();
+        while !sources.is_empty() {
+            let source = sources.remove(0);
+            let more = !sources.is_empty();
+            let outgoing = self.outgoing(req, &source, resume);
             self.metrics.upstream_requests.inc(source.kind());
-            let name = base.authority.to_string();
-            let limit = req.blocking.unwrap_or(route.timeout);
-            match tokio::time::timeout(limit, self.client.request(outgoing)).await {
+            let name = source.name();
+            let mut limit = req.blocking.unwrap_or(route.timeout);
+            if let Source::Sibling(_) = source {
+                limit += SIBLING_GRACE;
+            }
+            let failure = match tokio::time::timeout(limit, self.client.request(outgoing)).await {
+                // A sibling without this route: the origin is asked instead.
+                Ok(Ok(resp)) if resp.status() == StatusCode::MISDIRECTED_REQUEST && more => {
+                    tracing::warn!(source = %name, "sibling has no route for this request; trying the next source");
+                    FetchError::Unreachable {
+                        origin: name,
+                        reason: "answered 421".into(),
+                    }
+                }
                 Ok(Ok(resp)) if resp.status().is_server_error() && more => {
-                    tracing::warn!(origin = %name, status = resp.status().as_u16(), "origin failed, trying backup");
-                    last_error = FetchError::Unreachable {
+                    tracing::warn!(source = %name, status = resp.status().as_u16(), "upstream failed, trying the next source");
+                    FetchError::Unreachable {
                         origin: name,
                         reason: format!("answered {}", resp.status()),
-                    };
+                    }
                 }
-                Ok(Ok(resp)) => {
+                Ok(Ok(mut resp)) => {
                     // hyper's own bound on HTTP/1.1 is its read buffer, which
                     // a head arriving in large reads can pass.
                     let size: usize = resp.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
                     if size > MAX_ORIGIN_HEAD {
                         return Err(FetchError::HeadTooLarge { origin: name, size });
                     }
-                    return Ok(resp);
+                    if let Source::Sibling(_) = source {
+                        // Stamped by the sibling for its own answer; this edge stamps its own.
+                        resp.headers_mut().remove(CACHE_STATUS);
+                        resp.headers_mut().remove(X_REQUEST_ID);
+                    }
+                    return Ok(Answered {
+                        response: resp,
+                        source,
+                        rest: sources,
+                    });
                 }
                 Ok(Err(e)) => {
-                    last_error = FetchError::Unreachable {
+                    let error = FetchError::Unreachable {
                         origin: name,
                         reason: error_chain(&e),
-                    }
+                    };
+                    self.sibling_failed(&source, &error);
+                    error
                 }
-                Err(_) if req.blocking.is_some() => last_error = FetchError::BlockedTooLong { origin: name, limit },
+                Err(_) if req.blocking.is_some() => FetchError::BlockedTooLong { origin: name, limit },
                 Err(_) => {
-                    last_error = FetchError::HeaderTimeout {
-                        origin: name,
-                        timeout: route.timeout,
-                    }
+                    let error = FetchError::HeaderTimeout { origin: name, timeout: limit };
+                    self.sibling_failed(&source, &error);
+                    error
                 }
-            }
+            };
+            last_error = failure;
             if more {
-                tracing::warn!(error = %last_error, "trying backup origin");
+                tracing::warn!(error = %last_error, "trying the next source");
             }
         }
         Err(last_error)
     }
+
+    /// The request as sent to `source`. Every request is marked with the
+    /// fleet's `CDN-Loop` token; one to a sibling is signed, and names the
+    /// route's host so that the sibling routes it alike.
+    fn outgoing(&self, req: &UpstreamRequest, source: &Source<'_>, resume: Option<&Resume>) -> Request<Empty<Bytes>> {
+        let path_and_query = source.path_and_query(req);
+        let mut outgoing = Request::new(Empty::new());
+        *outgoing.method_mut() = req.method.clone();
+        *outgoing.uri_mut() = origin_uri(source.base(), &path_and_query);
+        let headers = outgoing.headers_mut();
+        *headers = req.headers.clone();
+        if let Some(cluster) = &self.cluster {
+            append_list(headers, CDN_LOOP, cluster.signer().token());
+            if let Source::Sibling(_) = source {
+                let now = cluster::unix_secs(std::time::SystemTime::now());
+                let signature = cluster.signer().sign(req.method.as_str(), &path_and_query, now);
+                if let Ok(value) = http::HeaderValue::from_str(&signature) {
+                    headers.insert(SIGNATURE, value);
+                }
+                if let Some(host) = route_host(&req.route) {
+                    headers.insert(http::header::HOST, host);
+                }
+            }
+        }
+        if let Some(resume) = resume {
+            let range = format!("bytes={}-", resume.offset);
+            headers.insert(http::header::RANGE, http::HeaderValue::from_str(&range).expect("digits"));
+            headers.insert(http::header::IF_RANGE, resume.validator.1.clone());
+        }
+        outgoing
+    }
+
+    /// Marks a sibling down after it failed to connect, answer or send.
+    pub fn sibling_failed(&self, source: &Source<'_>, error: &FetchError) {
+        if let (Source::Sibling(member), Some(cluster)) = (source, &self.cluster) {
+            cluster.failed(member, &error.to_string(), std::time::SystemTime::now());
+        }
+    }
+
+    /// A plain request to a sibling, outside any fill (a probe, a purge): signed, with no body.
+    pub async fn to_sibling(
+        &self,
+        member: &Member,
+        method: Method,
+        path_and_query: &str,
+        limit: Duration,
+    ) -> Result<Response<Incoming>, String> {
+        let Some(cluster) = &self.cluster else {
+            return Err("this edge has no [cluster]".into());
+        };
+        let mut outgoing = Request::new(Empty::new());
+        *outgoing.uri_mut() = origin_uri(&member.url, path_and_query);
+        let signature = cluster.signer().sign(
+            method.as_str(),
+            path_and_query,
+            cluster::unix_secs(std::time::SystemTime::now()),
+        );
+        *outgoing.method_mut() = method;
+        let headers = outgoing.headers_mut();
+        headers.insert(SIGNATURE, http::HeaderValue::from_str(&signature).map_err(|e| e.to_string())?);
+        append_list(headers, CDN_LOOP, cluster.signer().token());
+        match tokio::time::timeout(limit, self.client.request(outgoing)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(error_chain(&e)),
+            Err(_) => Err(format!("no answer within {}", humantime::format_duration(limit))),
+        }
+    }
+}
+
+/// The `Host` a sibling is asked with: the route's own, when it names one.
+fn route_host(route: &RouteConfig) -> Option<http::HeaderValue> {
+    http::HeaderValue::from_str(route.host.as_deref()?).ok()
+}
+
+/// Whether `response` is the rest of the body `resume` asks for: a 206 from
+/// its offset to its end, of the same length and validator.
+fn continues(response: &Response<Incoming>, resume: &Resume) -> Result<(), String> {
+    if response.status() != StatusCode::PARTIAL_CONTENT {
+        return Err(format!("answered {} to a range request", response.status()));
+    }
+    let headers = response.headers();
+    let expected = format!("bytes {}-{}/{}", resume.offset, resume.total.saturating_sub(1), resume.total);
+    let range = headers.get(http::header::CONTENT_RANGE).and_then(|v| v.to_str().ok());
+    if range != Some(expected.as_str()) {
+        return Err(format!("sent Content-Range {range:?} where {expected:?} was asked"));
+    }
+    let (name, value) = &resume.validator;
+    if headers.get(name) != Some(value) {
+        return Err(format!("sent another {name} than the body so far"));
+    }
+    Ok(())
 }
 
 /// An upstream body read piece by piece: the one reader of upstream bodies,
@@ -260,12 +475,17 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    /// `expected`: the length the answer announced, if it has a body.
-    pub fn new(body: Incoming, request: &UpstreamRequest, expected: Option<u64>) -> Self {
-        let stall = request.route.download_timeout;
+    /// `expected`: the length the answer announced, if it has a body. A
+    /// sibling is given a little longer than the route's `download_timeout`,
+    /// so that its own stall timer, which cuts its answer, fires first.
+    pub fn new(body: Incoming, source: &Source<'_>, route: &RouteConfig, expected: Option<u64>) -> Self {
+        let stall = match source {
+            Source::Sibling(_) => route.download_timeout + SIBLING_GRACE,
+            Source::Origin(_) => route.download_timeout,
+        };
         Self {
             body,
-            origin: request.route.origin.authority.to_string(),
+            origin: source.name(),
             stall,
             timer: Box::pin(tokio::time::sleep(stall)),
             armed: false,
@@ -394,9 +614,10 @@ mod tests {
             path_and_query: "/a.ts".into(),
             headers: HeaderMap::new(),
             blocking: None,
+            fleet: true,
         };
-        let urls: Vec<String> = sources(&request).iter().map(|s| s.base().url("/a.ts")).collect();
+        let urls: Vec<String> = sources(&request, None).iter().map(|s| s.base().url("/a.ts")).collect();
         assert_eq!(urls, ["http://o:1/a.ts", "http://b1:2/a.ts", "https://b2:3/x/a.ts"]);
-        assert!(sources(&request).iter().all(|s| s.kind() == SourceKind::Origin));
+        assert!(sources(&request, None).iter().all(|s| s.kind() == SourceKind::Origin));
     }
 }

@@ -18,9 +18,9 @@ const LAYERS: &[&[&str]] = &[
     // loop, and the admin listener's paths.
     &["server"],
     &["http1", "admin"],
-    // One request's way through the edge; `proxy::fills` is where every
-    // fill is started.
-    &["proxy"],
+    // One request's way through the edge (`proxy::fills` is where every
+    // fill is started); keeping the fleet's member list and health current.
+    &["proxy", "fleet"],
     // The shared state; the fetch behind a fill (given only the parts of
     // the state it uses); answers from entries and fills; text answers.
     &["edge", "fetch", "respond", "plain"],
@@ -30,9 +30,10 @@ const LAYERS: &[&[&str]] = &[
     &["fill", "error", "prefetch"],
     // Video rules; a stored hit's per-answer headers; origins.
     &["media", "shared_head", "upstream"],
-    // Cache rules and store; CORS rules; what is sent upstream; metrics;
+    // Cache rules and store; the fleet of sibling edges; CORS rules; what
+    // is sent upstream; metrics;
     // the sendfile socket.
-    &["cache", "cors", "forward", "metrics", "sendfile"],
+    &["cache", "cluster", "cors", "forward", "metrics", "sendfile"],
     // Leaves: they use no other module of the crate.
     &[
         "budget",

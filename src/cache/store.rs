@@ -29,6 +29,8 @@ pub struct Entry {
     pub keep_stale: Duration,
     /// A prefetch put it here, before any player asked.
     pub prefetched: bool,
+    /// A sibling edge sent it (the key's owner in the fleet).
+    pub from_peer: bool,
 }
 
 impl Entry {
@@ -155,6 +157,15 @@ impl Store {
         }
         self.entries.run_pending_tasks();
         doomed.len()
+    }
+
+    /// Up to `limit` base URLs of stored entries, in no set order.
+    pub fn base_keys(&self, limit: usize) -> Vec<String> {
+        self.entries
+            .iter()
+            .take(limit)
+            .map(|(k, _)| k.as_str().split('\n').next().unwrap_or_default().to_owned())
+            .collect()
     }
 
     /// Bytes held now (bodies and headers), as weighed.

@@ -103,6 +103,9 @@ fn start(edge: &Arc<Edge>, like: &UpstreamRequest, path_and_query: String) {
                     path_and_query: normal_form(&like.route, &path_and_query).into_owned(),
                     headers: like.headers.clone(),
                     blocking: None,
+                    // The edge's own decision, whoever's request led to it:
+                    // asked of the key's owner like any fill.
+                    fleet: edge.cluster().is_some(),
                 },
                 stale,
                 prefetch: true,

@@ -31,6 +31,7 @@ use crate::shared_head::Field;
 use crate::upstream::{UpstreamBody, UpstreamRequest};
 
 mod fills;
+mod sibling;
 
 type Answer = Result<(Response<EdgeBody>, Outcome), EdgeError>;
 
@@ -46,7 +47,7 @@ pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, peer: Peer) -> Resu
     let (mut parts, body) = req.into_parts();
     if let Err(why) = discard_body(body, edge.config.server.header_timeout).await {
         let started = AccessLog::enabled().then(Instant::now);
-        let mut response = finish(&edge, &mut parts, Err(EdgeError::BadRequest(why)), started);
+        let mut response = finish(&edge, &mut parts, Err(EdgeError::BadRequest(why)), started, peer);
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -62,15 +63,27 @@ pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, peer: Peer) -> Resu
 /// Answers one client request, whichever connection loop read it. Never
 /// fails: errors become answers here. The access log takes the request's
 /// method and target; its headers stay, for a connection to reuse the map.
-pub async fn answer(edge: Arc<Edge>, parts: &mut Parts, peer: Peer) -> Response<EdgeBody> {
+pub async fn answer(edge: Arc<Edge>, parts: &mut Parts, mut peer: Peer) -> Response<EdgeBody> {
     let started = AccessLog::enabled().then(Instant::now);
-    let answered = route_and_look_up(&edge, parts, peer).await;
-    finish(&edge, parts, answered, started)
+    peer.sibling = edge.from_sibling(parts);
+    let answered = match peer.sibling {
+        true => sibling::answer(&edge, parts, peer).await,
+        false => route_and_look_up(&edge, parts, peer).await,
+    };
+    finish(&edge, parts, answered, started, peer)
 }
 
 /// The last step of every request: an error becomes its answer, and every
-/// answer gets its request id, CORS, its count and its access log line.
-fn finish(edge: &Arc<Edge>, parts: &mut Parts, answered: Answer, started: Option<Instant>) -> Response<EdgeBody> {
+/// answer gets its request id, CORS (not a sibling's: what it is sent is
+/// the origin's answer, kept for its own clients), its count and its access
+/// log line.
+fn finish(
+    edge: &Arc<Edge>,
+    parts: &mut Parts,
+    answered: Answer,
+    started: Option<Instant>,
+    peer: Peer,
+) -> Response<EdgeBody> {
     let id = edge.next_request_id();
     let (mut response, outcome) = match answered {
         Ok(answer) => answer,
@@ -86,7 +99,7 @@ fn finish(edge: &Arc<Edge>, parts: &mut Parts, answered: Answer, started: Option
     };
     // A plain stored hit carries its per-answer headers beside its shared
     // head (see `respond_stored`), the rest in the response's map.
-    let any_origin = edge.cors.is_any();
+    let any_origin = edge.cors.is_any() && !peer.sibling;
     let apart = match response.body_mut().shared_head_mut() {
         Some(shared) => {
             shared.request_id = Some(id);
@@ -98,7 +111,7 @@ fn finish(edge: &Arc<Edge>, parts: &mut Parts, answered: Answer, started: Option
             false
         }
     };
-    if !(apart && any_origin) {
+    if !(apart && any_origin) && !peer.sibling {
         edge.cors.apply(&parts.headers, response.headers_mut());
     }
     edge.metrics.requests.inc(outcome);
@@ -146,7 +159,7 @@ async fn discard_body(mut body: Incoming, patience: Duration) -> Result<(), &'st
         .unwrap_or(Err("the request body did not arrive in time"))
 }
 
-async fn route_and_look_up(edge: &Arc<Edge>, parts: &Parts, peer: Peer) -> Answer {
+pub(crate) async fn route_and_look_up(edge: &Arc<Edge>, parts: &Parts, peer: Peer) -> Answer {
     let limit = edge.config.server.max_header_size;
     let size = head_size(parts);
     if size > limit {
@@ -180,6 +193,7 @@ async fn route_and_look_up(edge: &Arc<Edge>, parts: &Parts, peer: Peer) -> Answe
         path_and_query: normal.to_string(),
         headers: upstream_headers(edge, parts, peer, &route, true),
         blocking: edge.prefetcher.blocking_limit(&route, &normal),
+        fleet: to_fleet(edge, parts, peer),
     };
     if let Some(next) = cmcd::next_object(&parts.headers, parts.uri.query()) {
         fills::hinted(edge, &fill_request(), &next);
@@ -251,6 +265,7 @@ fn from_entry(parts: &Parts, entry: &Entry, outcome: Outcome, now: SystemTime) -
             outcome,
             stored: true,
             prefetched: entry.prefetched,
+            peer: entry.from_peer,
         },
         now,
     };
@@ -319,12 +334,14 @@ async fn pass(
 ) -> Answer {
     upstream.method = parts.method.clone();
     upstream.headers = upstream_headers(edge, parts, peer, &upstream.route, false);
+    // One client's own answer: nothing for the fleet to share.
+    upstream.fleet = false;
     let counted = |e: crate::upstream::FetchError| {
         edge.metrics.upstream_errors.inc(e.kind());
         e
     };
-    let response = edge.upstream.send(&upstream).await.map_err(counted)?;
-    let (mut head, body) = response.into_parts();
+    let answered = edge.upstream.send(&upstream).await.map_err(counted)?;
+    let (mut head, body) = answered.response.into_parts();
     let has_body = parts.method != Method::HEAD && !matches!(head.status.as_u16(), 204 | 304);
     let expected = if has_body {
         headers::content_length(&head.headers)
@@ -333,7 +350,7 @@ async fn pass(
     };
     // As for a fill: an answer that does not parse to its first body byte
     // is a 502, not a cut-off connection.
-    let mut body = UpstreamBody::new(body, &upstream, expected);
+    let mut body = UpstreamBody::new(body, &answered.source, &upstream.route, expected);
     let first = body.next().await.map_err(counted)?;
     headers::strip_hop_by_hop(&mut head.headers);
     let outcome = Outcome::Pass(reason);
@@ -341,6 +358,15 @@ async fn pass(
     head.headers.insert(headers::CACHE_STATUS, outcome.cache_status(false));
     let body = PassBody::new(body, first, Arc::clone(&edge.metrics));
     Ok((Response::from_parts(head, EdgeBody::pass(body)), outcome))
+}
+
+/// Whether a fill for this request may ask the sibling that owns its key:
+/// not when this edge is alone, the request is a sibling's (it is never
+/// sent on to a third member, even when members disagree on who owns what),
+/// or it has passed through this fleet already (`CDN-Loop`).
+fn to_fleet(edge: &Edge, parts: &Parts, peer: Peer) -> bool {
+    edge.cluster()
+        .is_some_and(|cluster| !peer.sibling && !cluster.looped(&parts.headers))
 }
 
 /// The headers sent upstream for this request (see [`forward`]).
