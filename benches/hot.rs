@@ -57,6 +57,7 @@ fn entry(now: SystemTime) -> Entry {
         fresh_until: now + Duration::from_secs(3600),
         keep_stale: Duration::ZERO,
         prefetched: false,
+        from_peer: false,
     }
 }
 
@@ -119,6 +120,7 @@ fn response_headers(c: &mut Criterion) {
             outcome: Outcome::Hit,
             stored: true,
             prefetched: false,
+            peer: false,
         },
         now,
     };

@@ -37,7 +37,10 @@ pub async fn maintain(edge: Arc<Edge>, mut stop: watch::Receiver<bool>) {
 
 async fn probe_down(edge: &Edge, cluster: &Cluster) {
     for member in cluster.down() {
-        let answer = edge.upstream.to_sibling(&member, Method::GET, PROBE_PATH, PATIENCE).await;
+        let answer = edge
+            .upstream
+            .to_sibling(&member, Method::GET, PROBE_PATH, PATIENCE)
+            .await;
         match answer {
             Ok(response) if response.status() == StatusCode::OK => cluster.answered(&member),
             Ok(response) => tracing::debug!(member = member.name, status = %response.status(), "probe refused"),
@@ -138,6 +141,9 @@ mod tests {
             .iter()
             .map(|a| a.parse().unwrap());
         let urls: Vec<String> = members_of(addrs).iter().map(|u| u.url("")).collect();
-        assert_eq!(urls, ["http://10.0.0.2:8080", "http://10.0.0.1:8080", "http://[fd00::1]:8080"]);
+        assert_eq!(
+            urls,
+            ["http://10.0.0.2:8080", "http://10.0.0.1:8080", "http://[fd00::1]:8080"]
+        );
     }
 }

@@ -103,4 +103,55 @@ mod tests {
             assert!(before == after || after == four[3], "{key} moved between old members");
         }
     }
+
+    #[test]
+    fn a_fourth_member_takes_between_15_and_35_percent_of_1000_keys() {
+        let keys = keys(1000);
+        let mut four = FLEET.to_vec();
+        four.push("http://10.0.0.4:8080");
+        let moved = keys.iter().filter(|k| owner(k, &FLEET) != owner(k, &four)).count();
+        assert!((150..=350).contains(&moved), "{moved} of 1000 moved");
+    }
+
+    /// A pseudo-random number from `seed` and `i`: the same on every run.
+    fn pick(seed: u64, i: u64, below: u64) -> u64 {
+        xxh3_64_with_seed(&i.to_le_bytes(), seed) % below
+    }
+
+    #[test]
+    fn property_any_fleet_any_key_only_the_changed_members_keys_move() {
+        // 300 fleets of 1 to 12 members with made-up names, 50 keys each.
+        for seed in 0..300u64 {
+            let size = 1 + pick(seed, 0, 12) as usize;
+            let members: Vec<String> = (0..size)
+                .map(|i| format!("http://[fd00::{:x}]:{}", pick(seed, 1 + i as u64, 65_000), 8000 + i))
+                .collect();
+            let leaver = pick(seed, 99, size as u64) as usize;
+            let without: Vec<String> = members
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != leaver)
+                .map(|(_, m)| m.clone())
+                .collect();
+            let mut shuffled = members.clone();
+            shuffled.rotate_left(pick(seed, 100, size as u64) as usize);
+            for k in 0..50 {
+                let key = format!("http://origin/{seed}/{}", pick(seed, 200 + k, u64::MAX));
+                let before = owner(&key, &members).unwrap();
+                // Every member agrees, whatever order it lists the fleet in.
+                assert_eq!(owner(&key, &shuffled), Some(before), "{key}");
+                // The ranking is a permutation led by the owner.
+                let ranked = ranked(&key, &members);
+                assert_eq!(ranked.len(), size);
+                assert_eq!(ranked[0], before);
+                // Only the leaver's keys move, and each to the next in its ranking.
+                let after = owner(&key, &without);
+                if *before != members[leaver] {
+                    assert_eq!(after, Some(before), "{key}");
+                } else if size > 1 {
+                    assert_eq!(after, Some(ranked[1]), "{key}");
+                }
+            }
+        }
+    }
 }

@@ -151,6 +151,7 @@ mod tests {
             outcome: Outcome::Hit,
             stored: true,
             prefetched: true,
+            peer: false,
         };
         for field in [
             Field::Age(42),

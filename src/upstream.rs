@@ -170,13 +170,16 @@ impl Source<'_> {
     /// below it), so that it routes and keys the request alike.
     fn path_and_query(&self, request: &UpstreamRequest) -> String {
         match self {
-            Source::Sibling(_) => {
-                let prefix = request.route.prefix.trim_end_matches('/');
-                [prefix, request.path_and_query.as_str()].concat()
-            }
+            Source::Sibling(_) => sibling_path(request),
             Source::Origin(_) => request.path_and_query.clone(),
         }
     }
+}
+
+/// The path and query a client would ask an edge for to reach `request`.
+fn sibling_path(request: &UpstreamRequest) -> String {
+    let prefix = request.route.prefix.trim_end_matches('/');
+    [prefix, request.path_and_query.as_str()].concat()
 }
 
 /// Where `request` is fetched from, in the order they are tried: the
@@ -186,7 +189,10 @@ impl Source<'_> {
 pub fn sources<'r>(request: &'r UpstreamRequest, cluster: Option<&Cluster>) -> Vec<Source<'r>> {
     let route = &request.route;
     let siblings = match cluster {
-        Some(cluster) if request.fleet => cluster.siblings_for(&route.origin.url(&request.path_and_query)),
+        // The edges' own paths are asked of the origin: a sibling would answer them itself.
+        Some(cluster) if request.fleet && !sibling_path(request).starts_with(cluster::OWN_PATHS) => {
+            cluster.siblings_for(&route.origin.url(&request.path_and_query))
+        }
         _ => Vec::new(),
     };
     let origins = std::iter::once(&route.origin).chain(&route.backups).map(Source::Origin);
@@ -352,7 +358,10 @@ impl Upstream {
                 }
                 Err(_) if req.blocking.is_some() => FetchError::BlockedTooLong { origin: name, limit },
                 Err(_) => {
-                    let error = FetchError::HeaderTimeout { origin: name, timeout: limit };
+                    let error = FetchError::HeaderTimeout {
+                        origin: name,
+                        timeout: limit,
+                    };
                     self.sibling_failed(&source, &error);
                     error
                 }
@@ -390,7 +399,10 @@ impl Upstream {
         }
         if let Some(resume) = resume {
             let range = format!("bytes={}-", resume.offset);
-            headers.insert(http::header::RANGE, http::HeaderValue::from_str(&range).expect("digits"));
+            headers.insert(
+                http::header::RANGE,
+                http::HeaderValue::from_str(&range).expect("digits"),
+            );
             headers.insert(http::header::IF_RANGE, resume.validator.1.clone());
         }
         outgoing
@@ -423,7 +435,10 @@ impl Upstream {
         );
         *outgoing.method_mut() = method;
         let headers = outgoing.headers_mut();
-        headers.insert(SIGNATURE, http::HeaderValue::from_str(&signature).map_err(|e| e.to_string())?);
+        headers.insert(
+            SIGNATURE,
+            http::HeaderValue::from_str(&signature).map_err(|e| e.to_string())?,
+        );
         append_list(headers, CDN_LOOP, cluster.signer().token());
         match tokio::time::timeout(limit, self.client.request(outgoing)).await {
             Ok(Ok(resp)) => Ok(resp),
@@ -445,7 +460,12 @@ fn continues(response: &Response<Incoming>, resume: &Resume) -> Result<(), Strin
         return Err(format!("answered {} to a range request", response.status()));
     }
     let headers = response.headers();
-    let expected = format!("bytes {}-{}/{}", resume.offset, resume.total.saturating_sub(1), resume.total);
+    let expected = format!(
+        "bytes {}-{}/{}",
+        resume.offset,
+        resume.total.saturating_sub(1),
+        resume.total
+    );
     let range = headers.get(http::header::CONTENT_RANGE).and_then(|v| v.to_str().ok());
     if range != Some(expected.as_str()) {
         return Err(format!("sent Content-Range {range:?} where {expected:?} was asked"));

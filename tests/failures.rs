@@ -268,3 +268,82 @@ async fn h2_body_failure_resets_only_that_stream() {
     assert_eq!(get(&c, &url(&edge, "/good.ts")).await.bytes(), &payload(50_000, 2));
     edge.shutdown().await;
 }
+
+/// An edge whose route has `primary` as origin and `backup` as its backup.
+async fn edge_with_backup(primary: &TestOrigin, backup: &TestOrigin) -> outpost::RunningEdge {
+    let toml = format!(
+        "[[routes]]\nurl = \"{}\"\nbackups = [\"{}\"]\ntimeout = \"2s\"\ndownload_timeout = \"500ms\"\n",
+        primary.url(),
+        backup.url()
+    );
+    start_edge(&toml, primary).await
+}
+
+#[tokio::test]
+async fn a_body_that_breaks_off_is_finished_from_the_backup_with_a_range_of_the_same_version() {
+    let (primary, backup) = (TestOrigin::start().await, TestOrigin::start().await);
+    let body = noise(1 << 20, 5);
+    primary.set(
+        "/r.ts",
+        Script::ok(body.clone())
+            .header("etag", "\"v1\"")
+            .end(End::Reset(300_000)),
+    );
+    backup.set("/r.ts", Script::ok(body.clone()).header("etag", "\"v1\"").ranges());
+    let edge = edge_with_backup(&primary, &backup).await;
+    let c = client();
+    let got = get(&c, &url(&edge, "/r.ts")).await;
+    assert_eq!(got.status, 200);
+    assert!(got.bytes()[..] == body[..], "the body is whole, with no seam");
+    let asked = &backup.requests("/r.ts")[0];
+    let from: usize = asked["range"].to_str().unwrap()["bytes=".len()..]
+        .trim_end_matches('-')
+        .parse()
+        .unwrap();
+    assert!(from > 0 && from <= 300_000, "the rest from byte {from}");
+    assert_eq!(asked["if-range"], "\"v1\"");
+    // Stored whole: the next player gets a hit.
+    assert_eq!(cache_status(&c, &url(&edge, "/r.ts")).await, "outpost; hit");
+    edge.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_backup_that_cannot_send_the_same_bytes_is_never_spliced_on() {
+    let body = noise(1 << 20, 6);
+    // What the backup answers the range with: the whole body (200), or
+    // another version's bytes (200 as If-Range asks, or a 206 regardless).
+    let other = || Script::ok(noise(1 << 20, 7)).header("etag", "\"v2\"");
+    let backups = [
+        ("a 200", Script::ok(body.clone()).header("etag", "\"v1\"")),
+        ("another version", other().ranges()),
+        ("a range of another version", other().ranges_ignoring_if_range()),
+    ];
+    for (what, script) in backups {
+        let (primary, backup) = (TestOrigin::start().await, TestOrigin::start().await);
+        primary.set(
+            "/s.ts",
+            Script::ok(body.clone())
+                .header("etag", "\"v1\"")
+                .end(End::Reset(300_000)),
+        );
+        backup.set("/s.ts", script);
+        let edge = edge_with_backup(&primary, &backup).await;
+        let c = client();
+        let (status, result) = body_result(&c, &url(&edge, "/s.ts")).await;
+        assert_eq!(status, 200, "{what}");
+        assert!(result.is_err(), "{what}: the body must be cut, not spliced");
+        assert_eq!(backup.hits("/s.ts"), 1, "{what}: the backup was asked for the rest");
+        let key = format!("{}/s.ts", primary.url());
+        assert!(edge.edge.store().get(key.as_str()).is_none(), "{what}: nothing stored");
+        edge.shutdown().await;
+    }
+    // Without a validator there is nothing to make a range conditional on: no resume.
+    let (primary, backup) = (TestOrigin::start().await, TestOrigin::start().await);
+    primary.set("/n.ts", Script::ok(body.clone()).end(End::Reset(300_000)));
+    backup.set("/n.ts", Script::ok(body.clone()).ranges());
+    let edge = edge_with_backup(&primary, &backup).await;
+    let (_, result) = body_result(&client(), &url(&edge, "/n.ts")).await;
+    assert!(result.is_err());
+    assert_eq!(backup.hits("/n.ts"), 0);
+    edge.shutdown().await;
+}

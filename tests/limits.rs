@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -15,73 +13,6 @@ use tokio::net::{TcpSocket, TcpStream};
 use outpost::metrics::Refusal;
 
 const MIB: u64 = 1 << 20;
-
-/// The binary, serving `config` (listen addresses are set here); killed on drop.
-struct Binary {
-    child: Child,
-    listen: String,
-    dir: std::path::PathBuf,
-}
-
-impl Binary {
-    fn start(config: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("outpost-limits-{}-{}", std::process::id(), rand_suffix()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("outpost.toml");
-        std::fs::write(&file, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
-            .args(["serve", "--config", file.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-            .env_remove("OUTPOST_CONFIG")
-            .env("OUTPOST_ADMIN__LISTEN", "127.0.0.1:0")
-            .env("OUTPOST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        // Read to the end, so that the child never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let listen = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).expect("a startup line within 30 s");
-            if let Some(rest) = line.split("listen=").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        Self { child, listen, dir }
-    }
-
-    /// Resident memory now, from /proc.
-    fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS");
-        kib * 1024
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
 
 /// A client that asks for `path` and then reads nothing.
 async fn non_reader(listen: &str, path: &str) -> TcpStream {

@@ -228,6 +228,7 @@ mod tests {
             fresh_until: now + Duration::from_secs(3600),
             keep_stale: Duration::ZERO,
             prefetched: false,
+            from_peer: false,
         })
     }
 

@@ -23,6 +23,9 @@ pub use sign::{Refused, Signer, SIGNATURE, WINDOW_SECS};
 /// `CDN-Loop` (RFC 8586): the CDNs a request has passed through.
 pub const CDN_LOOP: HeaderName = HeaderName::from_static("cdn-loop");
 
+/// Paths the edges answer themselves: never asked of a sibling for a
+/// client, where they would reach the sibling's own answer for siblings.
+pub const OWN_PATHS: &str = "/.well-known/outpost/";
 /// The path a member marked down is probed on, until it answers 200.
 pub const PROBE_PATH: &str = "/.well-known/outpost/sibling";
 /// The path a purge is passed on to siblings by: `?key=URL` or `?prefix=URL`, cache keys.

@@ -77,7 +77,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || text.len() > 128 {
+    // A SHA-256 tag: 32 bytes.
+    if text.len() != 64 {
         return None;
     }
     (0..text.len())
@@ -101,7 +102,10 @@ mod tests {
         assert_eq!(ok(&sig, "GET", "/live/seg-1.ts", NOW), Ok(()));
         assert_eq!(ok(&sig, "GET", "/live/seg-1.ts", NOW + WINDOW_SECS), Ok(()));
         assert_eq!(ok(&sig, "GET", "/live/seg-1.ts", NOW - WINDOW_SECS), Ok(()));
-        assert_eq!(ok(&sig, "GET", "/live/seg-1.ts", NOW + WINDOW_SECS + 1), Err(Refused::Stale));
+        assert_eq!(
+            ok(&sig, "GET", "/live/seg-1.ts", NOW + WINDOW_SECS + 1),
+            Err(Refused::Stale)
+        );
         assert_eq!(ok(&sig, "GET", "/live/seg-2.ts", NOW), Err(Refused::Mismatch));
         assert_eq!(ok(&sig, "POST", "/live/seg-1.ts", NOW), Err(Refused::Mismatch));
         assert_eq!(ok(&sig, "GET", "/live/seg-1.ts?x=1", NOW), Err(Refused::Mismatch));
@@ -120,19 +124,40 @@ mod tests {
     #[test]
     fn malformed_signatures_are_refused_without_panicking() {
         let signer = Signer::new(SECRET);
-        for bad in ["", ".", "abc", "1.", ".ab", "12.xyz", "12.abc", "-1.00", "1.é0", "99999999999999999999999.00"] {
+        for bad in [
+            "",
+            ".",
+            "abc",
+            "1.",
+            ".ab",
+            "12.xyz",
+            "12.abc",
+            "-1.00",
+            "1.é0",
+            "99999999999999999999999.00",
+        ] {
             assert_eq!(
                 signer.verify(bad.as_bytes(), "GET", "/", NOW),
                 Err(Refused::Malformed),
                 "{bad:?}"
             );
         }
-        assert_eq!(signer.verify(&[0xff, b'.', b'0'], "GET", "/", NOW), Err(Refused::Malformed));
-        // A well-formed signature of the wrong length is a mismatch, not a panic.
+        assert_eq!(
+            signer.verify(&[0xff, b'.', b'0'], "GET", "/", NOW),
+            Err(Refused::Malformed)
+        );
+        // A tag of the wrong length, or not hex.
         assert_eq!(
             signer.verify(format!("{NOW}.00").as_bytes(), "GET", "/", NOW),
-            Err(Refused::Mismatch)
+            Err(Refused::Malformed)
         );
+        let not_hex = format!("{NOW}.{}", "zz".repeat(32));
+        assert_eq!(
+            signer.verify(not_hex.as_bytes(), "GET", "/", NOW),
+            Err(Refused::Malformed)
+        );
+        let zeros = format!("{NOW}.{}", "00".repeat(32));
+        assert_eq!(signer.verify(zeros.as_bytes(), "GET", "/", NOW), Err(Refused::Mismatch));
     }
 
     #[test]

@@ -51,10 +51,20 @@ fn a_member_marked_down_loses_its_keys_to_the_next_until_it_answers() {
     let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_796_000_000);
     let key = keys(500)
         .into_iter()
-        .find(|k| rendezvous::ranked(k, &MEMBERS).iter().map(|m| **m).eq([MEMBERS[1], MEMBERS[2], MEMBERS[0]]))
+        .find(|k| {
+            rendezvous::ranked(k, &MEMBERS)
+                .iter()
+                .map(|m| **m)
+                .eq([MEMBERS[1], MEMBERS[2], MEMBERS[0]])
+        })
         .expect("some key ranks 2, 3, 1");
     assert_eq!(names(&cluster.siblings_for(&key)), [MEMBERS[1], MEMBERS[2]]);
-    let second = cluster.members().iter().find(|m| m.name == MEMBERS[1]).cloned().unwrap();
+    let second = cluster
+        .members()
+        .iter()
+        .find(|m| m.name == MEMBERS[1])
+        .cloned()
+        .unwrap();
     cluster.failed(&second, "connection refused", now);
     assert_eq!(names(&cluster.siblings_for(&key)), [MEMBERS[2]]);
     assert_eq!(cluster.counts(), (2, 1));
@@ -71,9 +81,20 @@ fn a_member_marked_down_loses_its_keys_to_the_next_until_it_answers() {
 #[test]
 fn a_new_member_list_keeps_the_health_of_members_that_stay() {
     let cluster = cluster_as(MEMBERS[0]);
-    let third = cluster.members().iter().find(|m| m.name == MEMBERS[2]).cloned().unwrap();
+    let third = cluster
+        .members()
+        .iter()
+        .find(|m| m.name == MEMBERS[2])
+        .cloned()
+        .unwrap();
     cluster.failed(&third, "timed out", SystemTime::UNIX_EPOCH);
-    let url = |u: &str| Config::from_toml(&format!("[[routes]]\nurl = \"{u}\"\n")).unwrap().routes[0].origin.clone();
+    let url = |u: &str| {
+        Config::from_toml(&format!("[[routes]]\nurl = \"{u}\"\n"))
+            .unwrap()
+            .routes[0]
+            .origin
+            .clone()
+    };
     // DNS now answers the second, the third and a fourth; not this member.
     cluster.set_members(vec![url(MEMBERS[1]), url(MEMBERS[2]), url("http://10.0.0.4:8080")]);
     let status = cluster.status();
@@ -105,10 +126,16 @@ fn only_a_valid_signature_makes_a_sibling() {
     let sig = cluster.signer().sign("GET", "/a.ts", unix_secs(now));
     headers.insert(SIGNATURE, sig.parse().unwrap());
     assert!(cluster.is_sibling("GET", "/a.ts", &headers, now));
-    assert!(!cluster.is_sibling("GET", "/b.ts", &headers, now), "signed for another path");
+    assert!(
+        !cluster.is_sibling("GET", "/b.ts", &headers, now),
+        "signed for another path"
+    );
     let later = now + std::time::Duration::from_secs(WINDOW_SECS + 5);
     assert!(!cluster.is_sibling("GET", "/a.ts", &headers, later), "stale");
-    headers.insert(SIGNATURE, "1.deadbeef".parse().unwrap());
+    headers.insert(
+        SIGNATURE,
+        format!("{}.{}", unix_secs(now), "de".repeat(32)).parse().unwrap(),
+    );
     assert!(!cluster.is_sibling("GET", "/a.ts", &headers, now), "forged");
 }
 

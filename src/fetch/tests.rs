@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 use crate::fill::Fill;
+use crate::metrics::SourceKind;
 use crate::upstream::client_tls;
 
 /// An origin on loopback that answers every request with `answer`, then closes.
@@ -50,7 +51,7 @@ impl State {
         let config = Config::from_toml(&format!("[[routes]]\nurl = \"http://{origin}\"\n")).unwrap();
         let metrics = Arc::new(Metrics::new());
         Self {
-            upstream: Upstream::new(client_tls(None).unwrap(), Arc::clone(&metrics)),
+            upstream: Upstream::new(client_tls(None).unwrap(), Arc::clone(&metrics), None),
             store: Store::new(1 << 20),
             inflight: Inflight::new(Duration::from_secs(1)),
             budget: Budget::new(budget),
@@ -84,6 +85,7 @@ impl State {
                 path_and_query: path.to_owned(),
                 headers: HeaderMap::new(),
                 blocking: None,
+                fleet: false,
             },
             stale: None,
             prefetch: false,

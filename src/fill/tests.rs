@@ -9,6 +9,7 @@ fn head() -> Arc<FillHead> {
         disposition: Disposition::Share,
         revalidated: false,
         prefetched: false,
+        from_peer: false,
         request_headers: HeaderMap::new(),
         starter_cookies: Vec::new(),
     })
@@ -248,6 +249,7 @@ fn a_fills_state_becomes_one_cache_outcome() {
             outcome,
             stored,
             prefetched: false,
+            peer: false,
         })
     };
     let (miss, joined) = (Outcome::Miss, Outcome::Collapsed);

@@ -122,6 +122,7 @@ fn the_head_has_one_date_and_the_prepared_fields_first() {
             outcome: crate::outcome::Outcome::Hit,
             stored: true,
             prefetched: true,
+            peer: false,
         },
         request_id: None,
         any_origin: true,

@@ -111,7 +111,7 @@ fn finish(
             false
         }
     };
-    if !(apart && any_origin) && !peer.sibling {
+    if !(peer.sibling || (apart && any_origin)) {
         edge.cors.apply(&parts.headers, response.headers_mut());
     }
     edge.metrics.requests.inc(outcome);

@@ -14,7 +14,6 @@ use crate::forward::Peer;
 use crate::outcome::Outcome;
 use crate::plain::text;
 
-
 pub async fn answer(edge: &Arc<Edge>, parts: &Parts, peer: Peer) -> Answer {
     // Answered by the edge itself, like a CORS preflight: counted as a hit.
     let own = |status, body: String| Ok((text(status, body), Outcome::Hit));
@@ -65,7 +64,10 @@ mod tests {
             purge_target("key=http%3A%2F%2Fo%2Fa.ts"),
             Some((true, "http://o/a.ts".into()))
         );
-        assert_eq!(purge_target("prefix=http://o/live/"), Some((false, "http://o/live/".into())));
+        assert_eq!(
+            purge_target("prefix=http://o/live/"),
+            Some((false, "http://o/live/".into()))
+        );
         assert_eq!(purge_target("key=a&prefix=b"), None);
         assert_eq!(purge_target(""), None);
         assert_eq!(purge_target("other=1"), None);

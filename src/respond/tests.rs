@@ -76,6 +76,7 @@ fn hit(now: std::time::SystemTime) -> Served {
             outcome: Outcome::Hit,
             stored: true,
             prefetched: false,
+            peer: false,
         },
         now,
     }

@@ -1,7 +1,13 @@
 //! Test support: a real origin server and helpers to run the edge in front of it.
 #![allow(dead_code)]
 
+mod binary;
+mod fleet;
 mod raw;
+#[allow(unused_imports)]
+pub use binary::*;
+#[allow(unused_imports)]
+pub use fleet::*;
 #[allow(unused_imports)]
 pub use raw::*;
 
@@ -55,6 +61,19 @@ pub struct Script {
     pub gate: Option<Arc<Notify>>,
     /// Answer 304 to a request whose If-None-Match holds this ETag.
     pub etag_304: Option<String>,
+    /// How `Range: bytes=N-` is answered.
+    pub ranges: Ranges,
+}
+
+/// How a script answers `Range: bytes=N-`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ranges {
+    /// With the whole body (200).
+    Ignored,
+    /// With 206 from byte N, when an `If-Range` (if any) names the ETag.
+    Honoured,
+    /// With 206 from byte N, whatever `If-Range` says (a broken origin).
+    IfRangeIgnored,
 }
 
 impl Script {
@@ -70,7 +89,21 @@ impl Script {
             chunked: false,
             gate: None,
             etag_304: None,
+            ranges: Ranges::Ignored,
         }
+    }
+
+    /// Answers `Range: bytes=N-` with 206 from byte N, unless an `If-Range`
+    /// names another ETag than the script's.
+    pub fn ranges(mut self) -> Self {
+        self.ranges = Ranges::Honoured;
+        self
+    }
+
+    /// Answers `Range: bytes=N-` with 206 even when `If-Range` names another ETag.
+    pub fn ranges_ignoring_if_range(mut self) -> Self {
+        self.ranges = Ranges::IfRangeIgnored;
+        self
     }
 
     pub fn status(mut self, status: u16) -> Self {
@@ -291,9 +324,17 @@ async fn answer(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Scrip
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains(etag.as_str()))
     });
+    let mut script = script;
     let mut builder = Response::builder().status(if conditional_hit { 304 } else { script.status });
     for (k, v) in &script.headers {
         builder = builder.header(k, v);
+    }
+    if let Some(from) = range_start(&req, &script).filter(|_| !conditional_hit) {
+        let len = script.body.len();
+        builder = builder
+            .status(206)
+            .header("content-range", format!("bytes {from}-{}/{len}", len - 1));
+        script.body = script.body.slice(from..);
     }
     if conditional_hit || req.method() == http::Method::HEAD {
         *st.active.lock().unwrap().get_mut(&path).unwrap() -= 1;
@@ -340,6 +381,28 @@ async fn answer(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Scrip
         *state.active.lock().unwrap().get_mut(&path).unwrap() -= 1;
     });
     Ok(builder.body(ScriptBody::channel(rx)).unwrap())
+}
+
+/// Where a `Range: bytes=N-` request starts, when the script answers ranges
+/// and its `If-Range` (if any) names the script's ETag.
+fn range_start(req: &Request<Incoming>, script: &Script) -> Option<usize> {
+    if script.ranges == Ranges::Ignored || script.status != 200 {
+        return None;
+    }
+    let text = req.headers().get("range")?.to_str().ok()?;
+    let from: usize = text.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok()?;
+    let etag = script
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("etag"))
+        .map(|(_, v)| v.as_str());
+    let checked = script.ranges == Ranges::Honoured;
+    if let Some(wanted) = req.headers().get("if-range").filter(|_| checked) {
+        if Some(wanted.to_str().ok()?) != etag {
+            return None;
+        }
+    }
+    (from < script.body.len()).then_some(from)
 }
 
 /// A file of the served directory as a script, if it exists.

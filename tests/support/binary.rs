@@ -1,0 +1,84 @@
+//! The `outpost` binary as a child process: for what only a process shows
+//! (its resident memory, a SIGKILL).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary, serving `config`; killed on drop.
+pub struct Binary {
+    child: Child,
+    pub listen: String,
+    dir: std::path::PathBuf,
+}
+
+impl Binary {
+    /// Serves `config` on 127.0.0.1, a port of the kernel's choosing.
+    pub fn start(config: &str) -> Self {
+        Self::start_at(config, "127.0.0.1:0")
+    }
+
+    /// Serves `config` with `server.listen` at `listen`.
+    pub fn start_at(config: &str, listen: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("outpost-binary-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("outpost.toml");
+        std::fs::write(&file, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .args(["serve", "--config", file.to_str().unwrap(), "--listen", listen])
+            .env_remove("OUTPOST_CONFIG")
+            .env("OUTPOST_ADMIN__LISTEN", "127.0.0.1:0")
+            .env("OUTPOST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        // Read to the end, so that the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let listen = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).expect("a startup line within 30 s");
+            if let Some(rest) = line.split("listen=").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        Self { child, listen, dir }
+    }
+
+    /// Resident memory now, from /proc.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kib * 1024
+    }
+
+    /// SIGKILL: the process ends at once, its connections with it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
