@@ -74,12 +74,22 @@ fn wait_exit(child: &mut Child) -> i32 {
 
 #[test]
 fn every_shipped_config_passes_check() {
-    let mut checked = 0;
-    for dir in ["conf", "docker"] {
+    // What the container and pod specs set beside the files: a fleet's secret
+    // (compose.yaml and the Kubernetes Secret), and on Kubernetes the pod's
+    // own address (deployment.yaml).
+    let secret = ("OUTPOST_CLUSTER__SECRET", "a-secret-of-more-than-16-bytes");
+    let pod = ("OUTPOST_CLUSTER__SELF", "http://10.1.2.3:8080");
+    let mut checked = Vec::new();
+    for (dir, env) in [
+        ("conf", vec![]),
+        ("docker", vec![secret]),
+        ("docker/k8s", vec![secret, pod]),
+    ] {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
                 let out = outpost(&["check", "--config", path.to_str().unwrap()])
+                    .envs(env.iter().copied())
                     .output()
                     .unwrap();
                 assert!(
@@ -88,11 +98,68 @@ fn every_shipped_config_passes_check() {
                     path.display(),
                     String::from_utf8_lossy(&out.stderr)
                 );
-                checked += 1;
+                checked.push(path.display().to_string());
             }
         }
     }
-    assert!(checked >= 2, "conf/ and docker/ configs were found");
+    checked.sort();
+    assert_eq!(
+        checked,
+        [
+            "conf/outpost.toml",
+            "docker/fleet.toml",
+            "docker/k8s/outpost.toml",
+            "docker/outpost.toml"
+        ]
+    );
+}
+
+#[test]
+fn each_edge_of_the_compose_fleet_has_a_valid_config() {
+    let compose = std::fs::read_to_string("docker/compose.yaml").unwrap();
+    let selves: Vec<&str> = compose
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("OUTPOST_CLUSTER__SELF:"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(selves, ["http://edge1:8080", "http://edge2:8080", "http://edge3:8080"]);
+    for me in selves {
+        let out = outpost(&["check", "--config", "docker/fleet.toml"])
+            .env("OUTPOST_CLUSTER__SELF", me)
+            .env("OUTPOST_CLUSTER__SECRET", "compose-try-out-secret-change-me")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{me}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn the_kubernetes_manifests_name_what_the_config_expects() {
+    // No engine runs here: the manifests are read, and held to the config.
+    let read = |name: &str| std::fs::read_to_string(format!("docker/k8s/{name}")).unwrap();
+    let (deployment, service, kustomization, config) = (
+        read("deployment.yaml"),
+        read("service.yaml"),
+        read("kustomization.yaml"),
+        read("outpost.toml"),
+    );
+    // `cluster.dns` names the headless Service, on the port its pods serve.
+    assert!(config.contains("dns = \"outpost-peers:8080\""));
+    assert!(service.contains("name: outpost-peers") && service.contains("clusterIP: None"));
+    assert!(deployment.contains("containerPort: 8080") && config.contains("listen = \"0.0.0.0:8080\""));
+    // Probes ask the admin listener's /healthz.
+    assert!(config.contains("listen = \"0.0.0.0:9090\"") && deployment.contains("containerPort: 9090"));
+    assert_eq!(
+        deployment.matches("path: /healthz").count(),
+        2,
+        "readiness and liveness"
+    );
+    // Each pod names itself by its IP, and reads the secret from a Secret.
+    assert!(deployment.contains("value: \"http://$(POD_IP):8080\""));
+    assert!(deployment.contains("name: OUTPOST_CLUSTER__SECRET") && deployment.contains("secretKeyRef"));
+    // The config file is the ConfigMap, mounted where OUTPOST_CONFIG points.
+    assert!(kustomization.contains("- outpost.toml") && kustomization.contains("name: outpost-config"));
+    assert!(deployment.contains("name: outpost-config") && deployment.contains("value: /etc/outpost/outpost.toml"));
 }
 
 #[test]

@@ -238,6 +238,60 @@ async fn killing_the_owner_mid_body_leaves_every_other_client_a_whole_body() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_that_freezes_mid_body_is_marked_down_and_the_body_finished_from_the_origin() {
+    let origin = TestOrigin::start().await;
+    let ports = free_ports(2);
+    let path = path_owned_by(&origin, &ports, 1, "/frozen-");
+    let body = noise(2 << 20, 11);
+    origin.set(
+        &path,
+        Script::ok(body.clone())
+            .header("etag", "\"f1\"")
+            .throttle(64 << 10, Duration::from_millis(20))
+            .ranges(),
+    );
+    let toml = |port| member_toml(ROUTE, &origin.url(), port, &ports, "");
+    let frozen = Binary::start_at(&toml(ports[1]), &format!("127.0.0.1:{}", ports[1]));
+    let edge = start_member(&toml(ports[0]), ports[0]).await;
+    let response = client()
+        .request(http::Request::get(url(&edge, &path)).body(Default::default()).unwrap())
+        .await
+        .unwrap();
+    let mut stream = response.into_body();
+    let mut got = Vec::new();
+    let mut stopped = false;
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(20), stream.frame())
+        .await
+        .expect("bytes keep coming")
+    {
+        got.extend_from_slice(&frame.expect("no break").into_data().unwrap_or_default());
+        if !stopped && got.len() > 256 << 10 {
+            // SIGSTOP: the owner's connections stay open and silent.
+            frozen.signal("STOP");
+            stopped = true;
+        }
+    }
+    assert!(stopped);
+    assert!(got == body[..], "whole and the same, after the stall");
+    let requests = origin.requests(&path);
+    assert_eq!(requests.len(), 2, "the owner's fetch, then the rest as a range");
+    assert_eq!(requests[1]["if-range"], "\"f1\"");
+    let status: serde_json::Value =
+        serde_json::from_str(&get(&client(), &admin_url(&edge, "/status.json")).await.text()).unwrap();
+    let owner = &status["cluster"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["url"] == member(ports[1]))
+        .cloned()
+        .unwrap();
+    assert_eq!(owner["up"], false, "{owner}");
+    assert!(owner["last_error"].as_str().unwrap().contains("stalled"), "{owner}");
+    frozen.signal("CONT");
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_went_away_is_probed_until_it_answers_and_then_owns_its_keys_again() {
     let origin = TestOrigin::start().await;
     let (ports, mut edges) = start_fleet(2, &origin, "").await;

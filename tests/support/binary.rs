@@ -62,6 +62,15 @@ impl Binary {
         kib * 1024
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill(1) runs");
+        assert!(sent.success(), "kill -{signal}");
+    }
+
     /// SIGKILL: the process ends at once, its connections with it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -71,6 +80,7 @@ impl Binary {
 
 impl Drop for Binary {
     fn drop(&mut self) {
+        // A stopped process is killed all the same.
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

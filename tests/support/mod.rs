@@ -204,6 +204,9 @@ impl TestOrigin {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                // As real origins do (nginx: tcp_nodelay on): a head and a
+                // small body written apart would otherwise wait on a delayed ACK.
+                let _ = stream.set_nodelay(true);
                 let st = Arc::clone(&st);
                 let tls = tls.clone();
                 conns.spawn(async move {
