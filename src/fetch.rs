@@ -436,7 +436,7 @@ fn refreshed(
     let sent = request.to_request();
     let AfterResponse::NotModified(policy, merged) = stale.policy.after_response(&sent, parts, now) else {
         return Err(FetchError::Broken {
-            origin: request.route.origin.authority.to_string(),
+            origin: format!("origin {}", request.route.origin.authority),
             received: 0,
             reason: "304 Not Modified did not match the stored validators".into(),
         });

@@ -23,33 +23,35 @@ use crate::headers::{append_list, CACHE_STATUS, X_REQUEST_ID};
 use crate::metrics::{FetchFailure, Metrics, SourceKind};
 
 /// Why an upstream fetch failed. Cloned to every client reading the fetch.
+/// `origin` names the source as [`Source::name`] does: `origin host:port`
+/// or `sibling host:port`.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
-    #[error("origin {origin} unreachable: {reason}")]
+    #[error("{origin} unreachable: {reason}")]
     Unreachable { origin: String, reason: String },
-    #[error("origin {origin} sent no response headers within {}", humantime::format_duration(*.timeout))]
+    #[error("{origin} sent no response headers within {}", humantime::format_duration(*.timeout))]
     HeaderTimeout { origin: String, timeout: Duration },
-    #[error("origin {origin} body stalled for {} after {received} bytes", humantime::format_duration(*.timeout))]
+    #[error("{origin} body stalled for {} after {received} bytes", humantime::format_duration(*.timeout))]
     Stalled {
         origin: String,
         timeout: Duration,
         received: u64,
     },
-    #[error("origin {origin} body ended after {received} of {expected} bytes")]
+    #[error("{origin} body ended after {received} of {expected} bytes")]
     Short {
         origin: String,
         received: u64,
         expected: u64,
     },
-    #[error("origin {origin} body failed after {received} bytes: {reason}")]
+    #[error("{origin} body failed after {received} bytes: {reason}")]
     Broken {
         origin: String,
         received: u64,
         reason: String,
     },
-    #[error("origin {origin} sent a header section of {size} bytes, over the limit of {MAX_ORIGIN_HEAD}")]
+    #[error("{origin} sent a header section of {size} bytes, over the limit of {MAX_ORIGIN_HEAD}")]
     HeadTooLarge { origin: String, size: usize },
-    #[error("origin {origin} held the blocking playlist reload past {}", humantime::format_duration(*.limit))]
+    #[error("{origin} held the blocking playlist reload past {}", humantime::format_duration(*.limit))]
     BlockedTooLong { origin: String, limit: Duration },
     /// A body that broke off could not be finished from another source: it
     /// answered the range with other bytes than the ones already sent.
@@ -161,7 +163,7 @@ impl Source<'_> {
     pub fn name(&self) -> String {
         match self {
             Source::Sibling(member) => format!("sibling {}", member.url.authority),
-            Source::Origin(url) => url.authority.to_string(),
+            Source::Origin(url) => format!("origin {}", url.authority),
         }
     }
 

@@ -82,9 +82,7 @@ async fn a_cold_storm_on_three_edges_reaches_the_origin_once_and_streams_through
             false => assert_eq!((to_origin, to_peer), (0, 1), "member {i}"),
         }
     }
-    for edge in edges {
-        edge.shutdown().await;
-    }
+    stop_all(edges).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,9 +114,7 @@ async fn sixty_keys_through_each_of_three_edges_are_each_fetched_from_the_origin
     }
     // Every member owns a share.
     assert!(owned.iter().all(|&n| n >= 8), "{owned:?}");
-    for edge in edges {
-        edge.shutdown().await;
-    }
+    stop_all(edges).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,9 +148,7 @@ async fn a_live_stream_watched_through_three_edges_reaches_the_origin_once_per_s
     }
     // Playlists went through their owner too: the two others asked it.
     assert!(edges.iter().map(peer_requests).sum::<u64>() > 0);
-    for edge in edges {
-        edge.shutdown().await;
-    }
+    stop_all(edges).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -232,9 +226,7 @@ async fn killing_the_owner_mid_body_leaves_every_other_client_a_whole_body() {
         "{metrics}"
     );
     assert!(metrics.contains("outpost_cluster_members{state=\"up\"} 2"), "{metrics}");
-    for edge in survivors {
-        edge.shutdown().await;
-    }
+    stop_all(survivors).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,15 +268,7 @@ async fn an_owner_that_freezes_mid_body_is_marked_down_and_the_body_finished_fro
     let requests = origin.requests(&path);
     assert_eq!(requests.len(), 2, "the owner's fetch, then the rest as a range");
     assert_eq!(requests[1]["if-range"], "\"f1\"");
-    let status: serde_json::Value =
-        serde_json::from_str(&get(&client(), &admin_url(&edge, "/status.json")).await.text()).unwrap();
-    let owner = &status["cluster"]["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["url"] == member(ports[1]))
-        .cloned()
-        .unwrap();
+    let owner = member_status(&edge, &member(ports[1])).await;
     assert_eq!(owner["up"], false, "{owner}");
     assert!(owner["last_error"].as_str().unwrap().contains("stalled"), "{owner}");
     frozen.signal("CONT");
@@ -304,28 +288,22 @@ async fn a_member_that_went_away_is_probed_until_it_answers_and_then_owns_its_ke
     let got = get(&c, &url(&edges[0], &first)).await;
     assert_eq!(got.status, 200);
     assert!(!got.header("cache-status").contains("detail=peer"));
-    let status: serde_json::Value =
-        serde_json::from_str(&get(&c, &admin_url(&edges[0], "/status.json")).await.text()).unwrap();
-    let members = status["cluster"]["members"].as_array().unwrap();
-    let down = members.iter().find(|m| m["url"] == member(ports[1])).unwrap();
-    assert_eq!(down["up"], false, "{status}");
+    let down = member_status(&edges[0], &member(ports[1])).await;
+    assert_eq!(down["up"], false, "{down}");
     assert!(down["last_error"].as_str().unwrap().contains("unreachable"), "{down}");
     assert!(down["down_since"].as_u64().is_some());
-    let this = members.iter().find(|m| m["url"] == member(ports[0])).unwrap();
-    assert_eq!(this["this_edge"], true);
+    assert_eq!(member_status(&edges[0], &member(ports[0])).await["this_edge"], true);
     // Back on the same address: a probe finds it within a few seconds.
     let back = start_member(&member_toml(ROUTE, &origin.url(), ports[1], &ports, ""), ports[1]).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let status: serde_json::Value =
-            serde_json::from_str(&get(&c, &admin_url(&edges[0], "/status.json")).await.text()).unwrap();
-        let members = status["cluster"]["members"].as_array().unwrap().clone();
+        let members = members(&edges[0]).await;
         if members.iter().all(|m| m["up"] == true) {
             let shares: f64 = members.iter().map(|m| m["share"].as_f64().unwrap()).sum();
-            assert!((shares - 1.0).abs() < 1e-6, "{status}");
+            assert!((shares - 1.0).abs() < 1e-6, "{members:?}");
             break;
         }
-        assert!(Instant::now() < deadline, "the member was not probed up: {status}");
+        assert!(Instant::now() < deadline, "the member was not probed up: {members:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let second = path_owned_by(&origin, &ports, 1, "/b-");
@@ -337,9 +315,7 @@ async fn a_member_that_went_away_is_probed_until_it_answers_and_then_owns_its_ke
     );
     assert_eq!(peer_requests(&back), 0);
     back.shutdown().await;
-    for edge in edges {
-        edge.shutdown().await;
-    }
+    stop_all(edges).await;
 }
 
 /// Sends `path` to `edge` with extra headers.
@@ -402,9 +378,7 @@ async fn forged_sibling_requests_are_ordinary_client_requests() {
         let probe = get(&c, &url(edge, "/.well-known/outpost/sibling")).await;
         assert_eq!(probe.status, 404, "{}", probe.text());
     }
-    for edge in edges {
-        edge.shutdown().await;
-    }
+    stop_all(edges).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,9 +463,7 @@ async fn copies_follow_keep_copies_and_private_answers_are_kept_by_no_one() {
         edges.iter().all(|e| e.edge.store().get(key.as_str()).is_none()),
         "kept by no one"
     );
-    for edge in edges {
-        edge.shutdown().await;
-    }
+    stop_all(edges).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -532,9 +504,7 @@ async fn a_purge_on_one_member_is_applied_on_every_member() {
         assert_eq!(get(&c, &url(edge, "/p/a.ts")).await.status, 200);
     }
     assert_eq!(origin.hits("/p/a.ts"), 2, "fetched once more, for the whole fleet");
-    for edge in edges {
-        edge.shutdown().await;
-    }
+    stop_all(edges).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,14 +518,10 @@ async fn members_can_come_from_dns() {
         ports[1]
     );
     let edge = start_member(&toml, ports[0]).await;
-    let c = client();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let status: serde_json::Value =
-            serde_json::from_str(&get(&c, &admin_url(&edge, "/status.json")).await.text()).unwrap();
-        let urls: Vec<String> = status["cluster"]["members"]
-            .as_array()
-            .unwrap()
+        let urls: Vec<String> = members(&edge)
+            .await
             .iter()
             .map(|m| m["url"].as_str().unwrap().to_owned())
             .collect();
@@ -569,5 +535,61 @@ async fn members_can_come_from_dns() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    edge.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_copy_expires_when_the_owners_does() {
+    let origin = TestOrigin::start().await;
+    let (ports, edges) = start_fleet(2, &origin, "").await;
+    let path = path_owned_by(&origin, &ports, 1, "/aged-");
+    origin.set(
+        &path,
+        Script::ok(payload(3_000, 8)).headers(&[("cache-control", "max-age=10")]),
+    );
+    let c = client();
+    // The owner has held it for 6 s when the other member first asks.
+    assert_eq!(get(&c, &url(&edges[1], &path)).await.status, 200);
+    advance(Duration::from_secs(6)).await;
+    let copy = get(&c, &url(&edges[0], &path)).await;
+    assert!(copy.header("cache-status").contains("detail=peer"));
+    assert_eq!(copy.header("age"), "6", "the owner's Age comes with the copy");
+    advance(Duration::from_secs(2)).await;
+    assert_eq!(get(&c, &url(&edges[0], &path)).await.header("age"), "8");
+    assert_eq!(origin.hits(&path), 1);
+    // 3 s on, both are 11 s old and stale: the copy does not live 10 s of its own.
+    advance(Duration::from_secs(3)).await;
+    let again = get(&c, &url(&edges[0], &path)).await;
+    assert!(
+        !again.header("cache-status").starts_with("outpost; hit"),
+        "{}",
+        again.header("cache-status")
+    );
+    assert_eq!(origin.hits(&path), 2, "refetched through the owner once both expired");
+    stop_all(edges).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_that_accepts_but_never_answers_is_marked_down_after_the_timeout() {
+    let origin = TestOrigin::start().await;
+    let ports = free_ports(2);
+    let path = path_owned_by(&origin, &ports, 1, "/silent-");
+    origin.set(&path, Script::ok(payload(6_000, 3)));
+    let toml = |port| member_toml(ROUTE, &origin.url(), port, &ports, "");
+    let silent = Binary::start_at(&toml(ports[1]), &format!("127.0.0.1:{}", ports[1]));
+    let edge = start_member(&toml(ports[0]), ports[0]).await;
+    // Stopped: the kernel still accepts its connections; nothing answers.
+    silent.signal("STOP");
+    let got = get(&client(), &url(&edge, &path)).await;
+    assert_eq!(got.status, 200, "the origin, after the owner's timeout");
+    assert!(got.bytes()[..] == payload(6_000, 3)[..]);
+    assert_eq!(origin.hits(&path), 1);
+    let owner = member_status(&edge, &member(ports[1])).await;
+    assert_eq!(owner["up"], false, "{owner}");
+    assert!(
+        owner["last_error"].as_str().unwrap().contains("no response headers"),
+        "{owner}"
+    );
+    silent.signal("CONT");
     edge.shutdown().await;
 }

@@ -476,6 +476,20 @@ fn cluster(c: &RawCluster) -> Result<ClusterConfig, ConfigError> {
         .as_deref()
         .map(|u| origin_url("cluster.self", u))
         .transpose()?;
+    // A member is an edge's address: a path would be signed apart from the
+    // request and make every sibling request look forged.
+    for (key, url) in peers
+        .iter()
+        .map(|u| ("cluster.peers", u))
+        .chain(self_url.iter().map(|u| ("cluster.self", u)))
+    {
+        if !url.base_path.is_empty() {
+            return Err(ConfigError::new(
+                key,
+                format!("{} must be scheme://host:port, without a path", url.url("")),
+            ));
+        }
+    }
     let clustered = !peers.is_empty() || c.dns.is_some();
     let secret = c.secret.clone().filter(|s| !s.is_empty());
     if clustered {

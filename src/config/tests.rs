@@ -98,6 +98,10 @@ fn bad_values_are_named() {
             "cluster.dns",
         ),
         ("[cluster]\ndns_interval = \"0s\"", "cluster.dns_interval"),
+        (
+            "[cluster]\nself = \"http://10.0.0.1:8080\"\npeers = [\"http://10.0.0.1:8080/edge\"]\nsecret = \"0123456789abcdef\"",
+            "cluster.peers",
+        ),
         ("routes = []", "routes"),
     ];
     for (text, key) in cases {

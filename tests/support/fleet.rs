@@ -81,3 +81,28 @@ pub fn peer_requests(edge: &RunningEdge) -> u64 {
 pub fn origin_requests(edge: &RunningEdge) -> u64 {
     edge.edge.metrics().upstream_requests.get(SourceKind::Origin)
 }
+
+/// The members `edge` lists in `/status.json`.
+pub async fn members(edge: &RunningEdge) -> Vec<serde_json::Value> {
+    let text = super::get(&super::client(), &super::admin_url(edge, "/status.json"))
+        .await
+        .text();
+    let status: serde_json::Value = serde_json::from_str(&text).unwrap();
+    status["cluster"]["members"].as_array().cloned().unwrap_or_default()
+}
+
+/// What `edge` says of the member at `url` in `/status.json`.
+pub async fn member_status(edge: &RunningEdge, url: &str) -> serde_json::Value {
+    let members = members(edge).await;
+    members
+        .into_iter()
+        .find(|m| m["url"] == url)
+        .expect("the member is listed")
+}
+
+/// Stops every edge.
+pub async fn stop_all(edges: impl IntoIterator<Item = RunningEdge>) {
+    for edge in edges {
+        edge.shutdown().await;
+    }
+}
