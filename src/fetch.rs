@@ -15,6 +15,7 @@ use crate::cache::{CacheKey, Entry, Head, Store};
 use crate::clock::Clock;
 use crate::coalesce::Inflight;
 use crate::config::Config;
+use crate::digest::{self, Expected, Hasher};
 use crate::fill::{concat, FillHead, Writer};
 use crate::headers;
 use crate::media::{self, freshness, Document};
@@ -131,9 +132,10 @@ async fn fetch(cx: &Fetcher<'_>, job: &FetchJob, writer: &Writer) -> Result<Fetc
     };
     let judged = publish_head(cx, job, &stream, &parts, now, writer);
     stream.resume = resumable(&judged.head);
-    // The body reader fails a body short of its announced length.
-    let disposition = stream_body(cx, job, writer, &mut stream, first, judged.disposition).await?;
-    Ok(entry(cx, job, writer, judged, disposition, now))
+    // The body reader fails a body short of its announced length, and one
+    // whose digest differs from the origin's.
+    let (disposition, sha256) = stream_body(cx, job, writer, &mut stream, first, &judged).await?;
+    Ok(entry(cx, job, writer, judged, disposition, &sha256, now))
 }
 
 /// The upstream body a fill reads, where it comes from, and where its rest
@@ -213,6 +215,8 @@ struct Judged {
     origin_spoke: bool,
     /// A sibling sent it.
     from_peer: bool,
+    /// The digest the origin sent for the body, to check it against.
+    expected: Option<Expected>,
 }
 
 /// Judges the origin's head, reserves room for a body that will be kept, and
@@ -236,6 +240,12 @@ fn publish_head(
     let judged = policy::judge(&sent, &policy, &head.headers, now, cx.config.cache.max_object);
     let kind = media::kind_of(&request.path_and_query, &head.headers);
     let origin_spoke = freshness::origin_spoke(&head.headers);
+    let expected = (head.status == StatusCode::OK)
+        .then(|| Expected::of(&head.headers))
+        .flatten();
+    // A digest of this message's content would be wrong on a range cut from
+    // it; the edge's own `Repr-Digest` is about the representation.
+    head.headers.remove(digest::CONTENT_DIGEST);
     let mut disposition = freshness::at_head(kind, head.status, &head.headers, judged, &cx.config.media);
     if shared(disposition) {
         // A kept body is counted from its first byte; an announced length is
@@ -277,6 +287,7 @@ fn publish_head(
         kind,
         origin_spoke,
         from_peer,
+        expected,
     }
 }
 
@@ -289,17 +300,21 @@ async fn stream_body(
     writer: &Writer,
     stream: &mut Stream<'_>,
     first: Option<Bytes>,
-    mut disposition: Disposition,
-) -> Result<Disposition, FetchError> {
+    judged: &Judged,
+) -> Result<(Disposition, Vec<u8>), FetchError> {
     let patience = cx.config.server.send_timeout;
     let max_object = cx.config.cache.max_object;
+    let expected = judged.expected.as_ref();
+    let mut disposition = judged.disposition;
+    let mut hasher = Hasher::new(expected);
+    // With a digest to check, the last piece is held back until the body is
+    // checked: a client that had every byte would take it for whole.
+    let mut held: Option<Bytes> = None;
     let mut received = 0u64;
     let mut next = first;
-    loop {
-        let Some(data) = next else {
-            return Ok(disposition);
-        };
+    while let Some(data) = next {
         received += data.len() as u64;
+        hasher.update(&data);
         cx.metrics
             .upstream_bytes
             .inc_by(stream.source.kind(), data.len() as u64);
@@ -312,7 +327,14 @@ async fn stream_body(
             disposition = Disposition::NoRoom;
             no_room(cx, job, writer);
         }
-        writer.push(data);
+        match expected {
+            Some(_) => {
+                if let Some(before) = held.replace(data) {
+                    writer.push(before);
+                }
+            }
+            None => writer.push(data),
+        }
         if !shared(disposition) {
             // Nothing is kept: read the origin no faster than the readers
             // take it, and stop when nobody is left to read an answer that
@@ -329,6 +351,14 @@ async fn stream_body(
             }
         };
     }
+    let sha256 = hasher.finish(expected).map_err(|reason| FetchError::DigestMismatch {
+        origin: stream.source.name(),
+        reason,
+    })?;
+    if let Some(last) = held {
+        writer.push(last);
+    }
+    Ok((disposition, sha256))
 }
 
 /// The entry to store for a whole body, if it may be stored; a playlist's
@@ -339,6 +369,7 @@ fn entry(
     writer: &Writer,
     judged: Judged,
     disposition: Disposition,
+    sha256: &[u8],
     now: SystemTime,
 ) -> Fetched {
     let Disposition::Store { mut ttl } = disposition else {
@@ -361,8 +392,14 @@ fn entry(
     if let Some(document) = &playlist {
         ttl = freshness::playlist_ttl(document, ttl, judged.origin_spoke, &cx.config.media);
     }
+    // Known only now that the body is in: every answer from the entry has it.
+    let head = Arc::new(
+        judged
+            .head
+            .with_header(digest::REPR_DIGEST, digest::repr_digest(sha256)),
+    );
     let entry = Arc::new(Entry {
-        head: judged.head,
+        head,
         body,
         policy: judged.policy,
         request: judged.sent,
@@ -443,6 +480,11 @@ fn refreshed(
     };
     let mut headers = headers::detached(&merged.headers);
     headers.remove(header::WARNING);
+    headers.remove(digest::CONTENT_DIGEST);
+    // The body is the one stored: so is its digest.
+    if let Some(ours) = stale.head.headers.get(digest::REPR_DIGEST) {
+        headers.insert(digest::REPR_DIGEST, ours.clone());
+    }
     let mut head = Head::from_upstream(stale.head.status, headers, now);
     head.content_length = Some(stale.body.len() as u64);
     head.headers

@@ -21,6 +21,7 @@ pub mod coalesce;
 pub mod config;
 pub mod cors;
 pub mod demo;
+pub mod digest;
 pub mod edge;
 pub mod error;
 pub mod fetch;

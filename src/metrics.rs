@@ -139,6 +139,8 @@ label! {
         Blocked => "blocked",
         /// A broken body's rest, asked of the next source, was not the same bytes.
         Unspliceable => "unspliceable",
+        /// The body did not match the digest its origin sent.
+        DigestMismatch => "digest_mismatch",
         /// Nobody waited for the fetch any more: not the origin's failure.
         Abandoned => "abandoned",
     }

@@ -12,6 +12,7 @@ use http_range_header::{ParsedRanges, SyntacticallyCorrectRange};
 
 use crate::body::EdgeBody;
 use crate::cache::Head;
+use crate::digest;
 use crate::error::EdgeError;
 use crate::fill::Reader;
 use crate::headers::{append_list, number, VIA_VALUE};
@@ -61,6 +62,9 @@ pub fn respond(
         _ => None,
     };
     let mut headers = head.prepared().clone();
+    if !digest::wanted(&request.headers) {
+        headers.remove(digest::REPR_DIGEST);
+    }
     let mut status = head.status;
     let (start, end) = match (open, range, total) {
         (Some((first, last)), _, _) => {
@@ -125,10 +129,12 @@ pub fn respond_stored(
     served: Served,
 ) -> Result<Response<EdgeBody>, EdgeError> {
     // One pass over the request's few names, not a hashed lookup per name.
-    let conditional_or_range = request
-        .headers
-        .keys()
-        .any(|name| name == header::RANGE || name == header::IF_NONE_MATCH || name == header::IF_MODIFIED_SINCE);
+    let conditional_or_range = request.headers.keys().any(|name| {
+        name == header::RANGE
+            || name == header::IF_NONE_MATCH
+            || name == header::IF_MODIFIED_SINCE
+            || name == digest::WANT_REPR_DIGEST
+    });
     let plain = head.status == StatusCode::OK
         && head.content_length == Some(body.len() as u64)
         && !conditional_or_range

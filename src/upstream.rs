@@ -61,6 +61,9 @@ pub enum FetchError {
         offset: u64,
         reason: String,
     },
+    /// The body is not what the origin's `Repr-Digest` or `Content-Digest` says.
+    #[error("{origin} sent a body that fails its digest: {reason}")]
+    DigestMismatch { origin: String, reason: String },
     #[error("the upstream fetch was abandoned before it finished")]
     Abandoned,
     /// A fill that keeps nothing went on without this reader, which took
@@ -81,6 +84,7 @@ impl FetchError {
             FetchError::Broken { .. } => FetchFailure::Broken,
             FetchError::BlockedTooLong { .. } => FetchFailure::Blocked,
             FetchError::Unspliceable { .. } => FetchFailure::Unspliceable,
+            FetchError::DigestMismatch { .. } => FetchFailure::DigestMismatch,
             FetchError::Abandoned | FetchError::Overtaken => FetchFailure::Abandoned,
         }
     }

@@ -39,6 +39,7 @@ const LAYERS: &[&[&str]] = &[
         "budget",
         "clock",
         "config",
+        "digest",
         "headers",
         "limits",
         "mapped",

@@ -133,7 +133,7 @@ fn the_head_has_one_date_and_the_prepared_fields_first() {
         text.starts_with(
             "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nage: 3\r\ncache-status: outpost; hit; detail=prefetch\r\n\
              access-control-allow-origin: *\r\naccess-control-expose-headers: Content-Length, \
-             Content-Range, Age, Cache-Status, Date, ETag\r\nvary: Origin\r\ndate: "
+             Content-Range, Age, Cache-Status, Date, ETag, Repr-Digest\r\nvary: Origin\r\ndate: "
         ),
         "{text}"
     );

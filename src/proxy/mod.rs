@@ -30,6 +30,7 @@ use crate::route::Target;
 use crate::shared_head::Field;
 use crate::upstream::{UpstreamBody, UpstreamRequest};
 
+mod digests;
 mod fills;
 mod sibling;
 
@@ -166,6 +167,9 @@ pub(crate) async fn route_and_look_up(edge: &Arc<Edge>, parts: &Parts, peer: Pee
         return Err(EdgeError::HeadersTooLarge { size, limit });
     }
     let target = Target::of(parts)?;
+    if target.path == digests::PATH {
+        return digests::answer(edge, &target, parts);
+    }
     let Some((route, path_and_query)) = edge.routes.find(&target) else {
         return Err(EdgeError::Misdirected {
             host: target.host.into_owned(),
