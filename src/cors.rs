@@ -6,11 +6,12 @@ use http::{Method, Response, StatusCode};
 
 use crate::headers::{NOSNIFF, X_CONTENT_TYPE_OPTIONS};
 
-const EXPOSE: &str = "Content-Length, Content-Range, Age, Cache-Status, Date, ETag, Repr-Digest";
+const EXPOSE: &str =
+    "Content-Length, Content-Range, Age, Cache-Status, Date, ETag, Repr-Digest, CMSD-Dynamic, CMSD-Static";
 /// What [`Cors::apply`] adds for any origin (`*`), as HTTP/1.1 header lines:
 /// the same for every answer, so a plain hit writes them from here.
 pub const ANY_ORIGIN_LINES: &[u8] = b"access-control-allow-origin: *\r\n\
-access-control-expose-headers: Content-Length, Content-Range, Age, Cache-Status, Date, ETag, Repr-Digest\r\n";
+access-control-expose-headers: Content-Length, Content-Range, Age, Cache-Status, Date, ETag, Repr-Digest, CMSD-Dynamic, CMSD-Static\r\n";
 const METHODS: &str = "GET, HEAD, OPTIONS";
 /// Request headers a player may send cross-origin besides the safelisted ones.
 const ALLOWED_HEADERS: [&str; 4] = ["range", "if-none-match", "if-modified-since", "if-range"];

@@ -1,6 +1,6 @@
 //! The edge's shared state: what every request reads.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -8,10 +8,12 @@ use crate::budget::Budget;
 use crate::cache::Store;
 use crate::clock::Clock;
 use crate::cluster::Cluster;
+use crate::cmsd;
 use crate::coalesce::Inflight;
 use crate::config::Config;
 use crate::cors::Cors;
 use crate::error::StartError;
+use crate::forward::Peer;
 use crate::metrics::Metrics;
 use crate::prefetch::Prefetcher;
 use crate::request_id::RequestId;
@@ -35,6 +37,8 @@ pub struct Edge {
     pub(crate) cors: Cors,
     pub(crate) prefetcher: Prefetcher,
     pub(crate) started: Instant,
+    /// Client connections open now, on every listener.
+    connections: AtomicUsize,
     next_id: AtomicU64,
     id_prefix: u32,
 }
@@ -64,6 +68,7 @@ impl Edge {
             prefetcher: Prefetcher::new(config.media.prefetch_concurrency),
             metrics,
             started: Instant::now(),
+            connections: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             id_prefix: nanos,
             config,
@@ -111,6 +116,35 @@ impl Edge {
         cluster.is_sibling(parts.method.as_str(), target, &parts.headers, SystemTime::now())
     }
 
+    /// Counts a client connection as open until the guard is dropped.
+    pub fn open_connection(&self) -> OpenConnection<'_> {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(&self.connections)
+    }
+
+    /// How near the edge is to its bounds, 0 to 1: the fuller of client
+    /// connections (of `server.max_connections`) and the memory fills hold
+    /// (of their share of `cache.memory`).
+    pub fn load(&self) -> f64 {
+        let share = |used: f64, bound: f64| if bound > 0.0 { used / bound } else { 0.0 };
+        let connections = share(
+            self.connections.load(Ordering::Relaxed) as f64,
+            self.config.server.max_connections as f64,
+        );
+        let fills = share(self.fill_budget.used() as f64, self.config.cache.fill_memory() as f64);
+        connections.max(fills).min(1.0)
+    }
+
+    /// This edge's `CMSD-Dynamic` entry for an answer to `peer`: what its
+    /// socket says of the path to it, and the edge's load. None for a
+    /// sibling, or with `media.cmsd` off.
+    pub fn cmsd_entry(&self, peer: &Peer) -> Option<http::HeaderValue> {
+        if !self.config.media.cmsd || peer.sibling {
+            return None;
+        }
+        Some(cmsd::dynamic(cmsd::Path::of_socket(peer.socket), self.load()))
+    }
+
     /// Refreshes the gauges read from the cache, before `/metrics` or `/status`.
     pub fn refresh_gauges(&self) {
         if let Some(cluster) = &self.cluster {
@@ -121,5 +155,14 @@ impl Edge {
         self.metrics.cache_bytes.set(self.store.bytes() as i64);
         self.metrics.cache_objects.set(self.store.objects() as i64);
         self.metrics.fill_bytes.set(self.fill_budget.used() as i64);
+    }
+}
+
+/// A client connection counted as open: see [`Edge::open_connection`].
+pub struct OpenConnection<'a>(&'a AtomicUsize);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -21,6 +21,9 @@ pub struct Peer {
     pub tls: bool,
     /// This request is a sibling edge's, signed with the fleet's secret.
     pub sibling: bool,
+    /// The connection's TCP socket, for what the kernel measured of it
+    /// (`TCP_INFO`, see `cmsd`); `None` where there is none to ask.
+    pub socket: Option<i32>,
 }
 
 impl Peer {
@@ -29,6 +32,7 @@ impl Peer {
             ip,
             tls: false,
             sibling: false,
+            socket: None,
         }
     }
 }
@@ -218,6 +222,7 @@ mod tests {
             ip: "10.1.2.3".parse().unwrap(),
             tls: true,
             sibling: false,
+            socket: None,
         };
         let out = upstream_headers(&sent, from_lb, &to);
         assert_eq!(out["x-forwarded-for"], "203.0.113.9, 198.51.100.1, 10.1.2.3");

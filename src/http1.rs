@@ -61,7 +61,13 @@ pub fn max_head(cfg: &ServerConfig) -> usize {
 /// on a new connection); `server.idle_timeout` bounds a kept-alive
 /// connection waiting for its next request. A head too large for this loop
 /// goes to hyper, which refuses it with 431.
-pub async fn serve<I>(edge: &Arc<Edge>, io: &mut I, peer: SocketAddr, stop: &watch::Receiver<bool>) -> Ended
+pub async fn serve<I>(
+    edge: &Arc<Edge>,
+    io: &mut I,
+    peer: SocketAddr,
+    client: Peer,
+    stop: &watch::Receiver<bool>,
+) -> Ended
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
@@ -134,7 +140,7 @@ where
         };
         let (head_request, close) = (head.parts.method == Method::HEAD, head.close);
         let mut parts = head.parts;
-        let mut response = crate::proxy::answer(Arc::clone(edge), &mut parts, Peer::plain(peer.ip())).await;
+        let mut response = crate::proxy::answer(Arc::clone(edge), &mut parts, client).await;
         fields = parts.headers;
         // Also lets go of the read buffer's bytes the values pointed into.
         fields.clear();

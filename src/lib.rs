@@ -17,6 +17,7 @@ pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod cluster;
+pub mod cmsd;
 pub mod coalesce;
 pub mod config;
 pub mod cors;

@@ -149,6 +149,7 @@ pub fn respond_stored(
         cache_status,
         request_id: None,
         any_origin: false,
+        cmsd: None,
     };
     let body = if request.method == Method::HEAD {
         EdgeBody::empty()

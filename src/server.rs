@@ -123,11 +123,13 @@ pub async fn serve_edge(edge: Arc<Edge>, listener: Listener, tls: Option<TlsAcce
         let builder = Arc::clone(&builder);
         let tls = tls.clone();
         let stop = conn_stop.clone();
+        let socket = socket_of(&stream);
         Box::pin(async move {
-            let _held = (permit, slot);
+            let _held = (permit, slot, edge.open_connection());
             let conn = Conn {
                 edge: &edge,
                 peer,
+                socket,
                 builder: &builder,
                 stop,
             };
@@ -160,10 +162,26 @@ pub async fn serve_edge(edge: Arc<Edge>, listener: Listener, tls: Option<TlsAcce
 /// How long an idle connection's graceful close may take.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// The raw socket of a client connection, for `TCP_INFO`.
+fn socket_of(stream: &TcpStream) -> Option<i32> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        Some(stream.as_raw_fd())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = stream;
+        None
+    }
+}
+
 /// One client connection.
 struct Conn<'a> {
     edge: &'a Arc<Edge>,
     peer: SocketAddr,
+    /// The TCP socket under whatever wraps it, while the connection lasts.
+    socket: Option<i32>,
     builder: &'a auto::Builder<TokioExecutor>,
     stop: watch::Receiver<bool>,
 }
@@ -175,7 +193,11 @@ impl Conn<'_> {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let ended = http1::serve(self.edge, &mut io, self.peer, &self.stop).await;
+        let client = Peer {
+            socket: self.socket,
+            ..Peer::plain(self.peer.ip())
+        };
+        let ended = http1::serve(self.edge, &mut io, self.peer, client, &self.stop).await;
         if let http1::Ended::Handoff(read) = ended {
             let io = http1::Prefixed::new(read, io);
             self.hyper(io, false).await;
@@ -196,6 +218,7 @@ impl Conn<'_> {
             tls,
             // Per request: see `proxy::answer`.
             sibling: false,
+            socket: self.socket,
         };
         let activity = Activity::new();
         let for_service = Arc::clone(edge);

@@ -8,9 +8,10 @@
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::cache::Head;
+use crate::cmsd::CMSD_DYNAMIC;
 use crate::headers::{number, CACHE_STATUS, X_REQUEST_ID};
 use crate::outcome::CacheStatus;
 use crate::request_id::RequestId;
@@ -28,6 +29,8 @@ pub struct SharedHead {
     /// The CORS headers for any origin ([`crate::cors::ANY_ORIGIN_LINES`]):
     /// set by [`crate::proxy::answer`] when `server.cors_origins` is `*`.
     pub any_origin: bool,
+    /// `CMSD-Dynamic`: set by [`crate::proxy::answer`] (see [`crate::cmsd`]).
+    pub cmsd: Option<HeaderValue>,
 }
 
 /// One header an answer gets for itself, on top of a stored head: the one
@@ -44,6 +47,8 @@ pub enum Field<'a> {
     RequestId(&'a RequestId),
     /// The CORS headers when any origin may read the answer.
     AnyOrigin,
+    /// `CMSD-Dynamic` (CTA-5006).
+    Cmsd(&'a HeaderValue),
 }
 
 impl Field<'_> {
@@ -67,10 +72,16 @@ impl Field<'_> {
                 out.put_slice(b"\r\n");
             }
             Field::AnyOrigin => out.put_slice(crate::cors::ANY_ORIGIN_LINES),
+            Field::Cmsd(value) => {
+                out.put_slice(b"cmsd-dynamic: ");
+                out.put_slice(value.as_bytes());
+                out.put_slice(b"\r\n");
+            }
         }
     }
 
-    /// The field in a header map, replacing any value it had.
+    /// The field in a header map, replacing any value it had (`CMSD-Dynamic`
+    /// is added to the origin's entries).
     pub fn insert(self, headers: &mut HeaderMap) {
         match self {
             Field::Age(age) => {
@@ -83,6 +94,10 @@ impl Field<'_> {
                 headers.insert(X_REQUEST_ID, id.header_value());
             }
             Field::AnyOrigin => crate::cors::insert_any_origin(headers),
+            // A list each hop adds its entry to: the origin's stays.
+            Field::Cmsd(value) => {
+                headers.append(CMSD_DYNAMIC, value.clone());
+            }
         }
     }
 }
@@ -100,6 +115,9 @@ impl SharedHead {
         }
         if self.any_origin {
             each(Field::AnyOrigin);
+        }
+        if let Some(cmsd) = &self.cmsd {
+            each(Field::Cmsd(cmsd));
         }
     }
 
@@ -153,11 +171,13 @@ mod tests {
             prefetched: true,
             peer: false,
         };
+        let cmsd = HeaderValue::from_static("\"outpost\";etp=9000;rtt=3;du");
         for field in [
             Field::Age(42),
             Field::CacheStatus(status),
             Field::RequestId(&id),
             Field::AnyOrigin,
+            Field::Cmsd(&cmsd),
         ] {
             let mut out = BytesMut::new();
             field.encode(&mut out);

@@ -38,6 +38,7 @@ const LAYERS: &[&[&str]] = &[
     &[
         "budget",
         "clock",
+        "cmsd",
         "config",
         "digest",
         "headers",

@@ -107,3 +107,66 @@ async fn ten_players_play_live_hls_through_the_edge_and_the_origin_sends_each_se
     );
     edge.shutdown().await;
 }
+
+/// Runs `script` (in tests/browser) with node and returns the JSON it prints.
+async fn node(script: &'static str, args: Vec<String>) -> serde_json::Value {
+    let dir = browser_dir();
+    assert!(
+        dir.join("node_modules/playwright-core").exists() && dir.join("node_modules/dashjs").exists(),
+        "the browser tests need their npm packages: `npm ci --prefix tests/browser` (.ci/run does it)"
+    );
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(dir.join(script))
+            .args(args)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("node runs (apt-get install nodejs npm)")
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{script} failed: {stderr}");
+    serde_json::from_slice(&run.stdout).unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {stderr}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dash_js_player_receives_the_edges_cmsd() {
+    let live = FfmpegLive::start("cmsd", Packaging::Dash);
+    live.wait_file("manifest.mpd").await;
+    let origin = TestOrigin::start().await;
+    origin.serve_dir("/live/", &live.dir);
+    let dir = browser_dir();
+    let page = std::fs::read(dir.join("cmsd.html")).unwrap();
+    origin.set("/cmsd.html", Script::ok(page).header("content-type", "text/html"));
+    let dash_js = std::fs::read(dir.join("node_modules/dashjs/dist/modern/umd/dash.all.min.js")).unwrap();
+    origin.set(
+        "/dash.all.min.js",
+        Script::ok(dash_js).header("content-type", "application/javascript"),
+    );
+    let edge = edge_for(&origin).await;
+    let report = node("cmsd.mjs", vec![url(&edge, "/cmsd.html"), "40".into()]).await;
+    let received = report["received"].as_array().unwrap();
+    let parsed = report["parsed"].as_array().unwrap();
+    assert!(parsed.len() >= 3, "dash.js kept CMSD for too few segments: {report}");
+    // Every response the player took from the edge carried the edge's entry.
+    for r in received {
+        let header = r["header"].as_str().unwrap_or_default();
+        assert!(header.starts_with("\"outpost\""), "{r}");
+    }
+    // What dash.js parsed: the round trip on every answer, a throughput once
+    // the connection has delivered some bytes, and no duress on an idle edge.
+    for p in parsed {
+        let dynamic = &p["dynamic"];
+        assert!(dynamic["rtt"].as_u64().is_some(), "{p}");
+        assert!(dynamic.get("du").is_none() && dynamic.get("mb").is_none(), "{p}");
+    }
+    assert!(
+        parsed
+            .iter()
+            .any(|p| p["dynamic"]["etp"].as_u64().is_some_and(|etp| etp > 0)),
+        "no throughput in {report}"
+    );
+    edge.shutdown().await;
+}

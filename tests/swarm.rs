@@ -307,3 +307,126 @@ async fn chunk_digests_let_a_loader_check_each_piece() {
     assert_eq!(hash_list(&edge, "chunk=16384").await.0, 400);
     edge.shutdown().await;
 }
+
+/// The `key=value` parameters of the edge's `CMSD-Dynamic` entry, and whether it says `du`.
+fn cmsd_of(got: &Got) -> (std::collections::BTreeMap<String, u64>, bool) {
+    let value = got.header("cmsd-dynamic");
+    let rest = value
+        .strip_prefix("\"outpost\"")
+        .unwrap_or_else(|| panic!("not the edge's entry: {value:?}"));
+    let mut params = std::collections::BTreeMap::new();
+    let mut duress = false;
+    for param in rest.split(';').filter(|p| !p.is_empty()) {
+        match param.split_once('=') {
+            Some((k, v)) => {
+                params.insert(k.to_owned(), v.parse().unwrap());
+            }
+            None if param == "du" => duress = true,
+            None => panic!("{value}"),
+        }
+    }
+    (params, duress)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_the_edges_cmsd_and_says_duress_near_the_bounds() {
+    let origin = TestOrigin::start().await;
+    origin.set("/v/seg-1.m4s", Script::ok(payload(300_000, 1)));
+    let edge = start_edge(
+        "[server]\nmax_connections = 10\n[[routes]]\nurl = \"{origin}\"\n",
+        &origin,
+    )
+    .await;
+    for c in [client(), h2_client()] {
+        // The first answer on a connection knows the round trip; once bytes
+        // have gone, the throughput too.
+        let first = get(&c, &url(&edge, "/v/seg-1.m4s")).await;
+        assert!(
+            cmsd_of(&first).0.contains_key("rtt"),
+            "{}",
+            first.header("cmsd-dynamic")
+        );
+        let hit = get(&c, &url(&edge, "/v/seg-1.m4s")).await;
+        let (params, duress) = cmsd_of(&hit);
+        assert!(params["etp"] > 0 && !duress && !params.contains_key("mb"), "{params:?}");
+    }
+    // Nine more connections held open: ten of ten, the edge is under duress
+    // and suggests a ceiling below what it measured.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(tokio::net::TcpStream::connect(edge.addrs.listen).await.unwrap());
+    }
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (params, duress) = loop {
+        let got = get(&c, &url(&edge, "/v/seg-1.m4s")).await;
+        let (params, duress) = cmsd_of(&got);
+        if duress && params.contains_key("etp") {
+            break (params, duress);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no duress with 10 of 10 connections: {params:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(duress);
+    assert!(params["mb"] < params["etp"], "{params:?}");
+    drop(held);
+    // Off: no entry.
+    let quiet = start_edge("[media]\ncmsd = false\n[[routes]]\nurl = \"{origin}\"\n", &origin).await;
+    let got = get(&client(), &url(&quiet, "/v/seg-1.m4s")).await;
+    assert!(got.headers.get("cmsd-dynamic").is_none());
+    quiet.shutdown().await;
+    edge.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_origins_cmsd_passes_through_and_the_edges_entry_comes_last() {
+    let origin = TestOrigin::start().await;
+    origin.set(
+        "/object",
+        Script::ok(payload(2_000, 1)).headers(&[
+            ("cmsd-static", "ot=v,st=l"),
+            ("cmsd-dynamic", "\"origin-1\";etp=5000"),
+            ("content-type", "application/octet-stream"),
+        ]),
+    );
+    let edge = edge_for(&origin).await;
+    let c = client();
+    get(&c, &url(&edge, "/object")).await;
+    let hit = send(&c, "GET", &url(&edge, "/object"), &[]).await;
+    assert_eq!(hit.header("cmsd-static"), "ot=v,st=l");
+    let entries: Vec<&str> = hit
+        .headers
+        .get_all("cmsd-dynamic")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(entries[0], "\"origin-1\";etp=5000");
+    assert!(entries[1].starts_with("\"outpost\""));
+    // The same over hyper's HTTP/2.
+    let h2 = get(&h2_client(), &url(&edge, "/object")).await;
+    let entries: Vec<&str> = h2
+        .headers
+        .get_all("cmsd-dynamic")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    // The origin gave no freshness: `ot=v` made the extensionless object a
+    // segment, kept for `media.segment_default_ttl`; the same object without
+    // it is not a segment, and is not kept.
+    assert_eq!(hit.header("cache-status"), "outpost; hit");
+    origin.set(
+        "/plain",
+        Script::ok(payload(2_000, 1)).headers(&[("content-type", "application/octet-stream")]),
+    );
+    get(&c, &url(&edge, "/plain")).await;
+    assert!(!get(&c, &url(&edge, "/plain"))
+        .await
+        .header("cache-status")
+        .contains("hit"));
+    edge.shutdown().await;
+}

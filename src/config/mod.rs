@@ -128,6 +128,8 @@ pub struct MediaConfig {
     pub prefetch_ahead: usize,
     /// Prefetches under way at once.
     pub prefetch_concurrency: usize,
+    /// Send `CMSD-Dynamic` (CTA-5006) with every answer.
+    pub cmsd: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -393,6 +395,7 @@ fn media(m: &RawMedia) -> Result<MediaConfig, ConfigError> {
         negative_ttl: m.negative_ttl.0,
         prefetch_ahead: m.prefetch_ahead,
         prefetch_concurrency: m.prefetch_concurrency,
+        cmsd: m.cmsd,
     })
 }
 

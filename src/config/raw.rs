@@ -32,6 +32,8 @@ pub struct RawMedia {
     pub negative_ttl: Dur,
     pub prefetch_ahead: usize,
     pub prefetch_concurrency: usize,
+    /// Send the edge's `CMSD-Dynamic` entry (CTA-5006) with every answer.
+    pub cmsd: bool,
 }
 
 impl Default for RawMedia {
@@ -42,6 +44,7 @@ impl Default for RawMedia {
             negative_ttl: Dur(Duration::from_millis(250)),
             prefetch_ahead: 2,
             prefetch_concurrency: 4,
+            cmsd: true,
         }
     }
 }

@@ -126,6 +126,7 @@ fn the_head_has_one_date_and_the_prepared_fields_first() {
         },
         request_id: None,
         any_origin: true,
+        cmsd: Some(http::HeaderValue::from_static("\"outpost\";etp=800;rtt=2")),
     };
     encode_head(&mut out, StatusCode::OK, Some((&prepared, &shared)), &own, false);
     let text = String::from_utf8(out.split().to_vec()).unwrap();
@@ -133,7 +134,8 @@ fn the_head_has_one_date_and_the_prepared_fields_first() {
         text.starts_with(
             "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nage: 3\r\ncache-status: outpost; hit; detail=prefetch\r\n\
              access-control-allow-origin: *\r\naccess-control-expose-headers: Content-Length, \
-             Content-Range, Age, Cache-Status, Date, ETag, Repr-Digest\r\nvary: Origin\r\ndate: "
+             Content-Range, Age, Cache-Status, Date, ETag, Repr-Digest, CMSD-Dynamic, CMSD-Static\r\n\
+             cmsd-dynamic: \"outpost\";etp=800;rtt=2\r\nvary: Origin\r\ndate: "
         ),
         "{text}"
     );

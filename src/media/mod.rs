@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use http::{header, HeaderMap};
 
+use crate::cmsd::ObjectType;
+
 /// A playlist or manifest the edge has read.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Document {
@@ -95,11 +97,23 @@ const SEGMENT_EXTENSIONS: [&str; 14] = [
     "ts", "m4s", "mp4", "m4a", "m4v", "aac", "mp3", "ac3", "ec3", "vtt", "webvtt", "cmfv", "cmfa", "webm",
 ];
 
-/// Classifies an object by its path's extension, else by its `Content-Type`.
+/// Classifies an object by its path's extension, else by the origin's
+/// `CMSD-Static` object type (CTA-5006 `ot`), else by its `Content-Type`.
 pub fn kind_of(path: &str, headers: &HeaderMap) -> MediaKind {
     if let Some(kind) = kind_by_path(path) {
         return kind;
     }
+    let by_type = kind_by_content_type(headers);
+    match crate::cmsd::object_type(headers) {
+        Some(ObjectType::Media) => MediaKind::Segment,
+        // A manifest of either format: its type says which, HLS if it does not.
+        Some(ObjectType::Manifest) if by_type == MediaKind::DashManifest => MediaKind::DashManifest,
+        Some(ObjectType::Manifest) => MediaKind::HlsPlaylist,
+        None => by_type,
+    }
+}
+
+fn kind_by_content_type(headers: &HeaderMap) -> MediaKind {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -202,6 +216,36 @@ mod tests {
         ];
         for (path, headers, want) in cases {
             assert_eq!(kind_of(path, headers), want, "{path}");
+        }
+        // CTA-5006: the origin's CMSD-Static says what the path cannot.
+        let cmsd = |value: &str, content_type: Option<&str>| {
+            let mut h = HeaderMap::new();
+            h.insert("cmsd-static", value.parse().unwrap());
+            if let Some(t) = content_type {
+                h.insert(header::CONTENT_TYPE, t.parse().unwrap());
+            }
+            h
+        };
+        let cases = [
+            ("/play", cmsd("ot=m,sf=h,st=l", None), MediaKind::HlsPlaylist),
+            (
+                "/play",
+                cmsd("st=v, ot=m", Some("application/dash+xml")),
+                MediaKind::DashManifest,
+            ),
+            (
+                "/object",
+                cmsd("ot=v,br=3200", Some("application/octet-stream")),
+                MediaKind::Segment,
+            ),
+            ("/object", cmsd("ot=av", None), MediaKind::Segment),
+            ("/object", cmsd("ot=i", None), MediaKind::Segment),
+            ("/object", cmsd("ot=o", Some("text/html")), MediaKind::Other),
+            // The path still comes first.
+            ("/live/index.m3u8", cmsd("ot=v", None), MediaKind::HlsPlaylist),
+        ];
+        for (path, headers, want) in cases {
+            assert_eq!(kind_of(path, &headers), want, "{path} {headers:?}");
         }
     }
 

@@ -101,14 +101,19 @@ fn finish(
     // A plain stored hit carries its per-answer headers beside its shared
     // head (see `respond_stored`), the rest in the response's map.
     let any_origin = edge.cors.is_any() && !peer.sibling;
+    let cmsd = edge.cmsd_entry(&peer);
     let apart = match response.body_mut().shared_head_mut() {
         Some(shared) => {
             shared.request_id = Some(id);
             shared.any_origin = any_origin;
+            shared.cmsd = cmsd;
             true
         }
         None => {
             Field::RequestId(&id).insert(response.headers_mut());
+            if let Some(cmsd) = &cmsd {
+                Field::Cmsd(cmsd).insert(response.headers_mut());
+            }
             false
         }
     };
