@@ -147,13 +147,14 @@ fn response_headers(c: &mut Criterion) {
         b.iter(|| respond_stored(black_box(&parts), &stored.head, stored.body.clone(), served))
     });
     // What a hit over HTTP/2 adds: hyper takes one map, so the shared head and
-    // the per-answer headers (`Age`, `Cache-Status`, the id, CORS) go into one.
+    // the per-answer headers (`Age`, `Cache-Status`, the id, CORS, CMSD) go into one.
     let shared = SharedHead {
         head: Arc::clone(&stored.head),
         age: Some(12),
         cache_status: served.status,
         request_id: Some(RequestId::new(0x5f3e_2a1b, 0x2c)),
         any_origin: true,
+        cmsd: Some(http::HeaderValue::from_static("\"outpost\";etp=52000;rtt=3")),
     };
     c.bench_function(
         "respond: a stored head and per-answer headers in one map (HTTP/2)",
