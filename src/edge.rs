@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::prefetch::Prefetcher;
 use crate::request_id::RequestId;
 use crate::route::Routes;
+use crate::streams::StreamLimits;
 use crate::upstream::{client_tls, Upstream};
 
 /// Everything a request needs, shared by all connections.
@@ -36,6 +37,8 @@ pub struct Edge {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) cors: Cors,
     pub(crate) prefetcher: Prefetcher,
+    /// Slots for upstream fetches, per stream (`media.stream_fetches`).
+    pub(crate) streams: StreamLimits,
     pub(crate) started: Instant,
     /// Client connections open now, on every listener.
     connections: AtomicUsize,
@@ -66,6 +69,7 @@ impl Edge {
             cluster,
             cors: Cors::new(&config.server.cors_origins),
             prefetcher: Prefetcher::new(config.media.prefetch_concurrency),
+            streams: StreamLimits::new(config.media.stream_fetches),
             metrics,
             started: Instant::now(),
             connections: AtomicUsize::new(0),

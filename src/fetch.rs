@@ -3,7 +3,7 @@
 //! leaves, and it alone decides what is stored.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
@@ -21,6 +21,7 @@ use crate::headers;
 use crate::media::{self, freshness, Document};
 use crate::metrics::{GaugeGuard, Metrics, PrefetchResult};
 use crate::outcome::PassReason;
+use crate::streams::{stream_of, StreamLimits};
 use crate::upstream::{Answered, FetchError, Resume, Source, Upstream, UpstreamBody, UpstreamRequest};
 
 /// What a fetch uses of the edge's state: borrowed from the edge (see
@@ -33,6 +34,7 @@ pub struct Fetcher<'a> {
     pub fill_budget: &'a Arc<Budget>,
     pub metrics: &'a Metrics,
     pub clock: &'a Clock,
+    pub streams: &'a StreamLimits,
 }
 
 /// What one fill fetches.
@@ -94,6 +96,20 @@ async fn fetch(cx: &Fetcher<'_>, job: &FetchJob, writer: &Writer) -> Result<Fetc
     if let Some(stale) = &job.stale {
         add_validators(&mut request, stale);
     }
+    // One stream's fetches are bounded; a prefetch does not wait for a slot.
+    let patience = request.route.timeout;
+    let slot = match job.prefetch {
+        true => cx.streams.try_take(job.key.as_str()),
+        false => cx.streams.wait(job.key.as_str(), patience).await,
+    };
+    let Ok(_slot) = slot else {
+        let busy = FetchError::StreamBusy {
+            stream: stream_of(job.key.as_str()).to_owned(),
+            limit: cx.config.media.stream_fetches,
+            waited: if job.prefetch { Duration::ZERO } else { patience },
+        };
+        return serve_stale(job, writer).ok_or(busy).map(|_| Fetched::default());
+    };
     let answered = match cx.upstream.send(&request).await {
         Ok(r) => r,
         Err(e) => return serve_stale(job, writer).ok_or(e).map(|_| Fetched::default()),

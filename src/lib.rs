@@ -48,6 +48,7 @@ pub mod route;
 pub mod sendfile;
 pub mod server;
 pub mod shared_head;
+pub mod streams;
 pub mod upstream;
 
 pub use app::RunningEdge;

@@ -141,6 +141,8 @@ label! {
         Unspliceable => "unspliceable",
         /// The body did not match the digest its origin sent.
         DigestMismatch => "digest_mismatch",
+        /// `media.stream_fetches` of the object's stream stayed busy.
+        StreamBusy => "stream_busy",
         /// Nobody waited for the fetch any more: not the origin's failure.
         Abandoned => "abandoned",
     }

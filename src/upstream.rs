@@ -64,6 +64,13 @@ pub enum FetchError {
     /// The body is not what the origin's `Repr-Digest` or `Content-Digest` says.
     #[error("{origin} sent a body that fails its digest: {reason}")]
     DigestMismatch { origin: String, reason: String },
+    /// `media.stream_fetches` fetches of the same stream were under way for the route's `timeout`.
+    #[error("{stream} had {limit} fetches under way for all of {}", humantime::format_duration(*.waited))]
+    StreamBusy {
+        stream: String,
+        limit: usize,
+        waited: Duration,
+    },
     #[error("the upstream fetch was abandoned before it finished")]
     Abandoned,
     /// A fill that keeps nothing went on without this reader, which took
@@ -85,6 +92,7 @@ impl FetchError {
             FetchError::BlockedTooLong { .. } => FetchFailure::Blocked,
             FetchError::Unspliceable { .. } => FetchFailure::Unspliceable,
             FetchError::DigestMismatch { .. } => FetchFailure::DigestMismatch,
+            FetchError::StreamBusy { .. } => FetchFailure::StreamBusy,
             FetchError::Abandoned | FetchError::Overtaken => FetchFailure::Abandoned,
         }
     }
@@ -95,6 +103,8 @@ impl FetchError {
             FetchError::HeaderTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             // draft-pantos-hls-rfc8216bis §6.2.5.2: a reload that cannot be answered in time is a 503.
             FetchError::BlockedTooLong { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            // The edge holds back, not the origin failing.
+            FetchError::StreamBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         }
     }

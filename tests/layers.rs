@@ -47,6 +47,7 @@ const LAYERS: &[&[&str]] = &[
         "outcome",
         "rendezvous",
         "request_id",
+        "streams",
     ],
 ];
 

@@ -298,3 +298,79 @@ async fn connections_with_no_request_in_flight_are_closed_at_the_idle_timeout() 
     assert_eq!(edge.edge.metrics().refused.get(Refusal::Idle), 2);
     edge.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_runaway_stream_cannot_take_every_origin_fetch() {
+    let origin = TestOrigin::start().await;
+    for i in 0..6 {
+        origin.set(
+            &format!("/runaway/seg-{i}.ts"),
+            Script::ok(payload(1_000, i)).delay(Duration::from_millis(400)),
+        );
+    }
+    origin.set("/calm/seg-1.ts", Script::ok(payload(1_000, 9)));
+    let edge = start_edge(
+        "[media]\nstream_fetches = 2\nprefetch_ahead = 0\n[[routes]]\nurl = \"{origin}\"\ntimeout = \"5s\"\n",
+        &origin,
+    )
+    .await;
+    let runaway: Vec<_> = (0..6)
+        .map(|i| {
+            let u = url(&edge, &format!("/runaway/seg-{i}.ts"));
+            tokio::spawn(async move { get(&client(), &u).await.status })
+        })
+        .collect();
+    let arrived = || {
+        (0..6)
+            .filter(|i| origin.hits(&format!("/runaway/seg-{i}.ts")) > 0)
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while arrived() < 2 {
+        assert!(Instant::now() < deadline, "the stream's first fetches did not start");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Another stream is not held up behind them.
+    let calm = get(&client(), &url(&edge, "/calm/seg-1.ts")).await;
+    assert_eq!(calm.status, 200);
+    let waiting = 6 - arrived();
+    assert!(
+        waiting >= 3,
+        "the other stream was answered while {waiting} of one stream's fetches waited"
+    );
+    for r in runaway {
+        assert_eq!(r.await.unwrap(), 200, "they wait their turn, then are fetched");
+    }
+    assert!(
+        origin.peak_total_concurrency() <= 3,
+        "two of the stream at once, plus the other stream: {}",
+        origin.peak_total_concurrency()
+    );
+    // Past the route's timeout a waiting fetch is refused with 503.
+    let short = start_edge(
+        "[media]\nstream_fetches = 1\nprefetch_ahead = 0\n[[routes]]\nurl = \"{origin}\"\ntimeout = \"300ms\"\n",
+        &origin,
+    )
+    .await;
+    origin.set(
+        "/slow/a.ts",
+        Script::ok(payload(1_000, 1)).throttle(100, Duration::from_millis(100)),
+    );
+    origin.set("/slow/b.ts", Script::ok(payload(1_000, 2)));
+    let first = tokio::spawn({
+        let u = url(&short, "/slow/a.ts");
+        async move { get(&client(), &u).await.status }
+    });
+    origin.wait_hits("/slow/a.ts", 1).await;
+    let refused = get(&client(), &url(&short, "/slow/b.ts")).await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(origin.hits("/slow/b.ts"), 0);
+    assert_eq!(first.await.unwrap(), 200);
+    let metrics = get(&client(), &admin_url(&short, "/metrics")).await.text();
+    assert!(
+        metrics.contains("outpost_upstream_errors_total{reason=\"stream_busy\"} 1"),
+        "{metrics}"
+    );
+    short.shutdown().await;
+    edge.shutdown().await;
+}

@@ -130,6 +130,8 @@ pub struct MediaConfig {
     pub prefetch_concurrency: usize,
     /// Send `CMSD-Dynamic` (CTA-5006) with every answer.
     pub cmsd: bool,
+    /// Upstream fetches one stream may have at once; 0: no bound.
+    pub stream_fetches: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -396,6 +398,7 @@ fn media(m: &RawMedia) -> Result<MediaConfig, ConfigError> {
         prefetch_ahead: m.prefetch_ahead,
         prefetch_concurrency: m.prefetch_concurrency,
         cmsd: m.cmsd,
+        stream_fetches: m.stream_fetches,
     })
 }
 

@@ -34,6 +34,8 @@ pub struct RawMedia {
     pub prefetch_concurrency: usize,
     /// Send the edge's `CMSD-Dynamic` entry (CTA-5006) with every answer.
     pub cmsd: bool,
+    /// Upstream fetches one stream (the folder of a key) may have at once; 0: no bound.
+    pub stream_fetches: usize,
 }
 
 impl Default for RawMedia {
@@ -45,6 +47,7 @@ impl Default for RawMedia {
             prefetch_ahead: 2,
             prefetch_concurrency: 4,
             cmsd: true,
+            stream_fetches: 16,
         }
     }
 }

@@ -44,6 +44,7 @@ struct State {
     budget: Arc<Budget>,
     metrics: Arc<Metrics>,
     clock: Clock,
+    streams: StreamLimits,
 }
 
 impl State {
@@ -57,6 +58,7 @@ impl State {
             budget: Budget::new(budget),
             metrics,
             clock: Clock::default(),
+            streams: StreamLimits::new(4),
             config,
         }
     }
@@ -70,6 +72,7 @@ impl State {
             fill_budget: &self.budget,
             metrics: &self.metrics,
             clock: &self.clock,
+            streams: &self.streams,
         }
     }
 

@@ -39,6 +39,7 @@ fn fetcher(edge: &Edge) -> Fetcher<'_> {
         fill_budget: &edge.fill_budget,
         metrics: &edge.metrics,
         clock: &edge.clock,
+        streams: &edge.streams,
     }
 }
 

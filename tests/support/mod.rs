@@ -167,6 +167,8 @@ struct State {
     /// When the first body bytes of each path were handed to the connection.
     first_sent: Mutex<HashMap<String, std::time::Instant>>,
     total: AtomicUsize,
+    /// The most requests in flight at once, over every path.
+    peak_total: AtomicUsize,
     arrived: Notify,
 }
 
@@ -268,6 +270,11 @@ impl TestOrigin {
     }
 
     /// The most requests for `path` that were being answered at the same time.
+    /// The most requests this origin had in flight at once, all paths together.
+    pub fn peak_total_concurrency(&self) -> usize {
+        self.state.peak_total.load(Ordering::SeqCst)
+    }
+
     pub fn peak_concurrency(&self, path: &str) -> usize {
         self.state.peak.lock().unwrap().get(path).copied().unwrap_or(0)
     }
@@ -304,6 +311,8 @@ async fn answer(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Scrip
         let mut peak = st.peak.lock().unwrap();
         let p = peak.entry(path.clone()).or_default();
         *p = (*p).max(*now);
+        let all: usize = active.values().sum();
+        st.peak_total.fetch_max(all, Ordering::SeqCst);
     }
     st.total.fetch_add(1, Ordering::SeqCst);
     st.arrived.notify_waiters();
