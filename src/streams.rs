@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// Every fetch slot of a stream is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
 /// The fetch slots of every stream seen lately.
 pub struct StreamLimits {
     per_stream: usize,
@@ -37,22 +41,22 @@ impl StreamLimits {
 
     /// A slot for a fetch of `key`, waiting up to `patience` for one;
     /// `Ok(None)` when streams are not bounded; `Err` when none freed in time.
-    pub async fn wait(&self, key: &str, patience: Duration) -> Result<Option<OwnedSemaphorePermit>, ()> {
+    pub async fn wait(&self, key: &str, patience: Duration) -> Result<Option<OwnedSemaphorePermit>, Busy> {
         if self.per_stream == 0 {
             return Ok(None);
         }
         match tokio::time::timeout(patience, self.slots(key).acquire_owned()).await {
             Ok(Ok(permit)) => Ok(Some(permit)),
-            _ => Err(()),
+            _ => Err(Busy),
         }
     }
 
     /// A slot for a fetch of `key` if one is free now (for a prefetch, which never waits).
-    pub fn try_take(&self, key: &str) -> Result<Option<OwnedSemaphorePermit>, ()> {
+    pub fn try_take(&self, key: &str) -> Result<Option<OwnedSemaphorePermit>, Busy> {
         if self.per_stream == 0 {
             return Ok(None);
         }
-        self.slots(key).try_acquire_owned().map(Some).map_err(|_| ())
+        self.slots(key).try_acquire_owned().map(Some).map_err(|_| Busy)
     }
 }
 

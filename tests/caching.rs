@@ -361,8 +361,11 @@ async fn stored_heads_do_not_keep_the_connections_read_buffer() {
     let entry = edge.edge.store().get(&key).expect("stored");
     let head = &entry.head.headers;
     assert!(head.len() >= 4, "{head:?}");
+    // The digest is added once the body is in, in an allocation of its own.
+    assert!(head.contains_key("repr-digest"));
+    let from_origin = head.iter().filter(|(name, _)| *name != "repr-digest").map(|(_, v)| v);
     assert!(
-        end_to_end(head.values()),
+        end_to_end(from_origin),
         "stored response header values are slices of a read buffer"
     );
     assert!(

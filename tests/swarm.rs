@@ -346,9 +346,19 @@ async fn every_answer_carries_the_edges_cmsd_and_says_duress_near_the_bounds() {
             "{}",
             first.header("cmsd-dynamic")
         );
-        let hit = get(&c, &url(&edge, "/v/seg-1.m4s")).await;
-        let (params, duress) = cmsd_of(&hit);
-        assert!(params["etp"] > 0 && !duress && !params.contains_key("mb"), "{params:?}");
+        // The pool may open a new connection for the next request; within
+        // a few, one goes on a connection that has delivered bytes.
+        let mut measured = None;
+        for _ in 0..10 {
+            let hit = get(&c, &url(&edge, "/v/seg-1.m4s")).await;
+            let (params, duress) = cmsd_of(&hit);
+            assert!(!duress && !params.contains_key("mb"), "an idle edge: {params:?}");
+            if let Some(etp) = params.get("etp") {
+                measured = Some(*etp);
+                break;
+            }
+        }
+        assert!(measured.is_some_and(|etp| etp > 0), "no throughput measured");
     }
     // Nine more connections held open: ten of ten, the edge is under duress
     // and suggests a ceiling below what it measured.
