@@ -170,3 +170,133 @@ async fn a_dash_js_player_receives_the_edges_cmsd() {
     );
     edge.shutdown().await;
 }
+
+/// A 30 s VOD stream of 2 s segments made by ffmpeg in `dir` (`index.m3u8`, `seg-N.ts`).
+fn ffmpeg_vod(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=320x180:rate=25", "-t", "30"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "50",
+            "-sc_threshold",
+            "0",
+        ])
+        .args([
+            "-f",
+            "hls",
+            "-hls_time",
+            "2",
+            "-hls_playlist_type",
+            "vod",
+            "-hls_segment_filename",
+        ])
+        .arg(dir.join("seg-%d.ts"))
+        .arg(dir.join("index.m3u8"))
+        .status()
+        .expect("ffmpeg runs (apt-get install ffmpeg)");
+    assert!(status.success(), "ffmpeg made no VOD stream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_media_loader_plays_from_the_edge_and_checks_peers_against_its_hash_list() {
+    let vod = std::env::temp_dir().join(format!("outpost-p2p-vod-{}", std::process::id()));
+    ffmpeg_vod(&vod);
+    let origin = TestOrigin::start().await;
+    origin.serve_dir("/vod/", &vod);
+    let dir = browser_dir();
+    let modules = dir.join("node_modules");
+    let js = |path: &str| {
+        Script::ok(std::fs::read(modules.join(path)).unwrap()).header("content-type", "application/javascript")
+    };
+    origin.set(
+        "/p2p.html",
+        Script::ok(std::fs::read(dir.join("p2p.html")).unwrap()).header("content-type", "text/html"),
+    );
+    origin.set("/p2p/hls.min.js", js("hls.js/dist/hls.min.js"));
+    origin.set(
+        "/p2p/core.js",
+        js("p2p-media-loader-core/dist/p2p-media-loader-core.es.js"),
+    );
+    origin.set(
+        "/p2p/hlsjs.js",
+        js("p2p-media-loader-hlsjs/dist/p2p-media-loader-hlsjs.es.js"),
+    );
+    // The page's own query (the tracker, the fake peer's mark) is for the page's script.
+    let edge = start_edge(
+        "[[routes]]\nurl = \"{origin}\"\nignore_query = [\"tracker\", \"tamper\"]\n",
+        &origin,
+    )
+    .await;
+    let report = node("p2p.mjs", vec![url(&edge, "/p2p.html")]).await;
+    let _ = std::fs::remove_dir_all(&vod);
+    let scene = |name: &str| {
+        let s = &report[name];
+        assert!(s.is_object(), "no {name} in {report}");
+        assert_eq!(s["fatal"], serde_json::json!([]), "{name}: fatal player errors: {s}");
+        s.clone()
+    };
+    let list = |s: &serde_json::Value, key: &str| -> Vec<String> {
+        s[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    // WebRTC unavailable: the stream plays from the edge alone.
+    let alone = scene("alone");
+    assert!(alone["played"].as_f64().unwrap() >= 6.0, "{alone}");
+    assert_eq!(alone["p2p"], 0);
+    assert!(alone["http"].as_u64().unwrap() > 0);
+    // Two viewers in one swarm: the second takes segments from the first,
+    // and each passes the check against the edge's hash list.
+    let leecher = scene("leecher");
+    assert!(leecher["p2p"].as_u64().unwrap() > 0, "no bytes from a peer: {leecher}");
+    assert!(list(&leecher, "accepted").len() >= 2, "{leecher}");
+    assert!(list(&leecher, "rejected").is_empty(), "{leecher}");
+    // A fake peer's flipped bytes fail the check, and the viewer fetches
+    // those segments from the edge instead.
+    let (fake, honest) = (scene("fake"), scene("honest"));
+    assert!(
+        fake["uploaded"].as_u64().unwrap() >= 1,
+        "the fake peer sent nothing: {fake}"
+    );
+    let rejected = list(&honest, "rejected");
+    assert!(!rejected.is_empty(), "nothing was rejected: {honest}");
+    let fetched: Vec<&str> = honest["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["uri"].as_str().unwrap())
+        .collect();
+    for uri in &rejected {
+        assert!(
+            fetched.contains(&uri.as_str()),
+            "{uri} rejected but not fetched from the edge: {honest}"
+        );
+    }
+    assert!(honest["played"].as_f64().unwrap() >= 6.0, "{honest}");
+    // Five viewers, one origin fetch per segment.
+    let segments: Vec<String> = origin
+        .paths()
+        .into_iter()
+        .filter(|p| p.starts_with("/vod/seg-"))
+        .collect();
+    assert!(segments.len() >= 4, "{segments:?}");
+    for path in segments {
+        assert_eq!(origin.hits(&path), 1, "{path}");
+    }
+    eprintln!(
+        "p2p: alone {} HTTP bytes; leecher {} bytes from a peer, {} segments checked; honest rejected {rejected:?}",
+        alone["http"],
+        leecher["p2p"],
+        list(&leecher, "accepted").len()
+    );
+    edge.shutdown().await;
+}
