@@ -43,6 +43,7 @@ impl Edge {
         let maintained = Arc::clone(&edge);
         let stop = stop_rx.clone();
         tasks.spawn(async move { maintained.store.maintain(Duration::from_secs(1), stop).await });
+        tasks.spawn(sample_cpu(Arc::clone(&edge), stop_rx.clone()));
         tasks.spawn(crate::fleet::maintain(Arc::clone(&edge), stop_rx.clone()));
         tasks.spawn(server::serve_admin(Arc::clone(&edge), admin, stop_rx));
         tracing::info!(listen = %addrs.listen, tls = ?addrs.tls_listen, admin = %addrs.admin, "outpost serving");
@@ -52,6 +53,17 @@ impl Edge {
             stop: stop_tx,
             tasks,
         })
+    }
+}
+
+/// Samples the process's CPU use every second until `stop` (see `Edge::load`).
+async fn sample_cpu(edge: Arc<Edge>, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = every.tick() => edge.cpu.sample(),
+        }
     }
 }
 

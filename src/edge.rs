@@ -12,6 +12,7 @@ use crate::cmsd;
 use crate::coalesce::Inflight;
 use crate::config::Config;
 use crate::cors::Cors;
+use crate::cpu::CpuMeter;
 use crate::error::StartError;
 use crate::forward::Peer;
 use crate::metrics::Metrics;
@@ -42,6 +43,8 @@ pub struct Edge {
     pub(crate) started: Instant,
     /// Client connections open now, on every listener.
     connections: AtomicUsize,
+    /// The process's share of the machine's cores, sampled every second.
+    pub(crate) cpu: CpuMeter,
     next_id: AtomicU64,
     id_prefix: u32,
 }
@@ -73,6 +76,7 @@ impl Edge {
             metrics,
             started: Instant::now(),
             connections: AtomicUsize::new(0),
+            cpu: CpuMeter::default(),
             next_id: AtomicU64::new(1),
             id_prefix: nanos,
             config,
@@ -126,9 +130,10 @@ impl Edge {
         OpenConnection(&self.connections)
     }
 
-    /// How near the edge is to its bounds, 0 to 1: the fuller of client
-    /// connections (of `server.max_connections`) and the memory fills hold
-    /// (of their share of `cache.memory`).
+    /// How near the edge is to its bounds, 0 to 1: the fullest of client
+    /// connections (of `server.max_connections`), the memory fills hold (of
+    /// their share of `cache.memory`), and the machine's cores the process
+    /// used over the last second.
     pub fn load(&self) -> f64 {
         let share = |used: f64, bound: f64| if bound > 0.0 { used / bound } else { 0.0 };
         let connections = share(
@@ -136,7 +141,7 @@ impl Edge {
             self.config.server.max_connections as f64,
         );
         let fills = share(self.fill_budget.used() as f64, self.config.cache.fill_memory() as f64);
-        connections.max(fills).min(1.0)
+        connections.max(fills).max(self.cpu.share()).min(1.0)
     }
 
     /// This edge's `CMSD-Dynamic` entry for an answer to `peer`: what its

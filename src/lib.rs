@@ -21,6 +21,7 @@ pub mod cmsd;
 pub mod coalesce;
 pub mod config;
 pub mod cors;
+pub mod cpu;
 pub mod demo;
 pub mod digest;
 pub mod edge;

@@ -40,6 +40,7 @@ const LAYERS: &[&[&str]] = &[
         "clock",
         "cmsd",
         "config",
+        "cpu",
         "digest",
         "headers",
         "limits",
