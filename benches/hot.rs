@@ -154,7 +154,12 @@ fn response_headers(c: &mut Criterion) {
         cache_status: served.status,
         request_id: Some(RequestId::new(0x5f3e_2a1b, 0x2c)),
         any_origin: true,
-        cmsd: Some(http::HeaderValue::from_static("\"outpost\";etp=52000;rtt=3")),
+        cmsd: Some(outpost::cmsd::Entry {
+            etp: Some(52_000),
+            rtt: Some(3),
+            mb: None,
+            du: false,
+        }),
     };
     c.bench_function(
         "respond: a stored head and per-answer headers in one map (HTTP/2)",

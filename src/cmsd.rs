@@ -95,32 +95,63 @@ fn tcp_info(fd: i32) -> Option<Path> {
 
 /// The edge's `CMSD-Dynamic` entry for one answer: `"outpost"` with `etp`
 /// (throughput to this client, kbit/s) and `rtt` (ms) when known; under
-/// load (`load` is the fullest of the edge's bounds, 0 to 1) `mb`, a bitrate
-/// ceiling that falls from the throughput at 75 % to a quarter of it, and
-/// past 90 % `du` (duress).
-pub fn dynamic(path: Path, load: f64) -> HeaderValue {
-    let mut text = String::from("\"outpost\"");
-    if let Some(etp) = path.throughput_kbps {
-        text.push_str(&format!(";etp={etp}"));
-    }
-    if let Some(rtt) = path.rtt_ms {
-        text.push_str(&format!(";rtt={rtt}"));
-    }
-    if load >= LOADED {
-        if let Some(etp) = path.throughput_kbps {
+/// load `mb`, a bitrate ceiling, and `du` (duress). Kept as numbers until
+/// written: an answer from the cache writes it straight into its head.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Entry {
+    pub etp: Option<u64>,
+    pub rtt: Option<u64>,
+    pub mb: Option<u64>,
+    pub du: bool,
+}
+
+impl Entry {
+    /// The entry for an answer over `path` while the edge's `load` (the
+    /// fullest of its bounds, 0 to 1) is what it is: `mb` from 75 % on,
+    /// falling from the throughput to a quarter of it at 100 %; `du` from 90 %.
+    pub fn new(path: Path, load: f64) -> Self {
+        let mb = path.throughput_kbps.filter(|_| load >= LOADED).map(|etp| {
             let share = (1.0 - (load - LOADED) / (1.0 - LOADED) * 0.75).clamp(0.25, 1.0);
-            text.push_str(&format!(";mb={}", (etp as f64 * share) as u64));
+            (etp as f64 * share) as u64
+        });
+        Self {
+            etp: path.throughput_kbps,
+            rtt: path.rtt_ms,
+            mb,
+            du: load >= DURESS,
         }
     }
-    if load >= DURESS {
-        text.push_str(";du");
+
+    /// The value's bytes, as an HTTP/1.1 connection writes them.
+    pub fn write(&self, out: &mut bytes::BytesMut) {
+        use bytes::BufMut;
+        out.put_slice(b"\"outpost\"");
+        let mut digits = itoa::Buffer::new();
+        for (key, value) in [(&b";etp="[..], self.etp), (b";rtt=", self.rtt), (b";mb=", self.mb)] {
+            if let Some(value) = value {
+                out.put_slice(key);
+                out.put_slice(digits.format(value).as_bytes());
+            }
+        }
+        if self.du {
+            out.put_slice(b";du");
+        }
     }
-    HeaderValue::from_str(&text).expect("digits and ASCII")
+
+    pub fn value(&self) -> HeaderValue {
+        let mut out = bytes::BytesMut::with_capacity(64);
+        self.write(&mut out);
+        HeaderValue::from_maybe_shared(out.freeze()).expect("digits and ASCII")
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn dynamic(path: Path, load: f64) -> HeaderValue {
+        Entry::new(path, load).value()
+    }
 
     #[test]
     fn the_entry_says_what_is_known_and_how_loaded_the_edge_is() {

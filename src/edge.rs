@@ -147,11 +147,11 @@ impl Edge {
     /// This edge's `CMSD-Dynamic` entry for an answer to `peer`: what its
     /// socket says of the path to it, and the edge's load. None for a
     /// sibling, or with `media.cmsd` off.
-    pub fn cmsd_entry(&self, peer: &Peer) -> Option<http::HeaderValue> {
+    pub fn cmsd_entry(&self, peer: &Peer) -> Option<cmsd::Entry> {
         if !self.config.media.cmsd || peer.sibling {
             return None;
         }
-        Some(cmsd::dynamic(cmsd::Path::of_socket(peer.socket), self.load()))
+        Some(cmsd::Entry::new(cmsd::Path::of_socket(peer.socket), self.load()))
     }
 
     /// Refreshes the gauges read from the cache, before `/metrics` or `/status`.

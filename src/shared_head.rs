@@ -8,10 +8,10 @@
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
 
 use crate::cache::Head;
-use crate::cmsd::CMSD_DYNAMIC;
+use crate::cmsd::{self, CMSD_DYNAMIC};
 use crate::headers::{number, CACHE_STATUS, X_REQUEST_ID};
 use crate::outcome::CacheStatus;
 use crate::request_id::RequestId;
@@ -30,7 +30,7 @@ pub struct SharedHead {
     /// set by [`crate::proxy::answer`] when `server.cors_origins` is `*`.
     pub any_origin: bool,
     /// `CMSD-Dynamic`: set by [`crate::proxy::answer`] (see [`crate::cmsd`]).
-    pub cmsd: Option<HeaderValue>,
+    pub cmsd: Option<cmsd::Entry>,
 }
 
 /// One header an answer gets for itself, on top of a stored head: the one
@@ -48,7 +48,7 @@ pub enum Field<'a> {
     /// The CORS headers when any origin may read the answer.
     AnyOrigin,
     /// `CMSD-Dynamic` (CTA-5006).
-    Cmsd(&'a HeaderValue),
+    Cmsd(cmsd::Entry),
 }
 
 impl Field<'_> {
@@ -72,9 +72,9 @@ impl Field<'_> {
                 out.put_slice(b"\r\n");
             }
             Field::AnyOrigin => out.put_slice(crate::cors::ANY_ORIGIN_LINES),
-            Field::Cmsd(value) => {
+            Field::Cmsd(entry) => {
                 out.put_slice(b"cmsd-dynamic: ");
-                out.put_slice(value.as_bytes());
+                entry.write(out);
                 out.put_slice(b"\r\n");
             }
         }
@@ -95,8 +95,8 @@ impl Field<'_> {
             }
             Field::AnyOrigin => crate::cors::insert_any_origin(headers),
             // A list each hop adds its entry to: the origin's stays.
-            Field::Cmsd(value) => {
-                headers.append(CMSD_DYNAMIC, value.clone());
+            Field::Cmsd(entry) => {
+                headers.append(CMSD_DYNAMIC, entry.value());
             }
         }
     }
@@ -116,7 +116,7 @@ impl SharedHead {
         if self.any_origin {
             each(Field::AnyOrigin);
         }
-        if let Some(cmsd) = &self.cmsd {
+        if let Some(cmsd) = self.cmsd {
             each(Field::Cmsd(cmsd));
         }
     }
@@ -171,13 +171,18 @@ mod tests {
             prefetched: true,
             peer: false,
         };
-        let cmsd = HeaderValue::from_static("\"outpost\";etp=9000;rtt=3;du");
+        let cmsd = cmsd::Entry {
+            etp: Some(9000),
+            rtt: Some(3),
+            mb: Some(4500),
+            du: true,
+        };
         for field in [
             Field::Age(42),
             Field::CacheStatus(status),
             Field::RequestId(&id),
             Field::AnyOrigin,
-            Field::Cmsd(&cmsd),
+            Field::Cmsd(cmsd),
         ] {
             let mut out = BytesMut::new();
             field.encode(&mut out);

@@ -126,7 +126,12 @@ fn the_head_has_one_date_and_the_prepared_fields_first() {
         },
         request_id: None,
         any_origin: true,
-        cmsd: Some(http::HeaderValue::from_static("\"outpost\";etp=800;rtt=2")),
+        cmsd: Some(crate::cmsd::Entry {
+            etp: Some(800),
+            rtt: Some(2),
+            mb: None,
+            du: false,
+        }),
     };
     encode_head(&mut out, StatusCode::OK, Some((&prepared, &shared)), &own, false);
     let text = String::from_utf8(out.split().to_vec()).unwrap();

@@ -111,7 +111,7 @@ fn finish(
         }
         None => {
             Field::RequestId(&id).insert(response.headers_mut());
-            if let Some(cmsd) = &cmsd {
+            if let Some(cmsd) = cmsd {
                 Field::Cmsd(cmsd).insert(response.headers_mut());
             }
             false
