@@ -229,7 +229,7 @@ async fn p2p_media_loader_plays_from_the_edge_and_checks_peers_against_its_hash_
     );
     // The page's own query (the tracker, the fake peer's mark) is for the page's script.
     let edge = start_edge(
-        "[[routes]]\nurl = \"{origin}\"\nignore_query = [\"tracker\", \"tamper\"]\n",
+        "[[routes]]\nurl = \"{origin}\"\nignore_query = [\"tracker\", \"tamper\", \"stall\", \"checkhttp\"]\n",
         &origin,
     )
     .await;
@@ -282,7 +282,41 @@ async fn p2p_media_loader_plays_from_the_edge_and_checks_peers_against_its_hash_
         );
     }
     assert!(honest["played"].as_f64().unwrap() >= 6.0, "{honest}");
-    // Five viewers, one origin fetch per segment.
+    // A peer that goes quiet after 16 KiB of a segment: the viewer finishes
+    // it from the edge with `Range: bytes=16384-`, gets a 206 that starts
+    // there, and the joined segment passes the check against the hash list.
+    let (staller, resumer) = (scene("staller"), scene("resumer"));
+    assert!(
+        staller["uploaded"].as_u64().unwrap() >= 1,
+        "the stalling peer sent nothing: {staller}"
+    );
+    let resumes: Vec<&serde_json::Value> = resumer["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["range"].is_string())
+        .collect();
+    assert!(!resumes.is_empty(), "no range request reached the edge: {resumer}");
+    for r in &resumes {
+        let from = r["range"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("bytes=")
+            .and_then(|v| v.strip_suffix('-'))
+            .unwrap_or_else(|| panic!("not an open range: {r}"));
+        assert_ne!(from, "0", "a resume from the start: {r}");
+        assert_eq!(r["status"], 206, "{r}");
+        let content_range = r["contentRange"].as_str().unwrap_or_default();
+        assert!(content_range.starts_with(&format!("bytes {from}-")), "{r}");
+        let uri = r["uri"].as_str().unwrap().to_owned();
+        assert!(
+            list(&resumer, "accepted").contains(&uri),
+            "{uri} resumed but not checked: {resumer}"
+        );
+    }
+    assert!(list(&resumer, "rejected").is_empty(), "{resumer}");
+    assert!(resumer["played"].as_f64().unwrap() >= 6.0, "{resumer}");
+    // Seven viewers, one origin fetch per segment.
     let segments: Vec<String> = origin
         .paths()
         .into_iter()
@@ -293,10 +327,11 @@ async fn p2p_media_loader_plays_from_the_edge_and_checks_peers_against_its_hash_
         assert_eq!(origin.hits(&path), 1, "{path}");
     }
     eprintln!(
-        "p2p: alone {} HTTP bytes; leecher {} bytes from a peer, {} segments checked; honest rejected {rejected:?}",
+        "p2p: alone {} HTTP bytes; leecher {} bytes from a peer, {} segments checked; honest rejected {rejected:?}; resumed {:?}",
         alone["http"],
         leecher["p2p"],
-        list(&leecher, "accepted").len()
+        list(&leecher, "accepted").len(),
+        resumes.iter().map(|r| format!("{} {}", r["uri"], r["range"])).collect::<Vec<_>>()
     );
     edge.shutdown().await;
 }

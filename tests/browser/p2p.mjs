@@ -6,7 +6,10 @@
 // - swarm: a seeder, then a viewer who takes segments from it, each checked
 //   against the edge's hash list;
 // - tamper: a fake peer that flips a byte of every segment it uploads, then
-//   an honest viewer, who must reject those and fetch them from the edge.
+//   an honest viewer, who must reject those and fetch them from the edge;
+// - stall: a peer that sends the first 16 KiB of a segment and goes quiet,
+//   then a viewer who must finish that segment from the edge with a range
+//   request, and check the joined segment against the hash list.
 
 import { chromium } from "playwright-core";
 import Server from "bittorrent-tracker/server";
@@ -55,9 +58,12 @@ async function viewer(query, { noWebRtc = false } = {}) {
   const tab = await context.newPage();
   const logs = [];
   const requests = [];
-  // What this viewer asked of the edge for segments, ranges included.
-  tab.on("request", (r) => {
-    if (r.url().endsWith(".ts")) requests.push({ uri: r.url().split("/").pop(), range: r.headers()["range"] ?? null });
+  // What this viewer asked of the edge for segments, ranges included, and
+  // what came back.
+  tab.on("response", (r) => {
+    if (!r.url().endsWith(".ts")) return;
+    const range = r.request().headers()["range"] ?? null;
+    requests.push({ uri: r.url().split("/").pop(), range, status: r.status(), contentRange: r.headers()["content-range"] ?? null });
   });
   tab.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
   tab.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
@@ -103,6 +109,16 @@ try {
   out.fake = await state(fake);
   await fake.context.close();
   await honest.context.close();
+
+  const staller = await viewer("&stall");
+  out.staller = await until(staller, (s) => s.http > 0 && s.played >= 2, 30000);
+  await sleep(3000);
+  const resumer = await viewer("&checkhttp");
+  const resumed = (s) => s.requests.some((r) => r.range && r.status === 206);
+  out.resumer = await until(resumer, (s) => resumed(s) && s.played >= 6, 40000);
+  out.staller = await state(staller);
+  await staller.context.close();
+  await resumer.context.close();
 } finally {
   console.log(JSON.stringify(out));
   await browser.close();
