@@ -56,6 +56,7 @@ fn entry(now: SystemTime) -> Entry {
         request,
         fresh_until: now + Duration::from_secs(3600),
         keep_stale: Duration::ZERO,
+        grace: policy::Grace::default(),
         prefetched: false,
         from_peer: false,
     }

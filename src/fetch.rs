@@ -10,7 +10,7 @@ use http::{header, HeaderValue, StatusCode};
 use http_cache_semantics::AfterResponse;
 
 use crate::budget::Budget;
-use crate::cache::policy::{self, Disposition};
+use crate::cache::policy::{self, Disposition, Grace};
 use crate::cache::{CacheKey, Entry, Head, Store};
 use crate::clock::Clock;
 use crate::coalesce::Inflight;
@@ -108,11 +108,11 @@ async fn fetch(cx: &Fetcher<'_>, job: &FetchJob, writer: &Writer) -> Result<Fetc
             limit: cx.config.media.stream_fetches,
             waited: if job.prefetch { Duration::ZERO } else { patience },
         };
-        return serve_stale(job, writer).ok_or(busy).map(|_| Fetched::default());
+        return serve_stale(cx, job, writer).ok_or(busy).map(|_| Fetched::default());
     };
     let answered = match cx.upstream.send(&request).await {
         Ok(r) => r,
-        Err(e) => return serve_stale(job, writer).ok_or(e).map(|_| Fetched::default()),
+        Err(e) => return serve_stale(cx, job, writer).ok_or(e).map(|_| Fetched::default()),
     };
     let now = cx.clock.now();
     let Answered { response, source, rest } = answered;
@@ -120,10 +120,10 @@ async fn fetch(cx: &Fetcher<'_>, job: &FetchJob, writer: &Writer) -> Result<Fetc
     if let Some(stale) = &job.stale {
         if parts.status == StatusCode::NOT_MODIFIED {
             let entry =
-                refreshed(stale, &request, &parts, now, writer).or_else(|e| serve_stale(job, writer).ok_or(e))?;
+                refreshed(stale, &request, &parts, now, writer).or_else(|e| serve_stale(cx, job, writer).ok_or(e))?;
             return Ok(Fetched { entry, playlist: None });
         }
-        if parts.status.is_server_error() && serve_stale(job, writer).is_some() {
+        if parts.status.is_server_error() && serve_stale(cx, job, writer).is_some() {
             return Ok(Fetched::default());
         }
     }
@@ -144,7 +144,7 @@ async fn fetch(cx: &Fetcher<'_>, job: &FetchJob, writer: &Writer) -> Result<Fetc
     };
     let first = match stream.body.next().await {
         Ok(first) => first,
-        Err(e) => return serve_stale(job, writer).ok_or(e).map(|_| Fetched::default()),
+        Err(e) => return serve_stale(cx, job, writer).ok_or(e).map(|_| Fetched::default()),
     };
     let judged = publish_head(cx, job, &stream, &parts, now, writer);
     stream.resume = resumable(&judged.head);
@@ -405,8 +405,21 @@ fn entry(
         StatusCode::OK => Document::read(judged.kind, &body, now),
         _ => None,
     };
+    let route = &job.request.route;
+    let mut grace = policy::grace(
+        &judged.head.headers,
+        Grace {
+            while_revalidate: route.stale_while_revalidate,
+            if_error: route.stale_if_error,
+        },
+    );
     if let Some(document) = &playlist {
         ttl = freshness::playlist_ttl(document, ttl, judged.origin_spoke, &cx.config.media);
+        // A player must not be handed a frozen live window: a live playlist
+        // is never served older than its target duration.
+        if let Some(period) = document.live_period() {
+            grace = grace.at_most(period.saturating_sub(ttl));
+        }
     }
     // Known only now that the body is in: every answer from the entry has it.
     let head = Arc::new(
@@ -421,6 +434,7 @@ fn entry(
         request: judged.sent,
         fresh_until: now + ttl,
         keep_stale: cx.config.cache.keep_stale,
+        grace,
         prefetched: job.prefetch,
         from_peer: judged.from_peer,
     });
@@ -513,6 +527,7 @@ fn refreshed(
         request: stale.request.clone(),
         fresh_until: now + ttl,
         keep_stale: stale.keep_stale,
+        grace: stale.grace,
         prefetched: stale.prefetched,
         from_peer: stale.from_peer,
     });
@@ -520,11 +535,12 @@ fn refreshed(
     Ok(Some(entry))
 }
 
-/// Serves the stored entry when the origin failed, if the entry allows it
-/// (RFC 9111 §4.2.4). Returns `Some(None)`: served, nothing new to store.
-fn serve_stale(job: &FetchJob, writer: &Writer) -> Option<Option<Arc<Entry>>> {
+/// Serves the stored entry when the origin failed, if it is within its
+/// `stale-if-error` grace (none when the origin forbade serving it stale,
+/// RFC 9111 §4.2.4). Returns `Some(None)`: served, nothing new to store.
+fn serve_stale(cx: &Fetcher<'_>, job: &FetchJob, writer: &Writer) -> Option<Option<Arc<Entry>>> {
     let stale = job.stale.as_ref()?;
-    if !policy::may_serve_stale(&stale.head.headers) {
+    if !stale.serves_on_error(cx.clock.now()) {
         return None;
     }
     tracing::warn!(key = job.key.as_str(), "origin failed; serving the stored entry stale");

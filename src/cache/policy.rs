@@ -113,6 +113,53 @@ pub fn may_serve_stale(headers: &HeaderMap) -> bool {
     })
 }
 
+/// How long past its freshness a stored answer may still be served
+/// (RFC 5861): at once while one background refresh runs, and when the
+/// origin fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Grace {
+    pub while_revalidate: Duration,
+    pub if_error: Duration,
+}
+
+impl Grace {
+    /// Neither grace reaches past `bound` (a live playlist's window moves on).
+    pub fn at_most(self, bound: Duration) -> Grace {
+        Grace {
+            while_revalidate: self.while_revalidate.min(bound),
+            if_error: self.if_error.min(bound),
+        }
+    }
+
+    pub fn longest(self) -> Duration {
+        self.while_revalidate.max(self.if_error)
+    }
+}
+
+/// The grace an answer gets: the origin's `stale-while-revalidate` and
+/// `stale-if-error`, each falling back to the route's; none at all when the
+/// origin forbids serving it stale.
+pub fn grace(headers: &HeaderMap, route: Grace) -> Grace {
+    if !may_serve_stale(headers) {
+        return Grace::default();
+    }
+    let mut grace = route;
+    for (name, value) in cache_directives(headers) {
+        let seconds = || {
+            value
+                .as_deref()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_secs)
+        };
+        match name.as_str() {
+            "stale-while-revalidate" => grace.while_revalidate = seconds().unwrap_or(grace.while_revalidate),
+            "stale-if-error" => grace.if_error = seconds().unwrap_or(grace.if_error),
+            _ => {}
+        }
+    }
+    grace
+}
+
 fn response_parts(status: StatusCode, headers: &HeaderMap) -> http::response::Parts {
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;

@@ -14,6 +14,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::head::Head;
 use super::key::CacheKey;
+use super::policy::Grace;
 
 /// A stored object.
 #[derive(Debug)]
@@ -25,8 +26,10 @@ pub struct Entry {
     /// The request the edge sent upstream for it, for merging a later 304.
     pub request: Request<()>,
     pub fresh_until: SystemTime,
-    /// How long past staleness it stays for revalidation or stale-if-error.
+    /// How long past staleness it stays for revalidation.
     pub keep_stale: Duration,
+    /// How long past staleness it may still be served (RFC 5861).
+    pub grace: Grace,
     /// A prefetch put it here, before any player asked.
     pub prefetched: bool,
     /// A sibling edge sent it (the key's owner in the fleet).
@@ -36,6 +39,17 @@ pub struct Entry {
 impl Entry {
     pub fn is_fresh(&self, now: SystemTime) -> bool {
         now < self.fresh_until
+    }
+
+    /// Stale, but within `stale-while-revalidate`: served at once while a
+    /// background refresh runs.
+    pub fn serves_while_revalidating(&self, now: SystemTime) -> bool {
+        !self.is_fresh(now) && now < self.fresh_until + self.grace.while_revalidate
+    }
+
+    /// Within `stale-if-error`: served when the origin fails.
+    pub fn serves_on_error(&self, now: SystemTime) -> bool {
+        now < self.fresh_until + self.grace.if_error
     }
 
     pub fn has_validators(&self) -> bool {
@@ -48,7 +62,7 @@ impl Entry {
     }
 
     fn lifetime(&self, now: SystemTime) -> Duration {
-        self.fresh_until.duration_since(now).unwrap_or_default() + self.keep_stale
+        self.fresh_until.duration_since(now).unwrap_or_default() + self.keep_stale.max(self.grace.longest())
     }
 }
 
@@ -227,6 +241,7 @@ mod tests {
             request,
             fresh_until: now + Duration::from_secs(3600),
             keep_stale: Duration::ZERO,
+            grace: Grace::default(),
             prefetched: false,
             from_peer: false,
         })

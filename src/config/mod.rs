@@ -148,6 +148,13 @@ pub struct RouteConfig {
     pub backups: Vec<OriginUrl>,
     pub timeout: Duration,
     pub download_timeout: Duration,
+    /// How long past freshness a stored answer is served at once while one
+    /// background refresh runs, when the origin's answer names no
+    /// `stale-while-revalidate`.
+    pub stale_while_revalidate: Duration,
+    /// How long past freshness a stored answer is served when the origin
+    /// fails, when the origin's answer names no `stale-if-error`.
+    pub stale_if_error: Duration,
     /// Query argument names left out of the cache key (and so never sent upstream).
     pub ignore_query: Vec<String>,
     /// Client headers never sent to this origin, beyond the built-in list.
@@ -452,6 +459,8 @@ fn route(i: usize, r: &RawRoute) -> Result<RouteConfig, ConfigError> {
         backups,
         timeout: r.timeout.0,
         download_timeout: r.download_timeout.0,
+        stale_while_revalidate: r.stale_while_revalidate.0,
+        stale_if_error: r.stale_if_error.0,
         ignore_query: r.ignore_query.clone(),
         strip_headers,
     })

@@ -113,6 +113,11 @@ pub struct RawRoute {
     pub timeout: Dur,
     #[serde(default = "default_download_timeout")]
     pub download_timeout: Dur,
+    /// RFC 5861 grace when the origin's answer names none.
+    #[serde(default)]
+    pub stale_while_revalidate: Dur,
+    #[serde(default = "default_stale_if_error")]
+    pub stale_if_error: Dur,
     /// Query arguments left out of the cache key (CDN tokens, session ids).
     #[serde(default)]
     pub ignore_query: Vec<String>,
@@ -166,6 +171,10 @@ fn default_route_timeout() -> Dur {
     secs(10)
 }
 
+fn default_stale_if_error() -> Dur {
+    secs(300)
+}
+
 fn default_download_timeout() -> Dur {
     secs(5)
 }
@@ -183,6 +192,8 @@ impl Default for RawConfig {
                 backups: Vec::new(),
                 timeout: default_route_timeout(),
                 download_timeout: default_download_timeout(),
+                stale_while_revalidate: Dur::default(),
+                stale_if_error: default_stale_if_error(),
                 ignore_query: Vec::new(),
                 strip_headers: Vec::new(),
             }],

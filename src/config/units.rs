@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 /// A duration written as `"250ms"`, `"2s"`, `"5m"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Dur(pub Duration);
 
 /// A byte count written as `"512MiB"`, `"64KiB"`, `"1GB"` or a plain integer.

@@ -36,7 +36,17 @@ impl Document {
     pub fn live_cap(&self) -> Option<Duration> {
         match self {
             Document::Hls(hls::Summary::Media(p)) if p.live => Some(p.part_target.unwrap_or(p.target_duration) / 2),
-            Document::Dash(m) if m.live => Some(m.update_period.unwrap_or(Duration::from_secs(2)) / 2),
+            _ => self.live_period().map(|period| period / 2),
+        }
+    }
+
+    /// For a live document, how often it moves on: an HLS playlist's target
+    /// duration, a DASH manifest's update period (2 s when it names none).
+    /// `None` for VOD.
+    pub fn live_period(&self) -> Option<Duration> {
+        match self {
+            Document::Hls(hls::Summary::Media(p)) if p.live => Some(p.target_duration),
+            Document::Dash(m) if m.live => Some(m.update_period.unwrap_or(Duration::from_secs(2))),
             _ => None,
         }
     }

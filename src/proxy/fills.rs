@@ -29,6 +29,21 @@ async fn run(edge: Arc<Edge>, job: FetchJob, writer: Writer) {
     }
 }
 
+/// Refreshes a stale entry behind the client's back (stale-while-revalidate):
+/// one refresh per key however many clients ask meanwhile. The client that
+/// asked has its stale answer already.
+pub fn revalidate(edge: &Arc<Edge>, job: FetchJob) {
+    let now = edge.clock.now();
+    let fresh = || edge.store.get(&job.key).filter(|e| e.is_fresh(now));
+    match edge.inflight.join(&job.key, fresh) {
+        Joined::Started(reader, writer) => {
+            drop(reader);
+            spawn(Arc::clone(edge), job, writer);
+        }
+        Joined::Hit(_) | Joined::Collapsed(_) => {}
+    }
+}
+
 /// What a fetch uses of the edge.
 fn fetcher(edge: &Edge) -> Fetcher<'_> {
     Fetcher {

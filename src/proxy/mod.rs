@@ -244,6 +244,17 @@ async fn lookup(
     if let Some(entry) = cached.as_ref().filter(|e| e.is_fresh(now)) {
         return from_entry(parts, entry, Outcome::Hit, now);
     }
+    if let Some(entry) = cached.as_ref().filter(|e| e.serves_while_revalidating(now)) {
+        let job = FetchJob {
+            base,
+            key,
+            request: upstream,
+            stale: Some(Arc::clone(entry)),
+            prefetch: false,
+        };
+        fills::revalidate(edge, job);
+        return from_entry(parts, entry, Outcome::Stale, now);
+    }
     if let Some(why) = edge.inflight.passed_for(&key) {
         tracing::debug!(key = key.as_str(), why = why.as_str(), "hit-for-pass");
         return pass(edge, parts, peer, upstream, PassReason::Remembered).await;

@@ -188,3 +188,48 @@ fn stale_allowed_unless_origin_forbids() {
     h.insert(header::CACHE_CONTROL, "max-age=1, must-revalidate".parse().unwrap());
     assert!(!may_serve_stale(&h));
 }
+
+fn cc(value: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::CACHE_CONTROL, value.parse().unwrap());
+    h
+}
+
+const ROUTE: Grace = Grace {
+    while_revalidate: Duration::from_secs(2),
+    if_error: Duration::from_secs(300),
+};
+
+#[test]
+fn the_origins_grace_wins_over_the_routes_and_each_falls_back_alone() {
+    let g = grace(&cc("max-age=4, stale-while-revalidate=10"), ROUTE);
+    assert_eq!(g.while_revalidate, Duration::from_secs(10));
+    assert_eq!(g.if_error, Duration::from_secs(300));
+    let g = grace(&cc("max-age=4, stale-if-error=0"), ROUTE);
+    assert_eq!(g.while_revalidate, Duration::from_secs(2));
+    assert_eq!(g.if_error, Duration::ZERO);
+    // A value that is not a number of seconds is ignored, not taken as 0.
+    let g = grace(&cc("max-age=4, stale-while-revalidate=soon, stale-if-error=-1"), ROUTE);
+    assert_eq!(g, ROUTE);
+    assert_eq!(grace(&HeaderMap::new(), ROUTE), ROUTE);
+}
+
+#[test]
+fn an_origin_that_forbids_stale_gets_no_grace_whatever_it_or_the_route_says() {
+    for value in [
+        "max-age=4, must-revalidate, stale-while-revalidate=10",
+        "no-cache, stale-if-error=60",
+        "s-maxage=4, stale-if-error=60",
+        "proxy-revalidate",
+    ] {
+        assert_eq!(grace(&cc(value), ROUTE), Grace::default(), "{value}");
+    }
+}
+
+#[test]
+fn a_bound_caps_both_graces() {
+    let g = ROUTE.at_most(Duration::from_secs(3));
+    assert_eq!(g.while_revalidate, Duration::from_secs(2));
+    assert_eq!(g.if_error, Duration::from_secs(3));
+    assert_eq!(g.longest(), Duration::from_secs(3));
+}
