@@ -18,6 +18,7 @@ use crate::forward::Peer;
 use crate::metrics::Metrics;
 use crate::prefetch::Prefetcher;
 use crate::request_id::RequestId;
+use crate::restarts::Restarts;
 use crate::route::Routes;
 use crate::streams::StreamLimits;
 use crate::upstream::{client_tls, Upstream};
@@ -40,6 +41,8 @@ pub struct Edge {
     pub(crate) prefetcher: Prefetcher,
     /// Slots for upstream fetches, per stream (`media.stream_fetches`).
     pub(crate) streams: StreamLimits,
+    /// The last window of each live playlist, to tell a restarted stream.
+    pub(crate) restarts: Restarts,
     pub(crate) started: Instant,
     /// Client connections open now, on every listener.
     connections: AtomicUsize,
@@ -73,6 +76,7 @@ impl Edge {
             cors: Cors::new(&config.server.cors_origins),
             prefetcher: Prefetcher::new(config.media.prefetch_concurrency),
             streams: StreamLimits::new(config.media.stream_fetches),
+            restarts: Restarts::new(),
             metrics,
             started: Instant::now(),
             connections: AtomicUsize::new(0),

@@ -44,6 +44,7 @@ pub mod proxy;
 pub mod rendezvous;
 pub mod request_id;
 pub mod respond;
+pub mod restarts;
 pub mod route;
 #[cfg(target_os = "linux")]
 pub mod sendfile;

@@ -179,6 +179,8 @@ pub struct Metrics {
     pub fill_bytes: Gauge,
     pub refused: Series<Refusal>,
     pub upstream_errors: Series<FetchFailure>,
+    /// Live streams that started over under the same segment names.
+    pub stream_restarts: Counter,
 }
 
 impl Default for Metrics {
@@ -205,6 +207,7 @@ impl Metrics {
         let fill_bytes = Gauge::default();
         let refused = Family::<Pair, Counter>::default();
         let upstream_errors = Family::<Pair, Counter>::default();
+        let stream_restarts = Counter::default();
         // prometheus-client appends `_total` to counters.
         registry.register("outpost_requests", "Client requests by cache outcome", requests.clone());
         registry.register(
@@ -263,6 +266,11 @@ impl Metrics {
             "Upstream fetches that failed, by kind (the log names the origin and the cause)",
             upstream_errors.clone(),
         );
+        registry.register(
+            "outpost_stream_restarts",
+            "Live playlists whose stream started over; what was cached of the old stream was dropped",
+            stream_restarts.clone(),
+        );
         // Every labelled series exists from the start, so dashboards see zeros, not gaps.
         Self {
             registry,
@@ -280,6 +288,7 @@ impl Metrics {
             fill_bytes,
             refused: Series::new(&refused, "reason"),
             upstream_errors: Series::new(&upstream_errors, "reason"),
+            stream_restarts,
         }
     }
 

@@ -26,8 +26,9 @@ const LAYERS: &[&[&str]] = &[
     &["edge", "fetch", "respond", "plain"],
     // Response bodies, the in-flight table, routing rules.
     &["body", "coalesce", "route"],
-    // The fill readers share; request errors; prefetch planning.
-    &["fill", "error", "prefetch"],
+    // The fill readers share; request errors; prefetch planning; live
+    // stream restarts.
+    &["fill", "error", "prefetch", "restarts"],
     // Video rules; a stored hit's per-answer headers; origins.
     &["media", "shared_head", "upstream"],
     // Cache rules and store; the fleet of sibling edges; CORS rules; what

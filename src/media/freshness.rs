@@ -75,6 +75,7 @@ mod tests {
             live: true,
             target_duration: Duration::from_secs(target),
             media_sequence: 0,
+            discontinuity_sequence: 0,
             segments: vec![],
             parts: vec![],
             preload_hints: vec![],

@@ -14,6 +14,8 @@ pub struct MediaPlaylist {
     pub live: bool,
     pub target_duration: Duration,
     pub media_sequence: u64,
+    /// `EXT-X-DISCONTINUITY-SEQUENCE` (0 when absent).
+    pub discontinuity_sequence: u64,
     /// Segment URIs as written, oldest first.
     pub segments: Vec<String>,
     /// `EXT-X-PART` URIs as written, oldest first.
@@ -67,6 +69,7 @@ pub fn parse(bytes: &[u8]) -> Option<Summary> {
                 live: !media.end_list && media.playlist_type != Some(MediaPlaylistType::Vod),
                 target_duration: Duration::from_secs(media.target_duration),
                 media_sequence: media.media_sequence,
+                discontinuity_sequence: media.discontinuity_sequence,
                 segments: media.segments.into_iter().map(|s| s.uri).collect(),
                 parts,
                 preload_hints,

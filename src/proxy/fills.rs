@@ -3,6 +3,7 @@
 //! and what a finished fetch leads to (the prefetches its playlist names)
 //! is started here too, so the fetch itself knows nothing of prefetching.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::cache::key::{key_url, normal_form};
@@ -11,6 +12,7 @@ use crate::coalesce::Joined;
 use crate::edge::Edge;
 use crate::fetch::{self, FetchJob, Fetcher};
 use crate::fill::Writer;
+use crate::media::hls::{MediaPlaylist, Summary};
 use crate::media::Document;
 use crate::metrics::PrefetchResult;
 use crate::prefetch::resolve;
@@ -58,8 +60,15 @@ fn fetcher(edge: &Edge) -> Fetcher<'_> {
     }
 }
 
-/// After the edge fetched a media playlist: see [`crate::prefetch::Prefetcher::after_playlist`].
+/// After the edge fetched a media playlist: drops what it had of the old
+/// stream if the stream started over, then see
+/// [`crate::prefetch::Prefetcher::after_playlist`].
 fn after_playlist(edge: &Arc<Edge>, playlist_request: &UpstreamRequest, document: &Document) {
+    if let Document::Hls(Summary::Media(playlist)) = document {
+        if playlist.live {
+            forget_old_stream(edge, playlist_request, playlist);
+        }
+    }
     let ahead = edge.config.media.prefetch_ahead;
     let route = &playlist_request.route;
     for pq in edge
@@ -68,6 +77,37 @@ fn after_playlist(edge: &Arc<Edge>, playlist_request: &UpstreamRequest, document
     {
         start(edge, playlist_request, pq);
     }
+}
+
+/// When a live playlist shows its stream started over (an encoder restart
+/// that reuses segment names), drops every entry of the old stream: the
+/// objects in the playlist's folder and the segments either window names,
+/// all but the playlist just stored. The old stream's bytes are never
+/// served under the new stream's names.
+fn forget_old_stream(edge: &Edge, request: &UpstreamRequest, playlist: &MediaPlaylist) {
+    let route = &request.route;
+    let path = request.path_and_query.split('?').next().unwrap_or_default();
+    let playlist_key = key_url(route, path);
+    let Some((why, before)) = edge.restarts.observe(&playlist_key, playlist) else {
+        return;
+    };
+    let folder = &playlist_key[..playlist_key.rfind('/').map_or(playlist_key.len(), |i| i + 1)];
+    let named: HashSet<String> = before
+        .iter()
+        .chain(&playlist.segments)
+        .filter_map(|uri| resolve(route, &request.path_and_query, uri))
+        .map(|pq| key_url(route, &pq))
+        .collect();
+    let dropped = edge
+        .store
+        .purge(|key| key != playlist_key && (key.starts_with(folder) || named.contains(key)));
+    edge.metrics.stream_restarts.inc();
+    tracing::warn!(
+        playlist = playlist_key.as_str(),
+        why = why.as_str(),
+        dropped,
+        "live stream started over; its old segments were dropped"
+    );
 }
 
 /// After a player asked for the segment keyed `key`: the VOD segments after it.

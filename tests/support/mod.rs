@@ -765,9 +765,24 @@ impl FfmpegLive {
         let dir = std::env::temp_dir().join(format!("outpost-live-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        let child = Self::spawn(&dir, packaging, "testsrc");
+        Self { child, dir }
+    }
+
+    /// Stops the encoder and starts another with another picture
+    /// (`smptebars`) under the same names, as a restarted encoder does: its
+    /// playlist starts over at media sequence 0 with `seg-0` again.
+    pub fn restart(&mut self, packaging: Packaging) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(&self.dir, packaging, "smptebars");
+    }
+
+    fn spawn(dir: &std::path::Path, packaging: Packaging, picture: &str) -> std::process::Child {
         let mut cmd = std::process::Command::new("ffmpeg");
         cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc=size=320x180:rate=25"]);
+            .args(["-f", "lavfi", "-i"])
+            .arg(format!("{picture}=size=320x180:rate=25"));
         if packaging == Packaging::Dash {
             cmd.args(["-map", "0:v", "-map", "0:v", "-s:v:1", "160x90"]);
         }
@@ -826,11 +841,9 @@ impl FfmpegLive {
                 .arg(dir.join("manifest.mpd"));
             }
         }
-        let child = cmd
-            .stdin(std::process::Stdio::null())
+        cmd.stdin(std::process::Stdio::null())
             .spawn()
-            .expect("ffmpeg runs (apt-get install ffmpeg)");
-        Self { child, dir }
+            .expect("ffmpeg runs (apt-get install ffmpeg)")
     }
 
     /// Waits (at most 20 s) until ffmpeg has written `name`.
