@@ -21,6 +21,7 @@ use crate::request_id::RequestId;
 use crate::restarts::Restarts;
 use crate::route::Routes;
 use crate::streams::StreamLimits;
+use crate::upcoming::Upcoming;
 use crate::upstream::{client_tls, Upstream};
 
 /// Everything a request needs, shared by all connections.
@@ -43,6 +44,8 @@ pub struct Edge {
     pub(crate) streams: StreamLimits,
     /// The last window of each live playlist, to tell a restarted stream.
     pub(crate) restarts: Restarts,
+    /// Live renditions' newest listed segments, to hold early requests.
+    pub(crate) upcoming: Upcoming,
     pub(crate) started: Instant,
     /// Client connections open now, on every listener.
     connections: AtomicUsize,
@@ -77,6 +80,7 @@ impl Edge {
             prefetcher: Prefetcher::new(config.media.prefetch_concurrency),
             streams: StreamLimits::new(config.media.stream_fetches),
             restarts: Restarts::new(),
+            upcoming: Upcoming::new(),
             metrics,
             started: Instant::now(),
             connections: AtomicUsize::new(0),

@@ -143,3 +143,71 @@ async fn a_restarted_encoder_never_yields_the_old_streams_segments() {
     assert!(metrics.contains("outpost_stream_restarts_total 1\n"), "{metrics}");
     edge.shutdown().await;
 }
+
+/// A live playlist of `seg-{first}.ts` ..= `seg-{last}.ts`, target duration 4 s.
+fn window(first: u64, last: u64) -> Script {
+    let mut text = format!("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:{first}\n");
+    for n in first..=last {
+        text.push_str(&format!("#EXTINF:4.0,\nseg-{n}.ts\n"));
+    }
+    // No caching headers: the edge keeps it half a target duration (2 s).
+    Script::ok(text).headers(&[("content-type", "application/vnd.apple.mpegurl")])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_for_the_next_live_segment_are_held_until_it_is_listed_and_fetched_once() {
+    let origin = TestOrigin::start().await;
+    origin.set("/live/index.m3u8", window(10, 12));
+    origin.set("/live/seg-13.ts", Script::ok("not yet").status(404).headers(&[]));
+    let edge = edge_for(&origin).await;
+    let c = client();
+    get(&c, &url(&edge, "/live/index.m3u8")).await;
+    // 50 players ask for seg-13 before it exists; 200 ms later the origin
+    // publishes it and lists it. The edge refreshes the playlist when it
+    // goes stale (2 s after it was read), within the 2 s each is held.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = Instant::now();
+    let segment = url(&edge, "/live/seg-13.ts");
+    let players = get_many(&c, &segment, 50);
+    let publish = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        origin.set("/live/seg-13.ts", Script::ok(payload(40_000, 13)));
+        origin.set("/live/index.m3u8", window(11, 13));
+    };
+    let (got, ()) = tokio::join!(players, publish);
+    let held = asked.elapsed();
+    for g in &got {
+        assert_eq!(g.status, 200, "a held request got {}", g.status);
+        assert_eq!(g.bytes(), &payload(40_000, 13));
+    }
+    assert_eq!(
+        origin.hits("/live/seg-13.ts"),
+        1,
+        "one origin fetch for fifty held requests"
+    );
+    eprintln!("50 early requests answered after {held:?}");
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_next_segment_that_never_comes_gets_a_short_404_after_half_a_target_duration() {
+    let origin = TestOrigin::start().await;
+    origin.set("/live/index.m3u8", window(10, 12));
+    origin.set("/live/seg-13.ts", Script::ok("not yet").status(404).headers(&[]));
+    origin.set("/live/seg-20.ts", Script::ok("not yet").status(404).headers(&[]));
+    let edge = edge_for(&origin).await;
+    let c = client();
+    get(&c, &url(&edge, "/live/index.m3u8")).await;
+    let playlist_fetches = origin.hits("/live/index.m3u8");
+    // As a player would: a moment after it read the playlist.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = get_many(&c, &url(&edge, "/live/seg-13.ts"), 10).await;
+    assert!(got.iter().all(|g| g.status == 404));
+    assert_eq!(origin.hits("/live/seg-13.ts"), 1, "the held requests share the fetch");
+    // The edge refreshed the playlist while holding them.
+    assert!(origin.hits("/live/index.m3u8") > playlist_fetches);
+    // A segment far ahead of the window is not held: straight to the origin.
+    assert_eq!(get(&c, &url(&edge, "/live/seg-20.ts")).await.status, 404);
+    assert_eq!(origin.hits("/live/seg-20.ts"), 1);
+    edge.shutdown().await;
+}

@@ -55,28 +55,45 @@ impl Document {
 /// A segment URL with the last run of digits in its file stem (the segment
 /// number or time) replaced: the same for every segment of one rendition.
 pub fn rendition_of(url: &str) -> String {
+    match split_number(url) {
+        Some((rendition, _)) => rendition,
+        None => url[..query_start(url)].to_owned(),
+    }
+}
+
+/// A segment URL's rendition (see [`rendition_of`]) and its number: the
+/// last run of digits in its file stem. `None` when the stem has no digits
+/// or the number is too long for a u64.
+pub fn numbered(url: &str) -> Option<(String, u64)> {
+    let (rendition, digits) = split_number(url)?;
+    Some((rendition, digits.parse().ok()?))
+}
+
+/// The rendition and the digits it replaced.
+fn split_number(url: &str) -> Option<(String, &str)> {
     // Byte scans: this runs on segment requests. Every byte searched for is
     // ASCII, so each cut falls between characters.
-    let end = url.bytes().position(|b| b == b'?' || b == b'\n').unwrap_or(url.len());
-    let path = &url[..end];
+    let path = &url[..query_start(url)];
     let bytes = path.as_bytes();
     let name_at = bytes.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
     let stem_end = bytes[name_at..]
         .iter()
         .rposition(|&b| b == b'.')
         .map_or(bytes.len(), |i| name_at + i);
-    let Some(last) = bytes[name_at..stem_end]
+    let last = bytes[name_at..stem_end]
         .iter()
         .rposition(u8::is_ascii_digit)
-        .map(|i| name_at + i)
-    else {
-        return path.to_owned();
-    };
+        .map(|i| name_at + i)?;
     let first = bytes[..last]
         .iter()
         .rposition(|b| !b.is_ascii_digit())
         .map_or(0, |i| i + 1);
-    [&path[..first], "#", &path[last + 1..]].concat()
+    let rendition = [&path[..first], "#", &path[last + 1..]].concat();
+    Some((rendition, &path[first..=last]))
+}
+
+fn query_start(url: &str) -> usize {
+    url.bytes().position(|b| b == b'?' || b == b'\n').unwrap_or(url.len())
 }
 
 /// What an object is, for video purposes.
@@ -191,6 +208,12 @@ mod tests {
         assert_eq!(rendition_of("http://o/v/é12.ts"), "http://o/v/é#.ts");
         assert_eq!(rendition_of("http://o/v/12"), "http://o/v/#");
         assert_eq!(rendition_of("http://o/v1.d/seg.ts"), "http://o/v1.d/seg.ts");
+        assert_eq!(
+            numbered("http://o/v/720p/seg-00123.m4s?x=1"),
+            Some(("http://o/v/720p/seg-#.m4s".to_owned(), 123))
+        );
+        assert_eq!(numbered("http://o/v/init.mp4"), None);
+        assert_eq!(numbered("http://o/v/s99999999999999999999999.ts"), None);
         assert_eq!(
             rendition_of("http://o/v1/chunk-stream0-00042.m4s"),
             "http://o/v1/chunk-stream0-#.m4s"

@@ -67,6 +67,7 @@ fn after_playlist(edge: &Arc<Edge>, playlist_request: &UpstreamRequest, document
     if let Document::Hls(Summary::Media(playlist)) = document {
         if playlist.live {
             forget_old_stream(edge, playlist_request, playlist);
+            list_newest(edge, playlist_request, playlist);
         }
     }
     let ahead = edge.config.media.prefetch_ahead;
@@ -110,6 +111,34 @@ fn forget_old_stream(edge: &Edge, request: &UpstreamRequest, playlist: &MediaPla
     );
 }
 
+/// Tells requests held for the next segment what the playlist lists now.
+fn list_newest(edge: &Edge, request: &UpstreamRequest, playlist: &MediaPlaylist) {
+    let route = &request.route;
+    let Some(newest) = playlist
+        .segments
+        .last()
+        .and_then(|uri| resolve(route, &request.path_and_query, uri))
+    else {
+        return;
+    };
+    // Refreshed without a blocking reload's directives: a held request
+    // wants the playlist as it is now.
+    let pq = &request.path_and_query;
+    let refresh = match pq.contains("_HLS_") {
+        true => pq.split('?').next().unwrap_or_default(),
+        false => pq.as_str(),
+    };
+    edge.upcoming
+        .listed(&key_url(route, &newest), playlist.target_duration, refresh);
+}
+
+/// Refreshes the playlist at `path_and_query` on `like`'s route if it is
+/// stale and no fetch of it is under way (a request is held for a segment
+/// it should list).
+pub fn refresh_playlist(edge: &Arc<Edge>, like: &UpstreamRequest, path_and_query: &str) {
+    fetch_ahead(edge, like, path_and_query.to_owned(), false);
+}
+
 /// After a player asked for the segment keyed `key`: the VOD segments after it.
 pub fn after_segment(edge: &Arc<Edge>, key: &str, request: impl FnOnce() -> UpstreamRequest) {
     let next = edge.prefetcher.after_segment(key, edge.config.media.prefetch_ahead);
@@ -132,21 +161,30 @@ pub fn hinted(edge: &Arc<Edge>, request: &UpstreamRequest, next_object: &str) {
 /// Starts a prefetch of `path_and_query` on the request's route, unless the
 /// object is cached or on its way, or the prefetch pool is full.
 fn start(edge: &Arc<Edge>, like: &UpstreamRequest, path_and_query: String) {
+    if !fetch_ahead(edge, like, path_and_query, true) {
+        edge.metrics.prefetch.inc(PrefetchResult::Cached);
+    }
+}
+
+/// Fetches `path_and_query` on the request's route ahead of any client
+/// (`prefetch`: as a prefetch, counted and marked so), unless the object is
+/// fresh or on its way (then false), or the prefetch pool is full (then
+/// true: there was something to fetch).
+fn fetch_ahead(edge: &Arc<Edge>, like: &UpstreamRequest, path_and_query: String, prefetch: bool) -> bool {
     let base = CacheKey::new(&key_url(&like.route, &path_and_query));
     let key = edge.store.resolve(&base, &like.headers);
     let now = edge.clock.now();
     let fresh = || edge.store.get(&key).filter(|e| e.is_fresh(now));
     if fresh().is_some() || edge.inflight.contains(&key) || edge.inflight.passed_for(&key).is_some() {
-        edge.metrics.prefetch.inc(PrefetchResult::Cached);
-        return;
+        return false;
     }
     let Ok(permit) = Arc::clone(edge.prefetcher.permits()).try_acquire_owned() else {
         tracing::debug!(key = key.as_str(), "prefetch pool full; skipped");
-        return;
+        return true;
     };
     match edge.inflight.join(&key, fresh) {
         Joined::Started(reader, writer) => {
-            // Nobody reads a prefetch yet: players join it when they ask.
+            // Nobody reads it yet: players join it when they ask.
             drop(reader);
             let stale = edge.store.get(&key);
             let job = FetchJob {
@@ -164,14 +202,15 @@ fn start(edge: &Arc<Edge>, like: &UpstreamRequest, path_and_query: String) {
                     fleet: edge.cluster().is_some(),
                 },
                 stale,
-                prefetch: true,
+                prefetch,
             };
             let edge = Arc::clone(edge);
             tokio::spawn(async move {
                 let _permit = permit;
                 run(edge, job, writer).await;
             });
+            true
         }
-        Joined::Hit(_) | Joined::Collapsed(_) => edge.metrics.prefetch.inc(PrefetchResult::Cached),
+        Joined::Hit(_) | Joined::Collapsed(_) => false,
     }
 }

@@ -28,6 +28,7 @@ use crate::plain::rescue;
 use crate::respond::{respond, respond_stored, Content, Served};
 use crate::route::Target;
 use crate::shared_head::Field;
+use crate::upcoming::Hold;
 use crate::upstream::{UpstreamBody, UpstreamRequest};
 
 mod digests;
@@ -217,12 +218,36 @@ pub(crate) async fn route_and_look_up(edge: &Arc<Edge>, parts: &Parts, peer: Pee
         Some(entry) => from_entry(parts, &entry, Outcome::Hit, now),
         // Boxed: a miss's future is large, and inline it would be moved
         // (copied) with every hit's.
-        None => Box::pin(lookup(edge, parts, peer, CacheKey::new(&url), variants, fill_request())).await,
+        None => {
+            if let Some(hold) = edge.upcoming.hold(&url) {
+                Box::pin(until_listed(edge, &hold, &fill_request())).await;
+            }
+            Box::pin(lookup(edge, parts, peer, CacheKey::new(&url), variants, fill_request())).await
+        }
     };
     if media::kind_by_path(&path_and_query) == Some(MediaKind::Segment) {
         fills::after_segment(edge, &url, fill_request);
     }
     answer
+}
+
+/// Holds a request for the live segment after the newest listed until a
+/// refresh of its playlist lists it, for at most half a target duration;
+/// then it is looked up as usual (by then most often a prefetch of it is
+/// under way, and every held request joins that one fetch). The playlist is
+/// refreshed as soon as it goes stale meanwhile.
+async fn until_listed(edge: &Arc<Edge>, hold: &Hold, like: &UpstreamRequest) {
+    const RECHECK: Duration = Duration::from_millis(100);
+    let deadline = tokio::time::Instant::now() + hold.patience();
+    while !hold.is_listed() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            tracing::debug!(playlist = hold.playlist(), "early segment request: not listed in time");
+            return;
+        }
+        fills::refresh_playlist(edge, like, hold.playlist());
+        let _ = tokio::time::timeout(left.min(RECHECK), hold.changed()).await;
+    }
 }
 
 async fn lookup(
