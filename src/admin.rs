@@ -83,7 +83,24 @@ pub fn status_json(edge: &Edge) -> serde_json::Value {
         "peer_requests": m.upstream_requests.get(SourceKind::Peer),
         "peer_bytes": m.upstream_bytes.get(SourceKind::Peer),
         "cluster": cluster_json(edge),
+        "origins_down": origins_down(edge),
     })
+}
+
+/// The origins taken out of turn after failing, with when and why.
+fn origins_down(edge: &Edge) -> Vec<serde_json::Value> {
+    edge.upstream
+        .ejections()
+        .down()
+        .into_iter()
+        .map(|(origin, down)| {
+            let since = down
+                .since
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            json!({ "origin": origin, "since_unix": since, "error": down.error })
+        })
+        .collect()
 }
 
 /// The fleet as this edge sees it: each member's state and the share of

@@ -44,6 +44,7 @@ impl Edge {
         let stop = stop_rx.clone();
         tasks.spawn(async move { maintained.store.maintain(Duration::from_secs(1), stop).await });
         tasks.spawn(sample_cpu(Arc::clone(&edge), stop_rx.clone()));
+        tasks.spawn(probe_origins(Arc::clone(&edge), stop_rx.clone()));
         tasks.spawn(crate::fleet::maintain(Arc::clone(&edge), stop_rx.clone()));
         tasks.spawn(server::serve_admin(Arc::clone(&edge), admin, stop_rx));
         tracing::info!(listen = %addrs.listen, tls = ?addrs.tls_listen, admin = %addrs.admin, "outpost serving");
@@ -63,6 +64,24 @@ async fn sample_cpu(edge: Arc<Edge>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = stop.changed() => return,
             _ = every.tick() => edge.cpu.sample(),
+        }
+    }
+}
+
+/// Probes the origins that are down every second until `stop`; one that
+/// answers is back in turn (see `crate::ejection`).
+async fn probe_origins(edge: Arc<Edge>, mut stop: watch::Receiver<bool>) {
+    const PROBE_LIMIT: Duration = Duration::from_secs(2);
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            // One future: a stop ends a probe under way too.
+            _ = async {
+                every.tick().await;
+                edge.upstream.probe_down_origins(PROBE_LIMIT).await;
+            } => {}
         }
     }
 }

@@ -169,6 +169,16 @@ impl Edge {
             self.metrics.cluster_up.set(up as i64);
             self.metrics.cluster_down.set(down as i64);
         }
+        let origins: std::collections::HashSet<String> = self
+            .config
+            .routes
+            .iter()
+            .flat_map(|r| std::iter::once(&r.origin).chain(&r.backups))
+            .map(|o| o.url(""))
+            .collect();
+        let down = self.upstream.ejections().down().len();
+        self.metrics.origins_up.set(origins.len().saturating_sub(down) as i64);
+        self.metrics.origins_down.set(down as i64);
         self.metrics.cache_bytes.set(self.store.bytes() as i64);
         self.metrics.cache_objects.set(self.store.objects() as i64);
         self.metrics.fill_bytes.set(self.fill_budget.used() as i64);

@@ -172,7 +172,7 @@ impl Stream<'_> {
     /// left; else the error.
     async fn resumed(&mut self, cx: &Fetcher<'_>, error: FetchError, received: u64) -> Result<(), FetchError> {
         if let FetchError::Stalled { .. } = error {
-            cx.upstream.sibling_failed(&self.source, &error);
+            cx.upstream.source_failed(&self.source, &error);
         }
         let resumable = matches!(
             error,

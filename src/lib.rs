@@ -25,6 +25,7 @@ pub mod cpu;
 pub mod demo;
 pub mod digest;
 pub mod edge;
+pub mod ejection;
 pub mod error;
 pub mod fetch;
 pub mod fill;

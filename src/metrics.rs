@@ -175,6 +175,9 @@ pub struct Metrics {
     /// Sibling edges known now, up and down (none until the fleet is built).
     pub cluster_up: Gauge,
     pub cluster_down: Gauge,
+    /// Origins and backups of every route, in turn and taken out of turn.
+    pub origins_up: Gauge,
+    pub origins_down: Gauge,
     /// Bytes that fills under way hold against their budget.
     pub fill_bytes: Gauge,
     pub refused: Series<Refusal>,
@@ -204,6 +207,9 @@ impl Metrics {
         let cluster_members = Family::<Pair, Gauge>::default();
         let cluster_up = cluster_members.get_or_create(&[("state", "up")]).clone();
         let cluster_down = cluster_members.get_or_create(&[("state", "down")]).clone();
+        let origins = Family::<Pair, Gauge>::default();
+        let origins_up = origins.get_or_create(&[("state", "up")]).clone();
+        let origins_down = origins.get_or_create(&[("state", "down")]).clone();
         let fill_bytes = Gauge::default();
         let refused = Family::<Pair, Counter>::default();
         let upstream_errors = Family::<Pair, Counter>::default();
@@ -252,6 +258,11 @@ impl Metrics {
             cluster_members,
         );
         registry.register(
+            "outpost_origins",
+            "Origins and backups of every route, by state (down: failed, asked after the others until a probe answers)",
+            origins,
+        );
+        registry.register(
             "outpost_fill_bytes",
             "Bytes that fills under way hold against their share of cache.memory",
             fill_bytes.clone(),
@@ -285,6 +296,8 @@ impl Metrics {
             inflight_fetches,
             cluster_up,
             cluster_down,
+            origins_up,
+            origins_down,
             fill_bytes,
             refused: Series::new(&refused, "reason"),
             upstream_errors: Series::new(&upstream_errors, "reason"),

@@ -19,6 +19,7 @@ use tokio::time::Sleep;
 
 use crate::cluster::{self, Cluster, Member, CDN_LOOP, SIGNATURE};
 use crate::config::{OriginUrl, RouteConfig};
+use crate::ejection::Ejections;
 use crate::headers::{append_list, CACHE_STATUS, X_REQUEST_ID};
 use crate::metrics::{FetchFailure, Metrics, SourceKind};
 
@@ -202,7 +203,9 @@ fn sibling_path(request: &UpstreamRequest) -> String {
 /// siblings that rank above this edge for the key (when the request may go
 /// to the fleet), then the route's origin, then each backup. The next is
 /// tried while the one before fails to connect, times out or answers 5xx.
-pub fn sources<'r>(request: &'r UpstreamRequest, cluster: Option<&Cluster>) -> Vec<Source<'r>> {
+/// Origins down now ([`Ejections`]) come after those up, each group in the
+/// configured order.
+pub fn sources<'r>(request: &'r UpstreamRequest, cluster: Option<&Cluster>, ejections: &Ejections) -> Vec<Source<'r>> {
     let route = &request.route;
     let siblings = match cluster {
         // The edges' own paths are asked of the origin: a sibling would answer them itself.
@@ -211,7 +214,9 @@ pub fn sources<'r>(request: &'r UpstreamRequest, cluster: Option<&Cluster>) -> V
         }
         _ => Vec::new(),
     };
-    let origins = std::iter::once(&route.origin).chain(&route.backups).map(Source::Origin);
+    let origins = std::iter::once(&route.origin).chain(&route.backups);
+    let (up, down): (Vec<_>, Vec<_>) = origins.partition(|o| !ejections.is_down(&o.url("")));
+    let origins = up.into_iter().chain(down).map(Source::Origin);
     siblings.into_iter().map(Source::Sibling).chain(origins).collect()
 }
 
@@ -247,6 +252,7 @@ pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     metrics: Arc<Metrics>,
     cluster: Option<Arc<Cluster>>,
+    ejections: Arc<Ejections>,
 }
 
 impl Upstream {
@@ -276,7 +282,13 @@ impl Upstream {
             client,
             metrics,
             cluster,
+            ejections: Arc::default(),
         }
+    }
+
+    /// The origins taken out of turn after failing.
+    pub fn ejections(&self) -> &Ejections {
+        &self.ejections
     }
 
     /// The fleet this edge belongs to, if any.
@@ -287,7 +299,8 @@ impl Upstream {
     /// Sends `req` to its first source (see [`sources`]), then to each next
     /// one while the answer is a failure to connect, a timeout or a 5xx.
     pub async fn send<'r>(&self, req: &'r UpstreamRequest) -> Result<Answered<'r>, FetchError> {
-        self.send_to(req, sources(req, self.cluster.as_deref()), None).await
+        let sources = sources(req, self.cluster.as_deref(), &self.ejections);
+        self.send_to(req, sources, None).await
     }
 
     /// Asks `sources` in turn for the rest of a body that broke off. The
@@ -341,9 +354,24 @@ impl Upstream {
                 }
                 Ok(Ok(resp)) if resp.status().is_server_error() && more => {
                     tracing::warn!(source = %name, status = resp.status().as_u16(), "upstream failed, trying the next source");
-                    FetchError::Unreachable {
+                    let error = FetchError::Unreachable {
                         origin: name,
                         reason: format!("answered {}", resp.status()),
+                    };
+                    self.source_failed(&source, &error);
+                    error
+                }
+                // `retry_404`: a packager's push may reach one origin before another.
+                Ok(Ok(resp))
+                    if resp.status() == StatusCode::NOT_FOUND
+                        && more
+                        && route.retry_404
+                        && matches!(source, Source::Origin(_)) =>
+                {
+                    tracing::debug!(source = %name, "404; retry_404 asks the next origin");
+                    FetchError::Unreachable {
+                        origin: name,
+                        reason: "answered 404".into(),
                     }
                 }
                 Ok(Ok(mut resp)) => {
@@ -353,10 +381,18 @@ impl Upstream {
                     if size > MAX_ORIGIN_HEAD {
                         return Err(FetchError::HeadTooLarge { origin: name, size });
                     }
-                    if let Source::Sibling(_) = source {
-                        // Stamped by the sibling for its own answer; this edge stamps its own.
-                        resp.headers_mut().remove(CACHE_STATUS);
-                        resp.headers_mut().remove(X_REQUEST_ID);
+                    match &source {
+                        Source::Sibling(_) => {
+                            // Stamped by the sibling for its own answer; this edge stamps its own.
+                            resp.headers_mut().remove(CACHE_STATUS);
+                            resp.headers_mut().remove(X_REQUEST_ID);
+                        }
+                        Source::Origin(url) if !resp.status().is_server_error() => {
+                            if self.ejections.recovered(&url.url("")) {
+                                tracing::info!(source = %name, "origin answers again; back in turn");
+                            }
+                        }
+                        Source::Origin(_) => {}
                     }
                     return Ok(Answered {
                         response: resp,
@@ -369,7 +405,7 @@ impl Upstream {
                         origin: name,
                         reason: error_chain(&e),
                     };
-                    self.sibling_failed(&source, &error);
+                    self.source_failed(&source, &error);
                     error
                 }
                 Err(_) if req.blocking.is_some() => FetchError::BlockedTooLong { origin: name, limit },
@@ -378,7 +414,7 @@ impl Upstream {
                         origin: name,
                         timeout: limit,
                     };
-                    self.sibling_failed(&source, &error);
+                    self.source_failed(&source, &error);
                     error
                 }
             };
@@ -424,10 +460,47 @@ impl Upstream {
         outgoing
     }
 
-    /// Marks a sibling down after it failed to connect, answer or send.
-    pub fn sibling_failed(&self, source: &Source<'_>, error: &FetchError) {
-        if let (Source::Sibling(member), Some(cluster)) = (source, &self.cluster) {
-            cluster.failed(member, &error.to_string(), std::time::SystemTime::now());
+    /// Marks a sibling or an origin down after it failed to connect, answer
+    /// or send.
+    pub fn source_failed(&self, source: &Source<'_>, error: &FetchError) {
+        let now = std::time::SystemTime::now();
+        match source {
+            Source::Sibling(member) => {
+                if let Some(cluster) = &self.cluster {
+                    cluster.failed(member, &error.to_string(), now);
+                }
+            }
+            Source::Origin(url) => {
+                if self.ejections.failed(&url.url(""), &error.to_string(), now) {
+                    tracing::warn!(error = %error, "origin down; asked after the others until it answers a probe");
+                }
+            }
+        }
+    }
+
+    /// Asks each origin that is down for `HEAD <its base path>/`; one that
+    /// answers anything but a 5xx within `limit` is back in turn.
+    pub async fn probe_down_origins(&self, limit: Duration) {
+        for (origin, _) in self.ejections.down() {
+            let Ok(uri) = format!("{origin}/").parse::<Uri>() else {
+                continue;
+            };
+            let mut probe = Request::new(Empty::new());
+            *probe.method_mut() = Method::HEAD;
+            *probe.uri_mut() = uri;
+            if let Some(cluster) = &self.cluster {
+                append_list(probe.headers_mut(), CDN_LOOP, cluster.signer().token());
+            }
+            let answered = tokio::time::timeout(limit, self.client.request(probe)).await;
+            if let Ok(Ok(resp)) = answered {
+                if !resp.status().is_server_error() && self.ejections.recovered(&origin) {
+                    tracing::info!(
+                        origin,
+                        status = resp.status().as_u16(),
+                        "origin answers its probe; back in turn"
+                    );
+                }
+            }
         }
     }
 
@@ -652,8 +725,13 @@ mod tests {
             blocking: None,
             fleet: true,
         };
-        let urls: Vec<String> = sources(&request, None).iter().map(|s| s.base().url("/a.ts")).collect();
+        let urls: Vec<String> = sources(&request, None, &Ejections::default())
+            .iter()
+            .map(|s| s.base().url("/a.ts"))
+            .collect();
         assert_eq!(urls, ["http://o:1/a.ts", "http://b1:2/a.ts", "https://b2:3/x/a.ts"]);
-        assert!(sources(&request, None).iter().all(|s| s.kind() == SourceKind::Origin));
+        assert!(sources(&request, None, &Ejections::default())
+            .iter()
+            .all(|s| s.kind() == SourceKind::Origin));
     }
 }

@@ -347,3 +347,95 @@ async fn a_backup_that_cannot_send_the_same_bytes_is_never_spliced_on() {
     assert_eq!(backup.hits("/n.ts"), 0);
     edge.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_body_that_stalls_is_finished_from_the_backup_byte_exact() {
+    let (primary, backup) = (TestOrigin::start().await, TestOrigin::start().await);
+    let body = noise(1 << 20, 8);
+    primary.set(
+        "/stall.ts",
+        Script::ok(body.clone())
+            .header("etag", "\"v1\"")
+            .end(End::Stall(200_000)),
+    );
+    backup.set("/stall.ts", Script::ok(body.clone()).header("etag", "\"v1\"").ranges());
+    let edge = edge_with_backup(&primary, &backup).await;
+    let got = get(&client(), &url(&edge, "/stall.ts")).await;
+    assert_eq!(got.status, 200);
+    assert!(got.bytes()[..] == body[..], "the body is whole, with no seam");
+    assert!(backup.requests("/stall.ts")[0].contains_key("range"));
+    edge.shutdown().await;
+}
+
+/// The edge's `/status.json`.
+async fn status(c: &TestClient, edge: &outpost::RunningEdge) -> serde_json::Value {
+    serde_json::from_slice(get(c, &admin_url(edge, "/status.json")).await.bytes()).unwrap()
+}
+
+#[tokio::test]
+async fn a_failed_origin_is_asked_after_its_backups_until_a_probe_finds_it_answering() {
+    let (primary, backup) = (TestOrigin::start().await, TestOrigin::start().await);
+    // The probe asks for `HEAD /`: down while that is a 5xx.
+    primary.set("/", Script::ok("down").status(503).headers(&[]));
+    primary.set("/a.ts", Script::ok("down").status(503).headers(&[]));
+    for path in ["/b.ts", "/c.ts"] {
+        primary.set(path, Script::ok("from primary"));
+    }
+    for path in ["/a.ts", "/b.ts", "/c.ts"] {
+        backup.set(path, Script::ok("from backup"));
+    }
+    let edge = edge_with_backup(&primary, &backup).await;
+    let c = client();
+    assert_eq!(get(&c, &url(&edge, "/a.ts")).await.text(), "from backup");
+    // Out of turn: the next miss goes to the backup first.
+    assert_eq!(get(&c, &url(&edge, "/b.ts")).await.text(), "from backup");
+    assert_eq!(primary.hits("/b.ts"), 0, "a down origin is not asked first");
+    let down = &status(&c, &edge).await["origins_down"];
+    assert_eq!(down.as_array().unwrap().len(), 1, "{down}");
+    assert_eq!(down[0]["origin"], primary.url());
+    assert!(down[0]["error"].as_str().unwrap().contains("503"), "{down}");
+    let metrics = get(&c, &admin_url(&edge, "/metrics")).await.text();
+    assert!(metrics.contains("outpost_origins{state=\"down\"} 1\n"), "{metrics}");
+    // It answers its probe again: back in turn.
+    primary.set("/", Script::ok("up"));
+    let mut back = false;
+    for _ in 0..50 {
+        if status(&c, &edge).await["origins_down"].as_array().unwrap().is_empty() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "the probe never found the origin answering");
+    assert!(primary.hits("/") >= 1, "probed");
+    assert_eq!(get(&c, &url(&edge, "/c.ts")).await.text(), "from primary");
+    assert_eq!(backup.hits("/c.ts"), 0);
+    edge.shutdown().await;
+}
+
+#[tokio::test]
+async fn retry_404_asks_the_backup_for_what_the_primary_does_not_have_yet() {
+    let (primary, backup) = (TestOrigin::start().await, TestOrigin::start().await);
+    for p in [&primary, &backup] {
+        p.set("/live/seg-5.ts", Script::ok("pushed").headers(&[]));
+    }
+    primary.set("/live/seg-5.ts", Script::ok("not yet").status(404).headers(&[]));
+    let c = client();
+    // Without retry_404 the primary's 404 is the answer.
+    let plain = edge_with_backup(&primary, &backup).await;
+    assert_eq!(get(&c, &url(&plain, "/live/seg-5.ts")).await.status, 404);
+    assert_eq!(backup.hits("/live/seg-5.ts"), 0);
+    plain.shutdown().await;
+    let toml = format!(
+        "[[routes]]\nurl = \"{}\"\nbackups = [\"{}\"]\nretry_404 = true\n",
+        primary.url(),
+        backup.url()
+    );
+    let edge = start_edge(&toml, &primary).await;
+    let got = get(&c, &url(&edge, "/live/seg-5.ts")).await;
+    assert_eq!((got.status, got.text()), (http::StatusCode::OK, "pushed".to_owned()));
+    assert_eq!(backup.hits("/live/seg-5.ts"), 1);
+    // A 404 does not take the primary out of turn.
+    assert!(status(&c, &edge).await["origins_down"].as_array().unwrap().is_empty());
+    edge.shutdown().await;
+}

@@ -43,6 +43,7 @@ const LAYERS: &[&[&str]] = &[
         "config",
         "cpu",
         "digest",
+        "ejection",
         "headers",
         "limits",
         "mapped",

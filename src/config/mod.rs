@@ -155,6 +155,9 @@ pub struct RouteConfig {
     /// How long past freshness a stored answer is served when the origin
     /// fails, when the origin's answer names no `stale-if-error`.
     pub stale_if_error: Duration,
+    /// A 404 from the origin (or a backup) is asked of the next backup: live
+    /// packagers push to several origins, and one may lag.
+    pub retry_404: bool,
     /// Query argument names left out of the cache key (and so never sent upstream).
     pub ignore_query: Vec<String>,
     /// Client headers never sent to this origin, beyond the built-in list.
@@ -461,6 +464,7 @@ fn route(i: usize, r: &RawRoute) -> Result<RouteConfig, ConfigError> {
         download_timeout: r.download_timeout.0,
         stale_while_revalidate: r.stale_while_revalidate.0,
         stale_if_error: r.stale_if_error.0,
+        retry_404: r.retry_404,
         ignore_query: r.ignore_query.clone(),
         strip_headers,
     })

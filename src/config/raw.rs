@@ -118,6 +118,9 @@ pub struct RawRoute {
     pub stale_while_revalidate: Dur,
     #[serde(default = "default_stale_if_error")]
     pub stale_if_error: Dur,
+    /// A 404 from an origin is asked of the next one (packagers push to several).
+    #[serde(default)]
+    pub retry_404: bool,
     /// Query arguments left out of the cache key (CDN tokens, session ids).
     #[serde(default)]
     pub ignore_query: Vec<String>,
@@ -194,6 +197,7 @@ impl Default for RawConfig {
                 download_timeout: default_download_timeout(),
                 stale_while_revalidate: Dur::default(),
                 stale_if_error: default_stale_if_error(),
+                retry_404: false,
                 ignore_query: Vec::new(),
                 strip_headers: Vec::new(),
             }],
