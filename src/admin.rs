@@ -173,11 +173,7 @@ async fn purge(edge: &Arc<Edge>, req: &Request<Incoming>) -> Response<EdgeBody> 
             format!("400 Bad Request: {url:?} is not a URL this edge routes\n"),
         );
     };
-    let purged = if exact {
-        edge.store.purge(|base| base == upstream)
-    } else {
-        edge.store.purge(|base| base.starts_with(&upstream))
-    };
+    let purged = edge.purge(&upstream, exact);
     tracing::info!(url = %url, exact, purged, "purge");
     let mut answer = format!("purged {purged}\n");
     for passed in crate::fleet::purge_siblings(edge, &upstream, exact).await {

@@ -31,6 +31,36 @@ enum Inner {
     Full(Option<Bytes>),
     Fill(Box<FillBody>),
     Pass(Box<PassBody>),
+    Sliced(Box<ChannelBody>),
+}
+
+/// A body fed through a channel by a task of its own (a sliced object's
+/// slices, one after another), `remaining` bytes long.
+pub struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, FetchError>>,
+    remaining: u64,
+}
+
+impl ChannelBody {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Result<Bytes, FetchError>>, length: u64) -> Self {
+        Self { rx, remaining: length }
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, FetchError>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(Ok(bytes))) => {
+                self.remaining = self.remaining.saturating_sub(bytes.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(bytes))))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            // The feeding task ended short of the length: never a clean end.
+            Poll::Ready(None) => Poll::Ready(Some(Err(FetchError::Abandoned))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl EdgeBody {
@@ -50,6 +80,14 @@ impl EdgeBody {
     pub fn fill(body: FillBody) -> Self {
         Self {
             inner: Inner::Fill(Box::new(body)),
+            log: None,
+            shared_head: None,
+        }
+    }
+
+    pub fn sliced(body: ChannelBody) -> Self {
+        Self {
+            inner: Inner::Sliced(Box::new(body)),
             log: None,
             shared_head: None,
         }
@@ -100,6 +138,7 @@ impl Body for EdgeBody {
             Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Inner::Fill(body) => Pin::new(&mut **body).poll_frame(cx),
             Inner::Pass(body) => Pin::new(&mut **body).poll_frame(cx),
+            Inner::Sliced(body) => body.poll_frame(cx),
         };
         if let Some(log) = &mut this.log {
             if let Poll::Ready(Some(Ok(frame))) = &polled {
@@ -127,6 +166,7 @@ impl Body for EdgeBody {
             Inner::Full(bytes) => bytes.is_none(),
             Inner::Fill(body) => body.is_end_stream(),
             Inner::Pass(body) => body.is_end_stream(),
+            Inner::Sliced(body) => body.remaining == 0,
         }
     }
 
@@ -135,6 +175,7 @@ impl Body for EdgeBody {
             Inner::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Fill(body) => body.size_hint(),
             Inner::Pass(body) => body.size_hint(),
+            Inner::Sliced(body) => SizeHint::with_exact(body.remaining),
         }
     }
 }

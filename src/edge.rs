@@ -20,6 +20,7 @@ use crate::prefetch::Prefetcher;
 use crate::request_id::RequestId;
 use crate::restarts::Restarts;
 use crate::route::Routes;
+use crate::slicing::Slices;
 use crate::streams::StreamLimits;
 use crate::upcoming::Upcoming;
 use crate::upstream::{client_tls, Upstream};
@@ -46,6 +47,8 @@ pub struct Edge {
     pub(crate) restarts: Restarts,
     /// Live renditions' newest listed segments, to hold early requests.
     pub(crate) upcoming: Upcoming,
+    /// Objects kept in slices.
+    pub(crate) slices: Slices,
     pub(crate) started: Instant,
     /// Client connections open now, on every listener.
     connections: AtomicUsize,
@@ -81,6 +84,7 @@ impl Edge {
             streams: StreamLimits::new(config.media.stream_fetches),
             restarts: Restarts::new(),
             upcoming: Upcoming::new(),
+            slices: Slices::new(),
             metrics,
             started: Instant::now(),
             connections: AtomicUsize::new(0),
@@ -160,6 +164,18 @@ impl Edge {
             return None;
         }
         Some(cmsd::Entry::new(cmsd::Path::of_socket(peer.socket), self.load()))
+    }
+
+    /// Drops the entry keyed `key` (`exact`), or every entry whose key
+    /// starts with it, slices of sliced objects included; returns how many
+    /// entries went.
+    pub fn purge(&self, key: &str, exact: bool) -> usize {
+        let matches = |base: &str| match exact {
+            true => base == key || base.strip_prefix(key).is_some_and(|rest| rest.starts_with("#slice-")),
+            false => base.starts_with(key),
+        };
+        self.slices.purge(matches);
+        self.store.purge(matches)
     }
 
     /// Refreshes the gauges read from the cache, before `/metrics` or `/status`.

@@ -21,6 +21,7 @@ use crate::headers;
 use crate::media::{self, freshness, Document};
 use crate::metrics::{GaugeGuard, Metrics, PrefetchResult};
 use crate::outcome::PassReason;
+use crate::slicing::{SliceMeta, Slices};
 use crate::streams::{stream_of, StreamLimits};
 use crate::upstream::{Answered, FetchError, Resume, Source, Upstream, UpstreamBody, UpstreamRequest};
 
@@ -35,6 +36,7 @@ pub struct Fetcher<'a> {
     pub metrics: &'a Metrics,
     pub clock: &'a Clock,
     pub streams: &'a StreamLimits,
+    pub slices: &'a Slices,
 }
 
 /// What one fill fetches.
@@ -73,6 +75,10 @@ pub async fn run(cx: &Fetcher<'_>, job: FetchJob, writer: Writer) -> Option<Docu
                 cx.metrics.prefetch.inc(PrefetchResult::Fetched);
             }
             fetched.playlist
+        }
+        Err(FetchError::Sliced) => {
+            writer.finish(Err(FetchError::Sliced));
+            None
         }
         Err(e) => {
             tracing::warn!(key = job.key.as_str(), error = %e, "upstream fetch failed; nothing stored");
@@ -126,6 +132,12 @@ async fn fetch(cx: &Fetcher<'_>, job: &FetchJob, writer: &Writer) -> Result<Fetc
         if parts.status.is_server_error() && serve_stale(cx, job, writer).is_some() {
             return Ok(Fetched::default());
         }
+    }
+    // Too large to keep whole: kept in slices, which every reader asks for.
+    if let Some(meta) = sliced(cx, job, &request, &parts, now) {
+        tracing::info!(key = job.key.as_str(), total = meta.total, "caching in slices");
+        cx.slices.insert(meta);
+        return Err(FetchError::Sliced);
     }
     // The answer must parse up to its first body byte before any client sees
     // its head: a malformed chunk-size line is then a 502 for everyone, not
@@ -201,22 +213,10 @@ fn resumable(head: &Head) -> Option<Resume> {
     if head.status != StatusCode::OK {
         return None;
     }
-    let total = head.content_length?;
-    let strong_etag = head
-        .headers
-        .get(header::ETAG)
-        .filter(|v| !v.as_bytes().starts_with(b"W/"))
-        .map(|v| (header::ETAG, v.clone()));
-    let last_modified = || {
-        head.headers
-            .get(header::LAST_MODIFIED)
-            .map(|v| (header::LAST_MODIFIED, v.clone()))
-    };
-    let validator = strong_etag.or_else(last_modified)?;
     Some(Resume {
         offset: 0,
-        total,
-        validator,
+        total: head.content_length?,
+        validator: head.range_validator()?,
     })
 }
 
@@ -233,6 +233,37 @@ struct Judged {
     from_peer: bool,
     /// The digest the origin sent for the body, to check it against.
     expected: Option<Expected>,
+}
+
+/// The slices an answer is kept in, when it is a storable 200 to a GET over
+/// `cache.slice` (or `cache.max_object`) that can be asked for by range.
+fn sliced(
+    cx: &Fetcher<'_>,
+    job: &FetchJob,
+    request: &UpstreamRequest,
+    parts: &http::response::Parts,
+    now: SystemTime,
+) -> Option<SliceMeta> {
+    let length = headers::content_length(&parts.headers)?;
+    let cache = &cx.config.cache;
+    if parts.status != StatusCode::OK
+        || request.method != http::Method::GET
+        || length <= cache.slice_above()
+        || parts.headers.contains_key(header::VARY)
+    {
+        return None;
+    }
+    let sent = request.to_request();
+    let mut origin_headers = headers::detached(&parts.headers);
+    let policy = policy::policy(&sent, parts.status, &origin_headers, now);
+    let Disposition::Store { ttl } = policy::judge(&sent, &policy, &origin_headers, now, u64::MAX) else {
+        return None;
+    };
+    // The edge checks no digest of a sliced body: it passes on none.
+    origin_headers.remove(digest::CONTENT_DIGEST);
+    origin_headers.remove(digest::REPR_DIGEST);
+    let head = Arc::new(Head::from_upstream(parts.status, origin_headers, now));
+    SliceMeta::of(job.base.as_str(), head, policy, sent, ttl, cache.slice_size())
 }
 
 /// Judges the origin's head, reserves room for a body that will be kept, and

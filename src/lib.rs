@@ -51,6 +51,7 @@ pub mod route;
 pub mod sendfile;
 pub mod server;
 pub mod shared_head;
+pub mod slicing;
 pub mod streams;
 pub mod upcoming;
 pub mod upstream;

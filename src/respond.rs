@@ -26,7 +26,13 @@ pub enum Content {
     Stored(Bytes),
     /// A fill still arriving (or just finished).
     Fill(Reader),
+    /// An object kept in slices, `total` bytes long: `body` makes the
+    /// answer's body for the bytes `start..end` once they are chosen.
+    Sliced { total: u64, body: SlicedBody },
 }
+
+/// Makes the body of a sliced object's bytes `start..end`.
+pub type SlicedBody = Box<dyn FnOnce(u64, u64) -> EdgeBody + Send>;
 
 /// How the answer was obtained, for the edge's own headers.
 #[derive(Clone, Copy)]
@@ -49,6 +55,7 @@ pub fn respond(
     let total = match &content {
         Content::Stored(body) => Some(body.len() as u64),
         Content::Fill(_) => head.content_length,
+        Content::Sliced { total, .. } => Some(*total),
     };
     let ranged = head.status == StatusCode::OK && request.method == Method::GET;
     let range = match total {
@@ -108,6 +115,7 @@ pub fn respond(
             EdgeBody::full(bytes.slice(start as usize..end))
         }
         Content::Fill(reader) => EdgeBody::fill(reader.into_body(start, end)),
+        Content::Sliced { total, body } => body(start, end.unwrap_or(total)),
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;

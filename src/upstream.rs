@@ -74,6 +74,10 @@ pub enum FetchError {
     },
     #[error("the upstream fetch was abandoned before it finished")]
     Abandoned,
+    /// The object is over `cache.slice` (or `cache.max_object`) and is
+    /// served in slices: its readers ask again, slice by slice.
+    #[error("the object is cached in slices")]
+    Sliced,
     /// A fill that keeps nothing went on without this reader, which took
     /// nothing for `server.send_timeout`.
     #[error("the client fell too far behind a fill that keeps nothing for it")]
@@ -94,7 +98,7 @@ impl FetchError {
             FetchError::Unspliceable { .. } => FetchFailure::Unspliceable,
             FetchError::DigestMismatch { .. } => FetchFailure::DigestMismatch,
             FetchError::StreamBusy { .. } => FetchFailure::StreamBusy,
-            FetchError::Abandoned | FetchError::Overtaken => FetchFailure::Abandoned,
+            FetchError::Abandoned | FetchError::Overtaken | FetchError::Sliced => FetchFailure::Abandoned,
         }
     }
 

@@ -27,8 +27,8 @@ const LAYERS: &[&[&str]] = &[
     // Response bodies, the in-flight table, routing rules.
     &["body", "coalesce", "route"],
     // The fill readers share; request errors; prefetch planning; live
-    // stream restarts; live segments asked for early.
-    &["fill", "error", "prefetch", "restarts", "upcoming"],
+    // stream restarts; sliced objects; live segments asked for early.
+    &["fill", "error", "prefetch", "restarts", "slicing", "upcoming"],
     // Video rules; a stored hit's per-answer headers; origins.
     &["media", "shared_head", "upstream"],
     // Cache rules and store; the fleet of sibling edges; CORS rules; what

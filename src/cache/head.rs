@@ -58,6 +58,22 @@ pub const PER_ANSWER_NAMES: [HeaderName; 8] = [
 ];
 
 impl Head {
+    /// What a range of this representation can be made conditional on
+    /// (`If-Range`): its strong `ETag`, else its `Last-Modified`.
+    pub fn range_validator(&self) -> Option<(HeaderName, HeaderValue)> {
+        let strong_etag = self
+            .headers
+            .get(header::ETAG)
+            .filter(|v| !v.as_bytes().starts_with(b"W/"))
+            .map(|v| (header::ETAG, v.clone()));
+        let last_modified = || {
+            self.headers
+                .get(header::LAST_MODIFIED)
+                .map(|v| (header::LAST_MODIFIED, v.clone()))
+        };
+        strong_etag.or_else(last_modified)
+    }
+
     pub fn from_upstream(status: StatusCode, mut headers: HeaderMap, now: SystemTime) -> Self {
         strip_hop_by_hop(&mut headers);
         let age_at_receipt = headers

@@ -113,6 +113,28 @@ pub struct CacheConfig {
     pub pass_ttl: Duration,
     /// How long an entry stays past its freshness, for revalidation and stale-if-error.
     pub keep_stale: Duration,
+    /// `cache.slice`: objects over it are cached in slices of this size.
+    pub slice: Option<u64>,
+}
+
+/// The smallest `cache.slice`: smaller slices cost an origin request per
+/// few packets.
+const MIN_SLICE: u64 = 64 << 10;
+
+/// The slice size when `cache.slice` is unset: objects over `max_object`
+/// are cut into pieces of this, or of `max_object` when that is smaller.
+const DEFAULT_SLICE: u64 = 16 << 20;
+
+impl CacheConfig {
+    /// Objects larger than this are cached in slices.
+    pub fn slice_above(&self) -> u64 {
+        self.slice.unwrap_or(self.max_object)
+    }
+
+    /// The size of one slice.
+    pub fn slice_size(&self) -> u64 {
+        self.slice.unwrap_or(DEFAULT_SLICE.min(self.max_object)).max(1)
+    }
 }
 
 /// How the edge treats playlists and segments.
@@ -380,11 +402,23 @@ fn cache(c: &RawCache) -> Result<CacheConfig, ConfigError> {
     if c.max_object.0 > MAX_OBJECT_LIMIT {
         return Err(ConfigError::new("cache.max_object", "must be below 4GiB"));
     }
+    if let Some(slice) = c.slice {
+        if slice.0 < MIN_SLICE || slice.0 > c.max_object.0 {
+            return Err(ConfigError::new(
+                "cache.slice",
+                format!(
+                    "must be from {MIN_SLICE} bytes to cache.max_object ({})",
+                    c.max_object.0
+                ),
+            ));
+        }
+    }
     Ok(CacheConfig {
         memory: c.memory.0,
         max_object: c.max_object.0,
         pass_ttl: c.pass_ttl.0,
         keep_stale: c.keep_stale.0,
+        slice: c.slice.map(|s| s.0),
     })
 }
 

@@ -97,6 +97,8 @@ pub struct RawCache {
     pub max_object: Size,
     pub pass_ttl: Dur,
     pub keep_stale: Dur,
+    /// Objects over this (else over max_object) are cached in slices of this size.
+    pub slice: Option<Size>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -245,6 +247,7 @@ impl Default for RawCache {
             max_object: Size(256 << 20),
             pass_ttl: secs(10),
             keep_stale: secs(300),
+            slice: None,
         }
     }
 }

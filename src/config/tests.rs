@@ -167,3 +167,19 @@ fn a_fleet_config_loads() {
     assert_eq!(c.cluster.dns_interval, Duration::from_secs(5));
     assert!(c.cluster.keep_copies);
 }
+
+#[test]
+fn a_slice_is_between_64_kib_and_max_object_and_defaults_follow_max_object() {
+    let c = Config::from_toml("").unwrap().cache;
+    assert_eq!((c.slice_above(), c.slice_size()), (256 << 20, 16 << 20));
+    let c = Config::from_toml("[cache]\nslice = \"1MiB\"").unwrap().cache;
+    assert_eq!((c.slice_above(), c.slice_size()), (1 << 20, 1 << 20));
+    let c = Config::from_toml("[cache]\nmemory = \"16MiB\"\nmax_object = \"4MiB\"")
+        .unwrap()
+        .cache;
+    assert_eq!(c.slice_size(), 4 << 20);
+    for bad in ["[cache]\nslice = \"1KiB\"", "[cache]\nslice = \"512MiB\""] {
+        let e = Config::from_toml(bad).unwrap_err().to_string();
+        assert!(e.contains("cache.slice"), "{e}");
+    }
+}

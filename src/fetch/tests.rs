@@ -45,6 +45,7 @@ struct State {
     metrics: Arc<Metrics>,
     clock: Clock,
     streams: StreamLimits,
+    slices: crate::slicing::Slices,
 }
 
 impl State {
@@ -59,6 +60,7 @@ impl State {
             metrics,
             clock: Clock::default(),
             streams: StreamLimits::new(4),
+            slices: crate::slicing::Slices::new(),
             config,
         }
     }
@@ -73,6 +75,7 @@ impl State {
             metrics: &self.metrics,
             clock: &self.clock,
             streams: &self.streams,
+            slices: &self.slices,
         }
     }
 

@@ -57,6 +57,7 @@ fn fetcher(edge: &Edge) -> Fetcher<'_> {
         metrics: &edge.metrics,
         clock: &edge.clock,
         streams: &edge.streams,
+        slices: &edge.slices,
     }
 }
 

@@ -29,11 +29,12 @@ use crate::respond::{respond, respond_stored, Content, Served};
 use crate::route::Target;
 use crate::shared_head::Field;
 use crate::upcoming::Hold;
-use crate::upstream::{UpstreamBody, UpstreamRequest};
+use crate::upstream::{FetchError, UpstreamBody, UpstreamRequest};
 
 mod digests;
 mod fills;
 mod sibling;
+mod slices;
 
 type Answer = Result<(Response<EdgeBody>, Outcome), EdgeError>;
 
@@ -269,6 +270,9 @@ async fn lookup(
     if let Some(entry) = cached.as_ref().filter(|e| e.is_fresh(now)) {
         return from_entry(parts, entry, Outcome::Hit, now);
     }
+    if let Some(meta) = edge.slices.get(base.as_str(), now) {
+        return slices::serve(edge, parts, meta, upstream).await;
+    }
     if let Some(entry) = cached.as_ref().filter(|e| e.serves_while_revalidating(now)) {
         let job = FetchJob {
             base,
@@ -327,7 +331,19 @@ async fn from_fill(
     upstream: UpstreamRequest,
     joined: Outcome,
 ) -> Answer {
-    let fill_head = reader.head().await?;
+    let fill_head = match reader.head().await {
+        Ok(head) => head,
+        // Too large to keep whole: this client is answered slice by slice.
+        Err(FetchError::Sliced) => {
+            let base = upstream.route.origin.url(&upstream.path_and_query);
+            let sliced = edge.slices.get(&base, edge.clock.now());
+            return match sliced {
+                Some(meta) => slices::serve(edge, parts, meta, upstream).await,
+                None => Err(FetchError::Abandoned.into()),
+            };
+        }
+        Err(e) => return Err(e.into()),
+    };
     let same = same_variant(&fill_head.head.headers, &upstream.headers, &fill_head.request_headers);
     let status = match fill_head.reading(joined, same) {
         Reading::Read(status) => status,

@@ -24,10 +24,7 @@ pub async fn answer(edge: &Arc<Edge>, parts: &Parts, peer: Peer) -> Answer {
             let Some((exact, key)) = purge_target(query) else {
                 return own(StatusCode::BAD_REQUEST, "give one of ?key= or ?prefix=\n".into());
             };
-            let purged = match exact {
-                true => edge.store.purge(|base| base == key),
-                false => edge.store.purge(|base| base.starts_with(&key)),
-            };
+            let purged = edge.purge(&key, exact);
             tracing::info!(key, exact, purged, "purge from a sibling");
             own(StatusCode::OK, format!("purged {purged}\n"))
         }

@@ -57,7 +57,7 @@ try {
     page.evaluate(() => {
       const video = document.getElementById("player");
       const demo = window.outpostDemo;
-      return { time: video.currentTime, stalls: demo.stalls, fatal: demo.fatal, segments: demo.segments };
+      return { time: video.currentTime, stalls: demo.stalled(), blips: demo.blips, fatal: demo.fatal, segments: demo.segments };
     });
   // Start: every player has begun (bounded: 30 s).
   await Promise.all(
@@ -76,6 +76,7 @@ try {
   const result = end.map((e, i) => ({
     advanced: e.time - start[i].time,
     stalls: e.stalls - start[i].stalls,
+    blips: e.blips - start[i].blips,
     fatal: e.fatal,
     segments: e.segments,
     console: logs[i].filter((l) => l.startsWith("error")),

@@ -93,8 +93,9 @@ impl Script {
         }
     }
 
-    /// Answers `Range: bytes=N-` with 206 from byte N, unless an `If-Range`
-    /// names another ETag than the script's.
+    /// Answers `Range: bytes=N-` and `bytes=N-M` with a 206 (and says
+    /// `Accept-Ranges: bytes`), unless an `If-Range` names another ETag than
+    /// the script's.
     pub fn ranges(mut self) -> Self {
         self.ranges = Ranges::Honoured;
         self
@@ -341,12 +342,15 @@ async fn answer(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Scrip
     for (k, v) in &script.headers {
         builder = builder.header(k, v);
     }
-    if let Some(from) = range_start(&req, &script).filter(|_| !conditional_hit) {
+    if script.ranges != Ranges::Ignored && script.status == 200 {
+        builder = builder.header("accept-ranges", "bytes");
+    }
+    if let Some((from, to)) = range_of(&req, &script).filter(|_| !conditional_hit) {
         let len = script.body.len();
         builder = builder
             .status(206)
-            .header("content-range", format!("bytes {from}-{}/{len}", len - 1));
-        script.body = script.body.slice(from..);
+            .header("content-range", format!("bytes {from}-{to}/{len}"));
+        script.body = script.body.slice(from..=to);
     }
     if conditional_hit || req.method() == http::Method::HEAD {
         *st.active.lock().unwrap().get_mut(&path).unwrap() -= 1;
@@ -395,14 +399,21 @@ async fn answer(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Scrip
     Ok(builder.body(ScriptBody::channel(rx)).unwrap())
 }
 
-/// Where a `Range: bytes=N-` request starts, when the script answers ranges
-/// and its `If-Range` (if any) names the script's ETag.
-fn range_start(req: &Request<Incoming>, script: &Script) -> Option<usize> {
+/// The bytes a `Range: bytes=N-` or `bytes=N-M` request asks for (first and
+/// last), when the script answers ranges and its `If-Range` (if any) names
+/// the script's ETag.
+fn range_of(req: &Request<Incoming>, script: &Script) -> Option<(usize, usize)> {
     if script.ranges == Ranges::Ignored || script.status != 200 {
         return None;
     }
     let text = req.headers().get("range")?.to_str().ok()?;
-    let from: usize = text.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok()?;
+    let (from, to) = text.strip_prefix("bytes=")?.split_once('-')?;
+    let from: usize = from.parse().ok()?;
+    let last = script.body.len().checked_sub(1)?;
+    let to = match to {
+        "" => last,
+        to => to.parse::<usize>().ok()?.min(last),
+    };
     let etag = script
         .headers
         .iter()
@@ -414,7 +425,7 @@ fn range_start(req: &Request<Incoming>, script: &Script) -> Option<usize> {
             return None;
         }
     }
-    (from < script.body.len()).then_some(from)
+    (from <= to).then_some((from, to))
 }
 
 /// A file of the served directory as a script, if it exists.
