@@ -116,6 +116,18 @@ async fn fetch(cx: &Fetcher<'_>, job: &FetchJob, writer: &Writer) -> Result<Fetc
         };
         return serve_stale(cx, job, writer).ok_or(busy).map(|_| Fetched::default());
     };
+    // And so are one route's (`routes[].max_fetches`).
+    let route = &request.route;
+    let name = route.name();
+    let wait = (!job.prefetch).then_some(patience);
+    let Ok(_route_slot) = cx.streams.route_slot(&name, route.max_fetches, wait).await else {
+        let busy = FetchError::RouteBusy {
+            route: name,
+            limit: route.max_fetches,
+            waited: wait.unwrap_or_default(),
+        };
+        return serve_stale(cx, job, writer).ok_or(busy).map(|_| Fetched::default());
+    };
     let answered = match cx.upstream.send(&request).await {
         Ok(r) => r,
         Err(e) => return serve_stale(cx, job, writer).ok_or(e).map(|_| Fetched::default()),

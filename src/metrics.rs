@@ -143,6 +143,8 @@ label! {
         DigestMismatch => "digest_mismatch",
         /// `media.stream_fetches` of the object's stream stayed busy.
         StreamBusy => "stream_busy",
+        /// `routes[].max_fetches` of the object's route stayed busy.
+        RouteBusy => "route_busy",
         /// Nobody waited for the fetch any more: not the origin's failure.
         Abandoned => "abandoned",
     }

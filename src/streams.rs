@@ -13,10 +13,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Busy;
 
-/// The fetch slots of every stream seen lately.
+/// The fetch slots of every stream seen lately, and of every route.
 pub struct StreamLimits {
     per_stream: usize,
     streams: moka::sync::Cache<String, Arc<Semaphore>>,
+    /// Per route (`routes[].max_fetches`), by the route's name.
+    routes: moka::sync::Cache<String, Arc<Semaphore>>,
 }
 
 impl StreamLimits {
@@ -30,6 +32,29 @@ impl StreamLimits {
                 .max_capacity(100_000)
                 .time_to_idle(Duration::from_secs(300))
                 .build(),
+            routes: moka::sync::Cache::builder().max_capacity(10_000).build(),
+        }
+    }
+
+    /// A slot among `limit` for a fetch on the route named `route`, waiting
+    /// up to `patience` (none for a prefetch, which never waits); `Ok(None)`
+    /// when the route is not bounded.
+    pub async fn route_slot(
+        &self,
+        route: &str,
+        limit: usize,
+        patience: Option<Duration>,
+    ) -> Result<Option<OwnedSemaphorePermit>, Busy> {
+        if limit == 0 {
+            return Ok(None);
+        }
+        let slots = self.routes.get_with_by_ref(route, || Arc::new(Semaphore::new(limit)));
+        match patience {
+            None => slots.try_acquire_owned().map(Some).map_err(|_| Busy),
+            Some(patience) => match tokio::time::timeout(patience, slots.acquire_owned()).await {
+                Ok(Ok(permit)) => Ok(Some(permit)),
+                _ => Err(Busy),
+            },
         }
     }
 

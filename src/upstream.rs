@@ -72,6 +72,13 @@ pub enum FetchError {
         limit: usize,
         waited: Duration,
     },
+    /// `routes[].max_fetches` fetches of the route were under way for its `timeout`.
+    #[error("route {route} had {limit} fetches under way for all of {}", humantime::format_duration(*.waited))]
+    RouteBusy {
+        route: String,
+        limit: usize,
+        waited: Duration,
+    },
     #[error("the upstream fetch was abandoned before it finished")]
     Abandoned,
     /// The object is over `cache.slice` (or `cache.max_object`) and is
@@ -98,6 +105,7 @@ impl FetchError {
             FetchError::Unspliceable { .. } => FetchFailure::Unspliceable,
             FetchError::DigestMismatch { .. } => FetchFailure::DigestMismatch,
             FetchError::StreamBusy { .. } => FetchFailure::StreamBusy,
+            FetchError::RouteBusy { .. } => FetchFailure::RouteBusy,
             FetchError::Abandoned | FetchError::Overtaken | FetchError::Sliced => FetchFailure::Abandoned,
         }
     }
@@ -109,7 +117,7 @@ impl FetchError {
             // draft-pantos-hls-rfc8216bis §6.2.5.2: a reload that cannot be answered in time is a 503.
             FetchError::BlockedTooLong { .. } => StatusCode::SERVICE_UNAVAILABLE,
             // The edge holds back, not the origin failing.
-            FetchError::StreamBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            FetchError::StreamBusy { .. } | FetchError::RouteBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         }
     }

@@ -374,3 +374,45 @@ async fn one_runaway_stream_cannot_take_every_origin_fetch() {
     short.shutdown().await;
     edge.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_route_has_at_most_max_fetches_under_way_and_refuses_past_its_timeout() {
+    let origin = TestOrigin::start().await;
+    for path in ["/a/1.ts", "/b/2.ts"] {
+        origin.set(
+            path,
+            Script::ok(payload(1_000, 1)).throttle(100, Duration::from_millis(100)),
+        );
+    }
+    origin.set("/c/3.ts", Script::ok(payload(1_000, 3)));
+    let edge = start_edge(
+        "[media]\nprefetch_ahead = 0\n[[routes]]\nurl = \"{origin}\"\ntimeout = \"300ms\"\nmax_fetches = 2\n",
+        &origin,
+    )
+    .await;
+    // Two slow fetches, in two streams, take the route's two slots.
+    let slow: Vec<_> = ["/a/1.ts", "/b/2.ts"]
+        .into_iter()
+        .map(|p| {
+            let u = url(&edge, p);
+            tokio::spawn(async move { get(&client(), &u).await.status })
+        })
+        .collect();
+    origin.wait_hits("/a/1.ts", 1).await;
+    origin.wait_hits("/b/2.ts", 1).await;
+    // A third stream waits the route's timeout, then gets a 503.
+    let refused = get(&client(), &url(&edge, "/c/3.ts")).await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(origin.hits("/c/3.ts"), 0, "never sent upstream");
+    for s in slow {
+        assert_eq!(s.await.unwrap(), 200);
+    }
+    // Slots free again once those are in.
+    assert_eq!(get(&client(), &url(&edge, "/c/3.ts")).await.status, 200);
+    let metrics = get(&client(), &admin_url(&edge, "/metrics")).await.text();
+    assert!(
+        metrics.contains("outpost_upstream_errors_total{reason=\"route_busy\"} 1"),
+        "{metrics}"
+    );
+    edge.shutdown().await;
+}

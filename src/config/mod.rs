@@ -180,6 +180,8 @@ pub struct RouteConfig {
     /// A 404 from the origin (or a backup) is asked of the next backup: live
     /// packagers push to several origins, and one may lag.
     pub retry_404: bool,
+    /// Upstream fetches under way at once for this route; 0: no bound.
+    pub max_fetches: usize,
     /// Query argument names left out of the cache key (and so never sent upstream).
     pub ignore_query: Vec<String>,
     /// Client headers never sent to this origin, beyond the built-in list.
@@ -203,6 +205,13 @@ pub struct ClusterConfig {
     pub secret: Option<String>,
     pub dns_interval: std::time::Duration,
     pub keep_copies: bool,
+}
+
+impl RouteConfig {
+    /// How logs and errors name the route: its host and prefix.
+    pub fn name(&self) -> String {
+        format!("{}{}", self.host.as_deref().unwrap_or("*"), self.prefix)
+    }
 }
 
 impl OriginUrl {
@@ -499,6 +508,7 @@ fn route(i: usize, r: &RawRoute) -> Result<RouteConfig, ConfigError> {
         stale_while_revalidate: r.stale_while_revalidate.0,
         stale_if_error: r.stale_if_error.0,
         retry_404: r.retry_404,
+        max_fetches: r.max_fetches,
         ignore_query: r.ignore_query.clone(),
         strip_headers,
     })

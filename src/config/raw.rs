@@ -123,6 +123,9 @@ pub struct RawRoute {
     /// A 404 from an origin is asked of the next one (packagers push to several).
     #[serde(default)]
     pub retry_404: bool,
+    /// Upstream fetches under way at once for this route; 0: no bound.
+    #[serde(default = "default_max_fetches")]
+    pub max_fetches: usize,
     /// Query arguments left out of the cache key (CDN tokens, session ids).
     #[serde(default)]
     pub ignore_query: Vec<String>,
@@ -176,6 +179,10 @@ fn default_route_timeout() -> Dur {
     secs(10)
 }
 
+fn default_max_fetches() -> usize {
+    512
+}
+
 fn default_stale_if_error() -> Dur {
     secs(300)
 }
@@ -200,6 +207,7 @@ impl Default for RawConfig {
                 stale_while_revalidate: Dur::default(),
                 stale_if_error: default_stale_if_error(),
                 retry_404: false,
+                max_fetches: default_max_fetches(),
                 ignore_query: Vec::new(),
                 strip_headers: Vec::new(),
             }],
