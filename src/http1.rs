@@ -251,6 +251,32 @@ fn parse(buf: &mut BytesMut, map: &mut HeaderMap, spans: &mut Vec<(Span, Span)>)
     }
 }
 
+/// Reads every request head off the front of `data` as the loop would (for
+/// the fuzz target `request_head`): what it takes is a valid request, and
+/// it never takes more bytes than it was given.
+#[doc(hidden)]
+pub fn read_heads(data: &[u8]) {
+    let mut buf = BytesMut::from(data);
+    let mut map = HeaderMap::new();
+    let mut spans = Vec::new();
+    // Each head taken is at least a few bytes: this ends within data.len() rounds.
+    for _ in 0..=data.len() {
+        let before = buf.len();
+        match parse(&mut buf, &mut map, &mut spans) {
+            Parsed::Request(head) => {
+                assert!(buf.len() < before, "a head was taken without its bytes");
+                assert!(matches!(
+                    head.parts.method,
+                    Method::GET | Method::HEAD | Method::OPTIONS
+                ));
+                map = head.parts.headers;
+                map.clear();
+            }
+            Parsed::Partial | Parsed::Handoff => return,
+        }
+    }
+}
+
 type Span = (usize, usize);
 
 /// `headers` comes empty, with room from an earlier request.

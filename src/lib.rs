@@ -31,6 +31,7 @@ pub mod fetch;
 pub mod fill;
 pub mod fleet;
 pub mod forward;
+pub mod fuzzing;
 pub mod headers;
 pub mod http1;
 pub mod limits;

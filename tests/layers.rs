@@ -11,6 +11,8 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     // The binary's commands, and the demo origin they can start.
     &["cli"],
+    // Entry points for fuzzing the readers of untrusted input.
+    &["fuzzing"],
     &["demo"],
     // Starting and stopping the edge.
     &["app"],

@@ -4,7 +4,7 @@
 use http::{HeaderMap, HeaderName};
 use percent_encoding::percent_decode_str;
 
-const CMCD_REQUEST: HeaderName = HeaderName::from_static("cmcd-request");
+pub const CMCD_REQUEST: HeaderName = HeaderName::from_static("cmcd-request");
 
 /// The `nor` hint of a request, from the `CMCD-Request` header or the `CMCD`
 /// query argument, as a URL relative to the requested object.
