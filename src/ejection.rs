@@ -24,6 +24,11 @@ pub struct Ejections {
 }
 
 impl Ejections {
+    /// Whether any origin is down (one atomic read).
+    pub fn any(&self) -> bool {
+        self.any.load(Ordering::Acquire)
+    }
+
     pub fn is_down(&self, origin: &str) -> bool {
         self.any.load(Ordering::Acquire) && self.lock().contains_key(origin)
     }

@@ -227,9 +227,14 @@ pub fn sources<'r>(request: &'r UpstreamRequest, cluster: Option<&Cluster>, ejec
         _ => Vec::new(),
     };
     let origins = std::iter::once(&route.origin).chain(&route.backups);
+    let mut sources: Vec<Source<'r>> = siblings.into_iter().map(Source::Sibling).collect();
+    if !ejections.any() {
+        sources.extend(origins.map(Source::Origin));
+        return sources;
+    }
     let (up, down): (Vec<_>, Vec<_>) = origins.partition(|o| !ejections.is_down(&o.url("")));
-    let origins = up.into_iter().chain(down).map(Source::Origin);
-    siblings.into_iter().map(Source::Sibling).chain(origins).collect()
+    sources.extend(up.into_iter().chain(down).map(Source::Origin));
+    sources
 }
 
 /// What a sibling is given beyond the route's timeouts: its own timers,

@@ -4,6 +4,7 @@ mod support;
 
 use std::time::Duration;
 
+use outpost::metrics::Refusal;
 use support::*;
 
 /// Reads a whole response over HTTP/1.1; returns the error if the body was cut.
@@ -195,10 +196,20 @@ async fn hostile_requests_get_clean_refusals() {
     let huge = format!("GET /ok HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
     let too_big = raw_exchange(addr, huge.as_bytes()).await;
     assert!(too_big.starts_with("HTTP/1.1 431"), "{too_big}");
+    // Over the limit but under twice it: the edge's own refusal, counted.
+    let big = format!(
+        "GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(10_000)
+    );
+    let too_big = raw_exchange(addr, big.as_bytes()).await;
+    assert!(too_big.starts_with("HTTP/1.1 431"), "{too_big}");
     let post = send(&client(), "POST", &url(&edge, "/ok"), &[]).await;
     assert_eq!(post.status, 405);
     assert_eq!(post.header("allow"), "GET, HEAD, OPTIONS");
     assert_eq!(origin.total(), 0, "none of these reached the origin");
+    let refused = &edge.edge.metrics().refused;
+    assert!(refused.get(Refusal::HeadersTooLarge) >= 1);
+    assert!(refused.get(Refusal::BadRequest) >= 2, "the escape and the garbage");
     edge.shutdown().await;
 }
 
@@ -224,6 +235,7 @@ async fn slow_clients_are_cut_off_at_header_timeout() {
     let closed = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut buf)).await;
     assert!(closed.is_ok());
     assert_eq!(origin.total(), 0);
+    assert_eq!(edge.edge.metrics().refused.get(Refusal::HeaderTimeout), 2);
     edge.shutdown().await;
 }
 
@@ -249,6 +261,7 @@ async fn connections_past_the_limit_are_refused_with_503() {
     let refused = raw_exchange(edge.addrs.listen, b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
     assert!(refused.to_ascii_lowercase().contains("connection: close"));
+    assert_eq!(edge.edge.metrics().refused.get(Refusal::MaxConnections), 1);
     drop(held);
     edge.shutdown().await;
 }

@@ -90,6 +90,9 @@ async fn a_restarted_encoder_never_yields_the_old_streams_segments() {
     let edge = edge_for(&origin).await;
     let c = client();
     let playlist = url(&edge, "/live/index.m3u8");
+    // Another stream below this one's folder: a restart leaves it alone.
+    origin.set("/live/other/seg-0.ts", Script::ok("another stream"));
+    get(&c, &url(&edge, "/live/other/seg-0.ts")).await;
     // Watch the first stream until its window has slid, so that the edge
     // holds every segment it listed (for 10 minutes: no caching headers).
     let mut old = std::collections::HashMap::new();
@@ -139,6 +142,11 @@ async fn a_restarted_encoder_never_yields_the_old_streams_segments() {
         }
     }
     assert!(reused >= 2, "the new stream reused {reused} of the old names");
+    assert_eq!(
+        cache_status(&c, &url(&edge, "/live/other/seg-0.ts")).await,
+        "outpost; hit",
+        "a stream in a subfolder keeps its entries"
+    );
     let metrics = get(&c, &admin_url(&edge, "/metrics")).await.text();
     assert!(metrics.contains("outpost_stream_restarts_total 1\n"), "{metrics}");
     edge.shutdown().await;

@@ -83,8 +83,8 @@ fn after_playlist(edge: &Arc<Edge>, playlist_request: &UpstreamRequest, document
 
 /// When a live playlist shows its stream started over (an encoder restart
 /// that reuses segment names), drops every entry of the old stream: the
-/// objects in the playlist's folder and the segments either window names,
-/// all but the playlist just stored. The old stream's bytes are never
+/// objects in the playlist's folder (not in its subfolders) and the
+/// segments either window names, all but the playlist just stored. The old stream's bytes are never
 /// served under the new stream's names.
 fn forget_old_stream(edge: &Edge, request: &UpstreamRequest, playlist: &MediaPlaylist) {
     let route = &request.route;
@@ -100,9 +100,12 @@ fn forget_old_stream(edge: &Edge, request: &UpstreamRequest, playlist: &MediaPla
         .filter_map(|uri| resolve(route, &request.path_and_query, uri))
         .map(|pq| key_url(route, &pq))
         .collect();
+    // The folder's own objects, not its subfolders': a playlist at an
+    // origin's root must not take every other stream with it.
+    let in_folder = |key: &str| key.strip_prefix(folder).is_some_and(|rest| !rest.contains('/'));
     let dropped = edge
         .store
-        .purge(|key| key != playlist_key && (key.starts_with(folder) || named.contains(key)));
+        .purge(|key| key != playlist_key && (in_folder(key) || named.contains(key)));
     edge.metrics.stream_restarts.inc();
     tracing::warn!(
         playlist = playlist_key.as_str(),
