@@ -1,4 +1,4 @@
-//! The command line: `serve` (the default), `check` and `demo`.
+//! The command line: `serve` (the default), `check`, `health` and `demo`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +29,16 @@ enum Command {
     Check {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+    },
+    /// Ask a running edge's admin listener for /healthz: exit 0 when it
+    /// answers 200 within 2 s, 1 otherwise (a container health check).
+    Health {
+        /// The admin address (default: admin.listen of the config that
+        /// `serve` would load: --config, $OUTPOST_CONFIG, OUTPOST_* variables).
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Start a synthetic origin and an edge in front of it.
     Demo,
@@ -64,6 +74,66 @@ pub fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
         Some(Command::Demo) => demo(),
+        Some(Command::Health { admin, config }) => health(admin, config),
+    }
+}
+
+/// `outpost health`: GET /healthz on the admin listener.
+fn health(admin: Option<String>, config: Option<PathBuf>) -> ExitCode {
+    let addr = match admin {
+        Some(addr) => addr,
+        None => {
+            let args = ServeArgs {
+                config,
+                ..ServeArgs::default()
+            };
+            let Ok(config) = load(&args) else {
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            reachable(config.admin.listen).to_string()
+        }
+    };
+    match healthz(&addr) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("outpost: unhealthy: http://{addr}/healthz {why}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// Where to reach a listener bound to `addr` from this host: the loopback
+/// address for an unspecified one (0.0.0.0, [::]).
+fn reachable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
+}
+
+/// One HTTP/1.0 GET of /healthz with a 2 s bound on each step.
+fn healthz(addr: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+    let target = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("has no address: {e}"))?
+        .next()
+        .ok_or("has no address")?;
+    let mut stream = std::net::TcpStream::connect_timeout(&target, LIMIT).map_err(|e| format!("refused: {e}"))?;
+    stream.set_read_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(LIMIT)).map_err(|e| e.to_string())?;
+    write!(stream, "GET /healthz HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| format!("write failed: {e}"))?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head).map_err(|e| format!("no answer: {e}"))?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    let status = line.split_whitespace().nth(1).unwrap_or_default();
+    match status {
+        "200" => Ok(()),
+        _ => Err(format!("answered {:?}", line.lines().next().unwrap_or_default())),
     }
 }
 

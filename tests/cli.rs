@@ -291,3 +291,111 @@ fn demo_serves_a_live_stream_through_the_edge() {
     sigterm(&child.0);
     assert_eq!(wait_exit(&mut child.0), 0);
 }
+
+#[test]
+fn health_exits_0_for_a_serving_edge_and_1_once_it_stopped() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let origin = rt.block_on(TestOrigin::start());
+    let edge = rt.block_on(edge_for(&origin));
+    let admin = edge.addrs.admin.to_string();
+    let run = |cmd: &mut Command| cmd.stderr(Stdio::piped()).output().unwrap();
+    let up = run(outpost(&["health", "--admin", &admin]).env_remove("OUTPOST_ADMIN__LISTEN"));
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    // As the image runs it: the address from the config and variables serve reads.
+    let from_env = run(outpost(&["health"]).env("OUTPOST_ADMIN__LISTEN", &admin));
+    assert!(
+        from_env.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_env.stderr)
+    );
+    rt.block_on(edge.shutdown());
+    let down = run(&mut outpost(&["health", "--admin", &admin]));
+    assert_eq!(down.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&down.stderr);
+    assert!(said.contains("unhealthy") && said.contains(&admin), "{said}");
+}
+
+/// Copies `from` to `to` as the image's context holds it: without the
+/// folders `docker/Dockerfile.dockerignore` leaves out (build output).
+fn copy_context(from: &std::path::Path, to: &std::path::Path) {
+    if from.is_dir() {
+        let name = from.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if ["target", "artifacts", "corpus", "node_modules"].contains(&name) {
+            return;
+        }
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            copy_context(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        std::fs::copy(from, to).unwrap();
+    }
+}
+
+/// Every `COPY` source of the Dockerfile's build stage (`COPY a b ./dest`).
+fn build_context_sources(dockerfile: &str) -> Vec<String> {
+    let mut sources = Vec::new();
+    for line in dockerfile.lines().map(str::trim) {
+        if line.starts_with("FROM ") && !sources.is_empty() {
+            break; // the runtime stage copies from the build stage
+        }
+        let Some(rest) = line.strip_prefix("COPY ") else {
+            continue;
+        };
+        let words: Vec<&str> = rest.split_whitespace().filter(|w| !w.starts_with("--")).collect();
+        sources.extend(words[..words.len() - 1].iter().map(|w| w.to_string()));
+    }
+    sources
+}
+
+#[test]
+fn the_image_build_context_holds_all_the_build_needs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("docker/Dockerfile")).unwrap();
+    let sources = build_context_sources(&dockerfile);
+    assert!(sources.contains(&"Cargo.toml".to_owned()) && sources.contains(&"src".to_owned()));
+    // Exactly what the build stage copies, in an empty folder.
+    let dir = std::env::temp_dir().join(format!("outpost-context-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ignored = std::fs::read_to_string(root.join("docker/Dockerfile.dockerignore")).unwrap();
+    for left_out in ["**/target", "benches/fuzz/artifacts", "tests/browser/node_modules"] {
+        assert!(
+            ignored.lines().any(|l| l == left_out),
+            "the context leaves out {left_out}"
+        );
+    }
+    for source in &sources {
+        assert!(root.join(source).exists(), "COPY {source}: not in the repository");
+        copy_context(&root.join(source), &dir.join(source));
+    }
+    // The lockfile resolves as it stands (`--locked`, as the image builds)...
+    let tree = Command::new(env!("CARGO"))
+        .args(["tree", "--locked", "--offline", "--depth", "0"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    // ...and cargo takes the manifest and every target it names: it gets as
+    // far as asking the compiler its version (a stand-in that fails, so
+    // that nothing is compiled here).
+    let build = Command::new(env!("CARGO"))
+        .args(["check", "--bin", "outpost", "--locked", "--offline"])
+        .env("RUSTC", "false")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(tree.status.success(), "{}", String::from_utf8_lossy(&tree.stderr));
+    let said = String::from_utf8_lossy(&build.stderr);
+    assert!(
+        said.contains("`false -vV`"),
+        "cargo refuses the image's build context: {said}"
+    );
+    // The runtime stage's own files, and the health check the image runs.
+    for line in dockerfile.lines().filter(|l| l.starts_with("COPY docker/")) {
+        let file = line.split_whitespace().nth(1).unwrap();
+        assert!(root.join(file).exists(), "{line}");
+    }
+    assert!(dockerfile.contains(r#"HEALTHCHECK --interval=10s --timeout=3s CMD ["/usr/local/bin/outpost", "health"]"#));
+}
