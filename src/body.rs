@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use crate::access_log::{AccessSink, Format};
 use crate::fill::FillBody;
 use crate::metrics::{Metrics, SourceKind};
 use crate::outcome::Outcome;
@@ -192,12 +193,6 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
-    /// Whether access log lines are written. When they are not, a request
-    /// skips what only its line needs, down to reading the clock.
-    pub fn enabled() -> bool {
-        tracing::enabled!(target: "outpost::access", tracing::Level::INFO)
-    }
-
     /// Counts into `metrics`, and writes `line` when the answer ends.
     pub fn new(metrics: Arc<Metrics>, line: Option<LogLine>) -> Self {
         Self {
@@ -208,12 +203,15 @@ impl AccessLog {
     }
 }
 
-/// One access log line.
+/// One access log line (fields in the README, "Access log").
 pub struct LogLine {
+    pub sink: Arc<AccessSink>,
     pub id: RequestId,
+    pub client: std::net::IpAddr,
     pub method: http::Method,
     /// The request's target; the log shows its path.
     pub uri: http::Uri,
+    pub host: Option<http::HeaderValue>,
     pub status: u16,
     pub outcome: Outcome,
     pub started: Instant,
@@ -240,19 +238,48 @@ impl LogLine {
         } else {
             "client-gone"
         };
-        tracing::info!(
-            target: "outpost::access",
-            id = %self.id,
-            method = %self.method,
-            path = %self.uri.path(),
-            status = self.status,
-            cache = %self.outcome.as_str(),
-            bytes,
-            ms = format_args!("{ms:.1}"),
-            end = %end,
-            error = %self.error.as_deref().unwrap_or("-"),
-            "request"
-        );
+        let source = match self.outcome {
+            Outcome::Hit => "cache",
+            Outcome::Error => "edge",
+            _ => "upstream",
+        };
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        // HTTP/2 carries the host in the target (`:authority`).
+        let host = self
+            .host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .or(self.uri.host())
+            .unwrap_or("-");
+        let error = self.error.as_deref().unwrap_or("-");
+        let line = match self.sink.format() {
+            Format::Json => serde_json::json!({
+                "time": time,
+                "id": self.id.to_string(),
+                "client": self.client.to_string(),
+                "method": self.method.as_str(),
+                "host": host,
+                "path": self.uri.path(),
+                "status": self.status,
+                "cache": self.outcome.as_str(),
+                "source": source,
+                "bytes": bytes,
+                "ms": (ms * 10.0).round() / 10.0,
+                "end": end,
+                "error": error,
+            })
+            .to_string(),
+            _ => format!(
+                "{time} id={} client={} method={} host={host} path={} status={} cache={} source={source} bytes={bytes} ms={ms:.1} end={end} error={error:?}",
+                self.id,
+                self.client,
+                self.method,
+                self.uri.path(),
+                self.status,
+                self.outcome.as_str(),
+            ),
+        };
+        self.sink.write(&line);
     }
 }
 

@@ -244,27 +244,33 @@ fn local_url(addr: std::net::SocketAddr) -> String {
 }
 
 async fn run_until_signal(edge: RunningEdge) -> ExitCode {
-    wait_for_signal().await;
+    wait_for_signal(&edge.edge).await;
     tracing::info!("stopping: finishing responses under way");
     edge.shutdown().await;
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGTERM or Ctrl-C; on SIGHUP meanwhile, opens the access log
+/// file again (after logrotate moved it).
+async fn wait_for_signal(edge: &Edge) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let (Ok(mut term), Ok(mut hangup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
             let _ = tokio::signal::ctrl_c().await;
             return;
         };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = tokio::signal::ctrl_c() => return,
+                _ = hangup.recv() => edge.reopen_access_log(),
+            }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = edge;
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use crate::access_log::AccessSink;
 use crate::budget::Budget;
 use crate::cache::Store;
 use crate::clock::Clock;
@@ -49,6 +50,8 @@ pub struct Edge {
     pub(crate) upcoming: Upcoming,
     /// Objects kept in slices.
     pub(crate) slices: Slices,
+    /// Where access log lines go.
+    pub(crate) access: Arc<AccessSink>,
     pub(crate) started: Instant,
     /// Client connections open now, on every listener.
     connections: AtomicUsize,
@@ -61,6 +64,13 @@ pub struct Edge {
 impl Edge {
     pub fn new(config: Config) -> Result<Arc<Self>, StartError> {
         let metrics = Arc::new(Metrics::new());
+        let server = &config.server;
+        let access = AccessSink::open(server.access_log, server.access_log_file.as_deref()).map_err(|e| {
+            StartError::AccessLog {
+                path: server.access_log_file.clone().unwrap_or_default(),
+                source: e,
+            }
+        })?;
         #[cfg(target_os = "linux")]
         if config.server.sendfile {
             crate::mapped::init(config.server.max_connections);
@@ -85,6 +95,7 @@ impl Edge {
             restarts: Restarts::new(),
             upcoming: Upcoming::new(),
             slices: Slices::new(),
+            access: Arc::new(access),
             metrics,
             started: Instant::now(),
             connections: AtomicUsize::new(0),
@@ -176,6 +187,14 @@ impl Edge {
         };
         self.slices.purge(matches);
         self.store.purge(matches)
+    }
+
+    /// Opens the access log file again under its name (SIGHUP).
+    pub fn reopen_access_log(&self) {
+        match self.access.reopen() {
+            Ok(()) => tracing::info!("access log reopened"),
+            Err(e) => tracing::error!(error = %e, "access log could not be reopened; still writing to the old file"),
+        }
     }
 
     /// Refreshes the gauges read from the cache, before `/metrics` or `/status`.

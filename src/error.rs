@@ -54,4 +54,9 @@ pub enum StartError {
     },
     #[error("TLS setup: {0}")]
     Tls(String),
+    #[error("cannot open server.access_log_file = {}: {source}", .path.display())]
+    AccessLog {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }

@@ -9,6 +9,7 @@
 //! writes the access log line when the answer ends. Every module uses only
 //! modules below it (`tests/layers.rs` lists the layers).
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod body;

@@ -226,7 +226,8 @@ fn serve_runs_until_sigterm_and_exits_0() {
     assert_eq!(wait_exit(&mut child.0), 0);
     // The access log line for the request was written.
     wait_line(&lines, "access log line", |l| {
-        (l.contains("request")
+        (l.contains("client=127.0.0.1")
+            && l.contains("source=upstream")
             && l.contains("path=/x")
             && l.contains("status=200")
             && l.contains("cache=miss")
@@ -262,8 +263,16 @@ fn demo_serves_a_live_stream_through_the_edge() {
         assert!(html.header("content-type").starts_with("text/html"));
         let html = html.text();
         assert!(html.contains("hls.min.js") && html.contains("/live/stream.m3u8") && html.contains("/stats.json"));
-        let stats: serde_json::Value =
-            serde_json::from_slice(get(&c, &format!("{page}stats.json")).await.bytes()).unwrap();
+        // The page's bytes are counted when its answer ends, a moment after
+        // the client has them: asked a few times, bounded.
+        let mut stats = serde_json::Value::Null;
+        for _ in 0..50 {
+            stats = serde_json::from_slice(get(&c, &format!("{page}stats.json")).await.bytes()).unwrap();
+            if stats["response_bytes"].as_u64().unwrap() > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert!(stats["response_bytes"].as_u64().unwrap() > 0, "{stats}");
 
         // The live playlist starts with a full window of real MPEG-TS segments.
@@ -398,4 +407,91 @@ fn the_image_build_context_holds_all_the_build_needs() {
         assert!(root.join(file).exists(), "{line}");
     }
     assert!(dockerfile.contains(r#"HEALTHCHECK --interval=10s --timeout=3s CMD ["/usr/local/bin/outpost", "health"]"#));
+}
+
+#[test]
+fn the_json_access_log_carries_every_field_and_is_reopened_on_sighup() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let origin = rt.block_on(TestOrigin::start());
+    origin.set("/a.ts", Script::ok("segment"));
+    let dir = std::env::temp_dir().join(format!("outpost-access-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let edge = Binary::start(&format!(
+        "[server]\naccess_log = \"json\"\naccess_log_file = \"{}\"\n[[routes]]\nurl = \"{}\"\n",
+        log.display(),
+        origin.url()
+    ));
+    let c = client();
+    let url = format!("http://{}/a.ts", edge.listen);
+    let lines = |path: &std::path::Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+            .collect()
+    };
+    // A line is written when its answer ends: wait for it, bounded.
+    let until = |path: &std::path::Path, n: usize| {
+        for _ in 0..100 {
+            let got = lines(path);
+            if got.len() >= n {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{} has fewer than {n} lines", path.display());
+    };
+    rt.block_on(get(&c, &url));
+    let first = until(&log, 1);
+    let line = &first[0];
+    for field in [
+        "time", "id", "client", "method", "host", "path", "status", "cache", "source", "bytes", "ms", "end", "error",
+    ] {
+        assert!(line.get(field).is_some(), "no {field} in {line}");
+    }
+    assert_eq!(line["path"], "/a.ts");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["cache"], "miss");
+    assert_eq!(line["source"], "upstream");
+    assert_eq!(line["bytes"], 7);
+    assert_eq!(line["end"], "complete");
+    assert_eq!(line["client"], "127.0.0.1");
+    // logrotate moves the file, then signals: the next line goes to a new file.
+    let moved = dir.join("access.log.1");
+    std::fs::rename(&log, &moved).unwrap();
+    edge.signal("HUP");
+    let mut reopened = false;
+    for _ in 0..100 {
+        rt.block_on(get(&c, &url));
+        if log.exists() {
+            reopened = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(reopened, "no new file after SIGHUP");
+    let after = until(&log, 1);
+    assert_eq!(after[0]["cache"], "hit");
+    drop(edge);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unknown_access_log_format_is_refused_by_name() {
+    let dir = std::env::temp_dir().join(format!("outpost-access-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[server]\naccess_log = \"xml\"\n").unwrap();
+    let out = outpost(&["check", "--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("server.access_log") && said.contains("off, text, json"),
+        "{said}"
+    );
 }

@@ -36,7 +36,15 @@ const LAYERS: &[&[&str]] = &[
     // Cache rules and store; the fleet of sibling edges; CORS rules; what
     // is sent upstream; metrics;
     // the sendfile socket.
-    &["cache", "cluster", "cors", "forward", "metrics", "sendfile"],
+    &[
+        "access_log",
+        "cache",
+        "cluster",
+        "cors",
+        "forward",
+        "metrics",
+        "sendfile",
+    ],
     // Leaves: they use no other module of the crate.
     &[
         "budget",

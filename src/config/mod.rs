@@ -75,6 +75,29 @@ pub struct ServerConfig {
     /// Large stored bodies go to plain-HTTP clients with sendfile(2) (see `mapped`).
     pub sendfile: bool,
     pub shutdown_grace: Duration,
+    pub access_log: AccessLogFormat,
+    pub access_log_file: Option<PathBuf>,
+}
+
+/// `server.access_log`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    Off,
+    /// `time id=… client=… …`, one `key=value` per field.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl AccessLogFormat {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "off" => Some(AccessLogFormat::Off),
+            "text" => Some(AccessLogFormat::Text),
+            "json" => Some(AccessLogFormat::Json),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -393,6 +416,13 @@ fn server(s: &RawServer) -> Result<ServerConfig, ConfigError> {
         cors_origins: s.cors_origins.clone(),
         sendfile: s.sendfile,
         shutdown_grace: s.shutdown_grace.0,
+        access_log: AccessLogFormat::parse(&s.access_log).ok_or_else(|| {
+            ConfigError::new(
+                "server.access_log",
+                format!("{:?} is not one of off, text, json", s.access_log),
+            )
+        })?,
+        access_log_file: s.access_log_file.clone(),
     })
 }
 

@@ -81,6 +81,10 @@ pub struct RawServer {
     pub cors_origins: Vec<String>,
     pub sendfile: bool,
     pub shutdown_grace: Dur,
+    /// off | text | json.
+    pub access_log: String,
+    /// Default stderr; reopened on SIGHUP.
+    pub access_log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -235,6 +239,8 @@ impl Default for RawServer {
             cors_origins: vec!["*".into()],
             sendfile: false,
             shutdown_grace: secs(30),
+            access_log: "text".into(),
+            access_log_file: None,
         }
     }
 }

@@ -49,7 +49,7 @@ const BODY_LIMIT: u64 = 16 << 10;
 pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, peer: Peer) -> Result<Response<EdgeBody>, Infallible> {
     let (mut parts, body) = req.into_parts();
     if let Err(why) = discard_body(body, edge.config.server.header_timeout).await {
-        let started = AccessLog::enabled().then(Instant::now);
+        let started = edge.access.enabled().then(Instant::now);
         let mut response = finish(&edge, &mut parts, Err(EdgeError::BadRequest(why)), started, peer);
         response
             .headers_mut()
@@ -67,7 +67,7 @@ pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, peer: Peer) -> Resu
 /// fails: errors become answers here. The access log takes the request's
 /// method and target; its headers stay, for a connection to reuse the map.
 pub async fn answer(edge: Arc<Edge>, parts: &mut Parts, mut peer: Peer) -> Response<EdgeBody> {
-    let started = AccessLog::enabled().then(Instant::now);
+    let started = edge.access.enabled().then(Instant::now);
     peer.sibling = edge.from_sibling(parts);
     let answered = match peer.sibling {
         true => sibling::answer(&edge, parts, peer).await,
@@ -125,9 +125,12 @@ fn finish(
     edge.metrics.requests.inc(outcome);
     let status = response.status().as_u16();
     let line = started.map(|started| LogLine {
+        sink: Arc::clone(&edge.access),
         id,
+        client: peer.ip,
         method: std::mem::take(&mut parts.method),
         uri: std::mem::take(&mut parts.uri),
+        host: parts.headers.get(header::HOST).cloned(),
         status,
         outcome,
         started,
