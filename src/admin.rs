@@ -60,11 +60,14 @@ pub fn status_json(edge: &Edge) -> serde_json::Value {
     let m = &edge.metrics;
     let served = m.response_bytes.get();
     let origin = m.upstream_bytes.get(SourceKind::Origin);
-    let offload = if served == 0 {
-        None
-    } else {
-        Some(1.0 - origin as f64 / served as f64)
-    };
+    // Undefined until some answer came from the cache or upstream: error
+    // pages alone (a dead origin) would otherwise read as a perfect 100%.
+    let from_content: u64 = Outcome::ALL
+        .iter()
+        .filter(|o| !matches!(o, Outcome::Error))
+        .map(|&o| m.requests.get(o))
+        .sum();
+    let offload = (served > 0 && from_content > 0).then(|| 1.0 - origin as f64 / served as f64);
     let requests: serde_json::Map<String, serde_json::Value> = Outcome::ALL
         .iter()
         .map(|&outcome| (outcome.as_str().to_string(), json!(m.requests.get(outcome))))

@@ -224,3 +224,29 @@ async fn shutdown_finishes_responses_under_way() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn offload_is_undefined_while_only_errors_were_served() {
+    // No origin listens here: every answer is the edge's own 502.
+    let edge = start_edge_at(
+        "[[routes]]\nurl = \"{origin}\"\ntimeout = \"1s\"\n",
+        "http://127.0.0.1:9",
+    )
+    .await;
+    let c = client();
+    for _ in 0..3 {
+        assert_eq!(get(&c, &url(&edge, "/x.ts")).await.status, 502);
+    }
+    let status = |edge: &outpost::RunningEdge| {
+        let u = admin_url(edge, "/status.json");
+        let c = client();
+        async move { serde_json::from_slice::<serde_json::Value>(get(&c, &u).await.bytes()).unwrap() }
+    };
+    let before = status(&edge).await;
+    assert!(
+        before["response_bytes"].as_u64().unwrap() > 0,
+        "the error pages were counted"
+    );
+    assert!(before["origin_offload"].is_null(), "{before}");
+    edge.shutdown().await;
+}
