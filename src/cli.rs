@@ -165,8 +165,15 @@ fn load(args: &ServeArgs) -> Result<Config, ExitCode> {
         listen: args.listen.clone(),
         origin: args.origin.clone(),
     };
+    let file = args
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("OUTPOST_CONFIG").map(PathBuf::from));
     Config::load(args.config.as_deref(), &overrides).map_err(|e| {
-        eprintln!("outpost: invalid config: {e}");
+        match &file {
+            Some(file) => eprintln!("outpost: invalid config {}: {e}", file.display()),
+            None => eprintln!("outpost: invalid config: {e}"),
+        }
         ExitCode::from(EXIT_CONFIG)
     })
 }

@@ -495,3 +495,51 @@ fn an_unknown_access_log_format_is_refused_by_name() {
         "{said}"
     );
 }
+
+#[test]
+fn config_errors_name_their_source_with_one_key_style_and_a_suggestion() {
+    let dir = std::env::temp_dir().join(format!("outpost-errors-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let said = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        String::from_utf8_lossy(&out.stderr).trim().to_owned()
+    };
+    let typo = file("typo.toml", "[server]\nheader_timout = \"5s\"\n");
+    assert_eq!(
+        said(&mut outpost(&["check", "--config", &typo])),
+        format!(
+            "outpost: invalid config {typo}: config key `server.header_timout`: unknown key; did you mean `header_timeout`? (in {typo})"
+        )
+    );
+    let broken = file("broken.toml", "[server\n");
+    let text = said(&mut outpost(&["check", "--config", &broken]));
+    assert!(
+        text.starts_with(&format!("outpost: invalid config {broken}: TOML parse error at line 1")),
+        "{text}"
+    );
+    assert!(!text.contains("config key ``"), "{text}");
+    let route = file("route.toml", "[[routes]]\nurl = \"ftp://x\"\n");
+    let text = said(&mut outpost(&["serve", "--config", &route]));
+    assert_eq!(
+        text,
+        format!("outpost: invalid config {route}: config key `routes[0].url`: \"ftp://x\" must start with http:// or https://")
+    );
+    let text = said(outpost(&["check", "--config", &route]).env("OUTPOST_SERVER__MAX_CONNECTIONS", "many"));
+    assert!(
+        text.contains("config key `server.max_connections`")
+            && text.contains("(from the environment variable OUTPOST_SERVER__MAX_CONNECTIONS)"),
+        "{text}"
+    );
+    let text = said(&mut outpost(&["serve", "--origin", "ftp://x"]));
+    assert_eq!(
+        text,
+        "outpost: invalid config: flag `--origin`: \"ftp://x\" must start with http:// or https://"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -16,8 +16,20 @@ fn browser_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
+/// The browser tests take turns, whether the runner gives each its own
+/// process (nextest) or thread (cargo test): ten Chromium players and five
+/// P2P viewers on the same two cores starve each other into stalls that
+/// say nothing of the edge. Held until dropped.
+fn browser_turn() -> std::fs::File {
+    let path = std::env::temp_dir().join("outpost-browser-tests.lock");
+    let file = std::fs::File::create(path).expect("the browser tests' lock file");
+    file.lock().expect("the browser tests' turn");
+    file
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_players_play_live_hls_through_the_edge_and_the_origin_sends_each_segment_once() {
+    let _turn = browser_turn();
     let dir = browser_dir();
     assert!(
         dir.join("node_modules/playwright-core").exists() && dir.join("node_modules/hls.js").exists(),
@@ -133,6 +145,7 @@ async fn node(script: &'static str, args: Vec<String>) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dash_js_player_receives_the_edges_cmsd() {
+    let _turn = browser_turn();
     let live = FfmpegLive::start("cmsd", Packaging::Dash);
     live.wait_file("manifest.mpd").await;
     let origin = TestOrigin::start().await;
@@ -205,6 +218,7 @@ fn ffmpeg_vod(dir: &std::path::Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p2p_media_loader_plays_from_the_edge_and_checks_peers_against_its_hash_list() {
+    let _turn = browser_turn();
     let vod = std::env::temp_dir().join(format!("outpost-p2p-vod-{}", std::process::id()));
     ffmpeg_vod(&vod);
     let origin = TestOrigin::start().await;

@@ -20,10 +20,19 @@ pub use raw::{RawAdmin, RawCache, RawCluster, RawConfig, RawMedia, RawRoute, Raw
 
 /// A config that failed to load or validate, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
-#[error("config key `{key}`: {reason}")]
+#[error("{}{reason}", subject(key))]
 pub struct ConfigError {
     pub key: String,
     pub reason: String,
+}
+
+/// What a config error is about: a key, a flag, or (empty) the file as a whole.
+fn subject(key: &str) -> String {
+    match key {
+        "" => String::new(),
+        flag if flag.starts_with("--") => format!("flag `{flag}`: "),
+        key => format!("config key `{key}`: "),
+    }
 }
 
 impl ConfigError {
@@ -279,7 +288,18 @@ impl Config {
                 ..RawConfig::default().routes.remove(0)
             }];
         }
-        Self::validate(raw)
+        // A value a flag set is named by its flag.
+        Self::validate(raw).map_err(|mut e| {
+            let flag = match e.key.as_str() {
+                "server.listen" if overrides.listen.is_some() => Some("--listen"),
+                "routes[0].url" if overrides.origin.is_some() => Some("--origin"),
+                _ => None,
+            };
+            if let Some(flag) = flag {
+                e.key = flag.to_owned();
+            }
+            e
+        })
     }
 
     /// Parses a TOML text on top of the defaults, without env or files (for tests and `check`).
@@ -680,16 +700,25 @@ fn env_layer() -> Env {
     })
 }
 
-/// Renders a figment error as the key it concerns and why.
+/// Renders a figment error as the key it concerns, where it was set, and
+/// why; an unknown key with the nearest known one.
 fn from_figment(err: figment::Error) -> ConfigError {
     use figment::error::Kind;
     let mut path = err.path.clone();
     let reason = match &err.kind {
-        Kind::UnknownField(field, _) => {
+        Kind::UnknownField(field, known) => {
             if path.last() != Some(field) {
                 path.push(field.clone());
             }
-            "unknown key".to_owned()
+            let nearest = known
+                .iter()
+                .map(|k| (strsim::jaro_winkler(field, k), *k))
+                .filter(|(score, _)| *score > 0.8)
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            match nearest {
+                Some((_, k)) => format!("unknown key; did you mean `{k}`?"),
+                None => "unknown key".to_owned(),
+            }
         }
         Kind::MissingField(field) => {
             if path.last().map(String::as_str) != Some(field.as_ref()) {
@@ -699,12 +728,34 @@ fn from_figment(err: figment::Error) -> ConfigError {
         }
         kind => kind.to_string(),
     };
-    let source = err
-        .metadata
-        .as_ref()
-        .map(|m| format!(" (from {})", m.name))
-        .unwrap_or_default();
-    ConfigError::new(path.join("."), format!("{reason}{source}"))
+    let key = key_of(&path);
+    let source = err.metadata.as_ref().map(|m| match &m.source {
+        Some(figment::Source::File(file)) => format!(" (in {})", file.display()),
+        _ if m.name.contains("environment") && !path.is_empty() => {
+            format!(
+                " (from the environment variable OUTPOST_{})",
+                path.join("__").to_ascii_uppercase()
+            )
+        }
+        _ => format!(" (from {})", m.name),
+    });
+    ConfigError::new(key, format!("{reason}{}", source.unwrap_or_default()))
+}
+
+/// A figment path as the edge names keys everywhere: `routes[0].url`.
+fn key_of(path: &[String]) -> String {
+    let mut key = String::new();
+    for part in path {
+        if part.parse::<usize>().is_ok() {
+            key.push_str(&format!("[{part}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(part);
+        }
+    }
+    key
 }
 
 #[cfg(test)]
