@@ -266,6 +266,7 @@ fn outpost(cmd: &mut Command, dir: &Path, port: u16, origin: u16, budget: &Budge
         .arg("--config")
         .arg(dir.join("outpost.toml"))
         // No access log, like the others: one line per request is not what is compared.
+        .env("OUTPOST_SERVER__ACCESS_LOG", "off")
         .env("OUTPOST_LOG", "warn");
 }
 

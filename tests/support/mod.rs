@@ -505,6 +505,11 @@ pub async fn start_edge(toml: &str, origin: &TestOrigin) -> RunningEdge {
 pub async fn start_edge_at(toml: &str, origin_url: &str) -> RunningEdge {
     let text = toml.replace("{origin}", origin_url);
     let mut config = Config::from_toml(&text).expect("test config is valid");
+    // Edges in the test's own process log no requests (the binary's tests
+    // read its access log), unless the test's config asks.
+    if !text.contains("access_log") {
+        config.raw.server.access_log = "off".into();
+    }
     config.raw.server.listen = "127.0.0.1:0".into();
     config.raw.admin.listen = "127.0.0.1:0".into();
     if config.raw.server.tls_listen.is_some() {
