@@ -13,6 +13,7 @@ use crate::edge::Edge;
 
 #[derive(Parser)]
 #[command(name = "outpost", version, about = "A caching edge for live and on-demand video")]
+#[command(after_help = HELP_AFTER)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -56,6 +57,21 @@ struct ServeArgs {
     #[arg(long, value_name = "URL")]
     origin: Option<String>,
 }
+
+/// What `--help` says beyond the flags.
+const HELP_AFTER: &str = "\
+Configuration: embedded defaults, then the TOML file (--config, else $OUTPOST_CONFIG),
+then environment variables OUTPOST_<SECTION>__<KEY> (e.g. OUTPOST_SERVER__LISTEN=0.0.0.0:8080,
+OUTPOST_ADMIN__LISTEN), then flags. conf/outpost.toml documents every key with its default.
+
+The admin listener (admin.listen, default 127.0.0.1:9090) serves /healthz, /metrics,
+/status, /status.json and /purge.
+
+Logs: the edge's own log goes to stderr, filtered by OUTPOST_LOG (e.g. debug, warn);
+the access log by server.access_log (off | text | json) and server.access_log_file.
+SIGTERM or Ctrl-C stops gracefully; SIGHUP reopens the access log file.
+
+Exit codes: 0 ok, 1 failure at start (or `health`: unhealthy), 2 bad config or usage.";
 
 const EXIT_FAILURE: u8 = 1;
 const EXIT_CONFIG: u8 = 2;

@@ -543,3 +543,22 @@ fn config_errors_name_their_source_with_one_key_style_and_a_suggestion() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn help_names_the_config_layers_logs_admin_address_and_exit_codes() {
+    let out = outpost(&["--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "OUTPOST_CONFIG",
+        "OUTPOST_<SECTION>__<KEY>",
+        "conf/outpost.toml",
+        "OUTPOST_LOG",
+        "127.0.0.1:9090",
+        "server.access_log",
+        "Exit codes: 0 ok, 1",
+        "health",
+    ] {
+        assert!(help.contains(needle), "--help does not mention {needle}:\n{help}");
+    }
+}
