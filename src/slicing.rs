@@ -16,6 +16,7 @@ use moka::sync::Cache;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::cache::{CacheKey, Head};
+use crate::upstream::exact_range;
 
 /// Sliced objects remembered at once.
 const CAPACITY: u64 = 100_000;
@@ -93,20 +94,7 @@ impl SliceMeta {
     /// Whether `status` and `headers`, the answer to slice `index`'s range,
     /// are exactly that range of this representation.
     pub fn check(&self, index: u64, status: StatusCode, headers: &HeaderMap) -> Result<(), String> {
-        if status != StatusCode::PARTIAL_CONTENT {
-            return Err(format!("answered the slice's range with {status}"));
-        }
-        let (first, last) = self.bounds(index);
-        let wanted = format!("bytes {first}-{last}/{}", self.total);
-        let got = headers.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok());
-        if got != Some(wanted.as_str()) {
-            return Err(format!("sent Content-Range {got:?} for {wanted:?}"));
-        }
-        let (name, value) = &self.validator;
-        if headers.get(name) != Some(value) {
-            return Err(format!("sent another {name} than the object's {value:?}"));
-        }
-        Ok(())
+        exact_range(status, headers, self.bounds(index), self.total, &self.validator)
     }
 }
 

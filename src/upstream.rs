@@ -404,7 +404,8 @@ impl Upstream {
                             resp.headers_mut().remove(CACHE_STATUS);
                             resp.headers_mut().remove(X_REQUEST_ID);
                         }
-                        Source::Origin(url) if !resp.status().is_server_error() => {
+                        // (Only while some origin is down: naming one costs an allocation.)
+                        Source::Origin(url) if self.ejections.any() && !resp.status().is_server_error() => {
                             if self.ejections.recovered(&url.url("")) {
                                 tracing::info!(source = %name, "origin answers again; back in turn");
                             }
@@ -562,23 +563,38 @@ fn route_host(route: &RouteConfig) -> Option<http::HeaderValue> {
 /// Whether `response` is the rest of the body `resume` asks for: a 206 from
 /// its offset to its end, of the same length and validator.
 fn continues(response: &Response<Incoming>, resume: &Resume) -> Result<(), String> {
-    if response.status() != StatusCode::PARTIAL_CONTENT {
-        return Err(format!("answered {} to a range request", response.status()));
+    let last = resume.total.saturating_sub(1);
+    exact_range(
+        response.status(),
+        response.headers(),
+        (resume.offset, last),
+        resume.total,
+        &resume.validator,
+    )
+}
+
+/// Whether an answer (`status`, `headers`) to a range request is exactly
+/// the bytes `first..=last` of the `total`-byte representation that
+/// `validator` names: a 206 with that `Content-Range` and that validator.
+/// Anything else must not be joined to bytes already held.
+pub fn exact_range(
+    status: StatusCode,
+    headers: &HeaderMap,
+    (first, last): (u64, u64),
+    total: u64,
+    validator: &(http::HeaderName, http::HeaderValue),
+) -> Result<(), String> {
+    if status != StatusCode::PARTIAL_CONTENT {
+        return Err(format!("answered {status} to a range request"));
     }
-    let headers = response.headers();
-    let expected = format!(
-        "bytes {}-{}/{}",
-        resume.offset,
-        resume.total.saturating_sub(1),
-        resume.total
-    );
+    let expected = format!("bytes {first}-{last}/{total}");
     let range = headers.get(http::header::CONTENT_RANGE).and_then(|v| v.to_str().ok());
     if range != Some(expected.as_str()) {
         return Err(format!("sent Content-Range {range:?} where {expected:?} was asked"));
     }
-    let (name, value) = &resume.validator;
+    let (name, value) = validator;
     if headers.get(name) != Some(value) {
-        return Err(format!("sent another {name} than the body so far"));
+        return Err(format!("sent another {name} than the bytes already held"));
     }
     Ok(())
 }
