@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz`, `/metrics`, `/status`, `/status.json`, `/purge`.
+//! The admin listener: `/healthz`, `/metrics`, `/status`, `/status.json`,
+//! `/purge` and `/reload`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -42,13 +43,20 @@ pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Result<Response<
             );
             r
         }
-        (&Method::POST, "/purge") => purge(&edge, &req).await,
-        (_, "/healthz" | "/metrics" | "/status" | "/status.json" | "/purge") => {
+        (&Method::POST, "/purge") => match unauthorized(&edge, &req) {
+            None => purge(&edge, &req).await,
+            Some(refused) => refused,
+        },
+        (&Method::POST, "/reload") => match unauthorized(&edge, &req) {
+            None => reload(&edge),
+            Some(refused) => refused,
+        },
+        (_, "/healthz" | "/metrics" | "/status" | "/status.json" | "/purge" | "/reload") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n")
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "404 Not Found: admin paths are /healthz /metrics /status /status.json /purge\n",
+            "404 Not Found: admin paths are /healthz /metrics /status /status.json /purge /reload\n",
         ),
     };
     Ok(response)
@@ -81,13 +89,29 @@ pub fn status_json(edge: &Edge) -> serde_json::Value {
         "origin_offload": offload,
         "cache_bytes": m.cache_bytes.get(),
         "cache_objects": m.cache_objects.get(),
-        "cache_memory": edge.config.cache.memory,
+        "cache_memory": edge.settings().config.cache.memory,
         "inflight_fetches": edge.inflight.len(),
         "peer_requests": m.upstream_requests.get(SourceKind::Peer),
         "peer_bytes": m.upstream_bytes.get(SourceKind::Peer),
         "cluster": cluster_json(edge),
         "origins_down": origins_down(edge),
+        "last_reload": last_reload(edge),
     })
+}
+
+/// When the config was last reloaded, and what changed or why it was refused.
+fn last_reload(edge: &Edge) -> serde_json::Value {
+    let Some(reload) = edge.last_reload() else {
+        return serde_json::Value::Null;
+    };
+    let at = reload
+        .at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match reload.result {
+        Ok(changed) => json!({ "at_unix": at, "ok": true, "changed": changed }),
+        Err(error) => json!({ "at_unix": at, "ok": false, "error": error }),
+    }
 }
 
 /// The origins taken out of turn after failing, with when and why.
@@ -130,14 +154,18 @@ fn cluster_json(edge: &Edge) -> serde_json::Value {
 /// At most this many cached keys are ranked for the members' shares.
 const SHARE_SAMPLE: usize = 10_000;
 
-/// `POST /purge?url=URL` or `?prefix=URL`, with `Authorization: Bearer <admin.token>`.
-/// In a fleet, the purge is passed on to every sibling, signed.
-async fn purge(edge: &Arc<Edge>, req: &Request<Incoming>) -> Response<EdgeBody> {
-    let Some(token) = &edge.config.admin.token else {
-        return text(
+/// The refusal of a mutating call without `Authorization: Bearer
+/// <admin.token>` (404 while `admin.token` is empty: such calls are off).
+fn unauthorized(edge: &Edge, req: &Request<Incoming>) -> Option<Response<EdgeBody>> {
+    let config = edge.config();
+    let Some(token) = &config.admin.token else {
+        return Some(text(
             StatusCode::NOT_FOUND,
-            "404 Not Found: purge is disabled (admin.token is empty)\n",
-        );
+            format!(
+                "404 Not Found: {} is disabled (admin.token is empty)\n",
+                req.uri().path().trim_start_matches('/')
+            ),
+        ));
     };
     let given = req
         .headers()
@@ -151,8 +179,33 @@ async fn purge(edge: &Arc<Edge>, req: &Request<Incoming>) -> Response<EdgeBody> 
         );
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return r;
+        return Some(r);
     }
+    None
+}
+
+/// `POST /reload`: the config read again from its layers and put in place;
+/// 200 with what changed, or 400 with why not (the config in force stays).
+fn reload(edge: &Edge) -> Response<EdgeBody> {
+    let (status, body) = match crate::reload::reload(edge) {
+        Ok(done) => (
+            StatusCode::OK,
+            json!({ "reloaded": true, "changed": done.changed, "restart_required": done.restart_required }),
+        ),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            json!({ "reloaded": false, "error": e.to_string() }),
+        ),
+    };
+    let mut r = text(status, format!("{body}\n"));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// `POST /purge?url=URL` or `?prefix=URL` (authorized).
+/// In a fleet, the purge is passed on to every sibling, signed.
+async fn purge(edge: &Arc<Edge>, req: &Request<Incoming>) -> Response<EdgeBody> {
     let query = req.uri().query().unwrap_or_default();
     let arg = |name: &str| {
         query.split('&').find_map(|pair| {
@@ -194,7 +247,7 @@ fn upstream_url(edge: &Edge, url: &str) -> Option<String> {
     let mut parts = Request::new(()).into_parts().0;
     parts.uri = uri;
     let target = Target::of(&parts).ok()?;
-    let (route, path_and_query) = edge.routes.find(&target)?;
+    let (route, path_and_query) = edge.settings().routes.find(&target)?;
     Some(crate::cache::key::key_url(&route, &path_and_query))
 }
 

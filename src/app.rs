@@ -18,12 +18,15 @@ impl Edge {
     pub async fn start(config: Config) -> Result<RunningEdge, StartError> {
         let edge = Edge::new(config)?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let cfg = &edge.config;
+        let cfg = edge.config();
         let plain = Listener::bind("server.listen", cfg.server.listen)?;
         let admin = Listener::bind("admin.listen", cfg.admin.listen)?;
-        let tls = match &cfg.server.tls {
-            Some(t) => Some((Listener::bind("server.tls_listen", t.listen)?, server::tls_acceptor(t)?)),
-            None => None,
+        let tls = match (&cfg.server.tls, &edge.certs) {
+            (Some(t), Some(certs)) => Some((
+                Listener::bind("server.tls_listen", t.listen)?,
+                server::tls_acceptor(Arc::clone(certs))?,
+            )),
+            _ => None,
         };
         let addrs = Addresses {
             listen: plain.addr,

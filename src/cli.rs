@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::RunningEdge;
-use crate::config::{Config, Overrides};
+use crate::config::{Config, Overrides, Source};
 use crate::demo::DemoOrigin;
 use crate::edge::Edge;
 
@@ -65,11 +65,12 @@ then environment variables OUTPOST_<SECTION>__<KEY> (e.g. OUTPOST_SERVER__LISTEN
 OUTPOST_ADMIN__LISTEN), then flags. conf/outpost.toml documents every key with its default.
 
 The admin listener (admin.listen, default 127.0.0.1:9090) serves /healthz, /metrics,
-/status, /status.json and /purge.
+/status, /status.json, /purge and /reload (the last two with Authorization: Bearer <admin.token>).
 
 Logs: the edge's own log goes to stderr, filtered by OUTPOST_LOG (e.g. debug, warn);
 the access log by server.access_log (off | text | json) and server.access_log_file.
-SIGTERM or Ctrl-C stops gracefully; SIGHUP reopens the access log file.
+SIGTERM or Ctrl-C stops gracefully; SIGHUP reloads the config (as POST /reload) and
+reopens the access log file.
 
 Exit codes: 0 ok, 1 failure at start (or `health`: unhealthy), 2 bad config or usage.";
 
@@ -176,11 +177,19 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
+/// Where `args` say the config comes from: read again on reload.
+fn source(args: &ServeArgs) -> Source {
+    Source {
+        file: args.config.clone(),
+        overrides: Overrides {
+            listen: args.listen.clone(),
+            origin: args.origin.clone(),
+        },
+    }
+}
+
 fn load(args: &ServeArgs) -> Result<Config, ExitCode> {
-    let overrides = Overrides {
-        listen: args.listen.clone(),
-        origin: args.origin.clone(),
-    };
+    let overrides = source(args).overrides;
     let file = args
         .config
         .clone()
@@ -208,7 +217,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     runtime().block_on(async move {
         match Edge::start(config).await {
-            Ok(edge) => run_until_signal(edge).await,
+            Ok(edge) => {
+                edge.edge.set_source(source(&args));
+                run_until_signal(edge).await
+            }
             Err(e) => {
                 eprintln!("outpost: {e}");
                 ExitCode::from(EXIT_FAILURE)
@@ -241,6 +253,7 @@ fn demo() -> ExitCode {
                 return ExitCode::from(EXIT_FAILURE);
             }
         };
+        edge.edge.set_source(source(&args));
         origin.attach(Arc::clone(&edge.edge));
         let edge_url = local_url(edge.addrs.listen);
         let admin_url = local_url(edge.addrs.admin);
@@ -274,7 +287,7 @@ async fn run_until_signal(edge: RunningEdge) -> ExitCode {
 }
 
 /// Waits for SIGTERM or Ctrl-C; on SIGHUP meanwhile, opens the access log
-/// file again (after logrotate moved it).
+/// file again (after logrotate moved it) and reloads the config.
 async fn wait_for_signal(edge: &Edge) {
     #[cfg(unix)]
     {
@@ -287,7 +300,11 @@ async fn wait_for_signal(edge: &Edge) {
             tokio::select! {
                 _ = term.recv() => return,
                 _ = tokio::signal::ctrl_c() => return,
-                _ = hangup.recv() => edge.reopen_access_log(),
+                _ = hangup.recv() => {
+                    edge.reopen_access_log();
+                    // The outcome is logged and shown on /status.
+                    let _ = crate::reload::reload(edge);
+                }
             }
         }
     }

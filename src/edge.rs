@@ -1,21 +1,25 @@
 //! The edge's shared state: what every request reads.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime};
+
+use arc_swap::{ArcSwap, Guard};
 
 use crate::access_log::AccessSink;
 use crate::budget::Budget;
 use crate::cache::Store;
+use crate::certs::Certs;
 use crate::clock::Clock;
 use crate::cluster::Cluster;
 use crate::cmsd;
 use crate::coalesce::Inflight;
-use crate::config::Config;
+use crate::config::{Config, Source};
 use crate::cors::Cors;
 use crate::cpu::CpuMeter;
 use crate::error::StartError;
 use crate::forward::Peer;
+use crate::limits::PerIp;
 use crate::metrics::Metrics;
 use crate::prefetch::Prefetcher;
 use crate::request_id::RequestId;
@@ -28,10 +32,12 @@ use crate::upstream::{client_tls, Upstream};
 
 /// Everything a request needs, shared by all connections.
 pub struct Edge {
-    pub(crate) config: Config,
+    /// The config and what is built from it; a reload swaps them whole.
+    settings: ArcSwap<Settings>,
+    /// The server certificate (`server.tls_*`), replaced on reload.
+    pub(crate) certs: Option<Arc<Certs>>,
     /// What every rule is given as `now`.
     pub(crate) clock: Clock,
-    pub(crate) routes: Routes,
     pub(crate) store: Store,
     /// What objects being filled may hold: their share of `cache.memory`.
     pub(crate) fill_budget: Arc<Budget>,
@@ -40,7 +46,6 @@ pub struct Edge {
     /// The fleet of sibling edges, when `[cluster]` sets one up.
     pub(crate) cluster: Option<Arc<Cluster>>,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) cors: Cors,
     pub(crate) prefetcher: Prefetcher,
     /// Slots for upstream fetches, per stream (`media.stream_fetches`).
     pub(crate) streams: StreamLimits,
@@ -55,10 +60,23 @@ pub struct Edge {
     pub(crate) started: Instant,
     /// Client connections open now, on every listener.
     connections: AtomicUsize,
+    /// Client connections open now, per peer address.
+    pub(crate) per_ip: Arc<PerIp>,
     /// The process's share of the machine's cores, sampled every second.
     pub(crate) cpu: CpuMeter,
     next_id: AtomicU64,
     id_prefix: u32,
+    /// Where the config came from, for a reload to read it again.
+    source: OnceLock<Source>,
+    /// How the last reload went, for `/status`.
+    last_reload: Mutex<Option<LastReload>>,
+}
+
+/// How a reload went: what changed, or why it was refused.
+#[derive(Debug, Clone)]
+pub struct LastReload {
+    pub at: SystemTime,
+    pub result: Result<Vec<String>, String>,
 }
 
 impl Edge {
@@ -76,20 +94,23 @@ impl Edge {
             crate::mapped::init(config.server.max_connections);
         }
         let tls = client_tls(config.upstream.ca_file.as_deref()).map_err(StartError::Tls)?;
+        let certs = match &config.server.tls {
+            Some(tls) => Some(Arc::new(Certs::load(tls).map_err(StartError::Tls)?)),
+            None => None,
+        };
         let cluster = Cluster::new(&config.cluster);
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .subsec_nanos();
         Ok(Arc::new(Self {
+            certs,
             clock: Clock::default(),
-            routes: Routes::new(&config.routes),
             store: Store::new(config.cache.store_memory()),
             fill_budget: Budget::new(config.cache.fill_memory()),
             inflight: Inflight::new(config.cache.pass_ttl),
             upstream: Upstream::new(tls, Arc::clone(&metrics), cluster.clone()),
             cluster,
-            cors: Cors::new(&config.server.cors_origins),
             prefetcher: Prefetcher::new(config.media.prefetch_concurrency),
             streams: StreamLimits::new(config.media.stream_fetches),
             restarts: Restarts::new(),
@@ -99,10 +120,13 @@ impl Edge {
             metrics,
             started: Instant::now(),
             connections: AtomicUsize::new(0),
+            per_ip: PerIp::new(config.server.max_connections_per_ip),
             cpu: CpuMeter::default(),
             next_id: AtomicU64::new(1),
             id_prefix: nanos,
-            config,
+            settings: ArcSwap::from_pointee(Settings::new(config)),
+            source: OnceLock::new(),
+            last_reload: Mutex::new(None),
         }))
     }
 
@@ -111,9 +135,40 @@ impl Edge {
         RequestId::new(self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// The validated config the edge runs on.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The validated config the edge runs on now.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.settings.load().config)
+    }
+
+    /// The config and what is built from it, as they are now: what one
+    /// request reads throughout, whatever a reload does meanwhile.
+    pub fn settings(&self) -> Guard<Arc<Settings>> {
+        self.settings.load()
+    }
+
+    /// Records where the config came from, so that a reload can read it
+    /// again; an edge started from a `Config` alone cannot be reloaded.
+    pub fn set_source(&self, source: Source) {
+        let _ = self.source.set(source);
+    }
+
+    pub fn source(&self) -> Option<&Source> {
+        self.source.get()
+    }
+
+    pub fn last_reload(&self) -> Option<LastReload> {
+        self.last_reload.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn record_reload(&self, reload: LastReload) {
+        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(reload);
+    }
+
+    /// Puts new settings in place; requests under way keep the ones they
+    /// loaded. The server certificate and the connection limits follow.
+    pub(crate) fn replace_settings(&self, settings: Settings) {
+        self.per_ip.set_limit(settings.config.server.max_connections_per_ip);
+        self.settings.store(Arc::new(settings));
     }
 
     /// The metrics behind `/metrics`.
@@ -147,10 +202,16 @@ impl Edge {
         cluster.is_sibling(parts.method.as_str(), target, &parts.headers, SystemTime::now())
     }
 
-    /// Counts a client connection as open until the guard is dropped.
-    pub fn open_connection(&self) -> OpenConnection<'_> {
-        self.connections.fetch_add(1, Ordering::Relaxed);
-        OpenConnection(&self.connections)
+    /// Counts a client connection as open until the guard is dropped; None
+    /// when `limit` are open already.
+    pub fn open_connection(self: &Arc<Self>, limit: usize) -> Option<OpenConnection> {
+        let open = OpenConnection(Arc::clone(self));
+        // Counted first, then checked: two connections racing for the last
+        // place cannot both get it.
+        match self.connections.fetch_add(1, Ordering::Relaxed) < limit {
+            true => Some(open),
+            false => None,
+        }
     }
 
     /// How near the edge is to its bounds, 0 to 1: the fullest of client
@@ -159,11 +220,13 @@ impl Edge {
     /// used over the last second.
     pub fn load(&self) -> f64 {
         let share = |used: f64, bound: f64| if bound > 0.0 { used / bound } else { 0.0 };
+        let settings = self.settings();
+        let config = &settings.config;
         let connections = share(
             self.connections.load(Ordering::Relaxed) as f64,
-            self.config.server.max_connections as f64,
+            config.server.max_connections as f64,
         );
-        let fills = share(self.fill_budget.used() as f64, self.config.cache.fill_memory() as f64);
+        let fills = share(self.fill_budget.used() as f64, config.cache.fill_memory() as f64);
         connections.max(fills).max(self.cpu.share()).min(1.0)
     }
 
@@ -171,7 +234,7 @@ impl Edge {
     /// socket says of the path to it, and the edge's load. None for a
     /// sibling, or with `media.cmsd` off.
     pub fn cmsd_entry(&self, peer: &Peer) -> Option<cmsd::Entry> {
-        if !self.config.media.cmsd || peer.sibling {
+        if !self.settings().config.media.cmsd || peer.sibling {
             return None;
         }
         Some(cmsd::Entry::new(cmsd::Path::of_socket(peer.socket), self.load()))
@@ -205,6 +268,7 @@ impl Edge {
             self.metrics.cluster_down.set(down as i64);
         }
         let origins: std::collections::HashSet<String> = self
+            .settings()
             .config
             .routes
             .iter()
@@ -220,11 +284,28 @@ impl Edge {
     }
 }
 
-/// A client connection counted as open: see [`Edge::open_connection`].
-pub struct OpenConnection<'a>(&'a AtomicUsize);
+/// What a reload replaces at once: the config and what is built from it.
+pub struct Settings {
+    pub config: Arc<Config>,
+    pub routes: Routes,
+    pub cors: Cors,
+}
 
-impl Drop for OpenConnection<'_> {
+impl Settings {
+    pub fn new(config: Config) -> Self {
+        Self {
+            routes: Routes::new(&config.routes),
+            cors: Cors::new(&config.server.cors_origins),
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// A client connection counted as open: see [`Edge::open_connection`].
+pub struct OpenConnection(Arc<Edge>);
+
+impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }

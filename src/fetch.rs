@@ -28,7 +28,7 @@ use crate::upstream::{Answered, FetchError, Resume, Source, Upstream, UpstreamBo
 /// What a fetch uses of the edge's state: borrowed from the edge (see
 /// `proxy::fills`), or made on its own for a test, without a whole edge.
 pub struct Fetcher<'a> {
-    pub config: &'a Config,
+    pub config: Arc<Config>,
     pub upstream: &'a Upstream,
     pub store: &'a Store,
     pub inflight: &'a Inflight,

@@ -71,7 +71,8 @@ pub async fn serve<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let cfg = &edge.config.server;
+    let config = edge.config();
+    let cfg = &config.server;
     let (head_timeout, idle_timeout, max_head) = (cfg.header_timeout, cfg.idle_timeout, max_head(cfg));
     // Between requests the connection is idle; once a head has begun, it must
     // arrive within the header timeout.

@@ -19,16 +19,21 @@ use tokio::time::{Instant, Sleep};
 
 /// Open connections per peer address, bounded by `server.max_connections_per_ip`.
 pub struct PerIp {
-    limit: usize,
+    /// Changed by a reload; connections open past a lowered limit stay.
+    limit: AtomicUsize,
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl PerIp {
     pub fn new(limit: usize) -> Arc<Self> {
         Arc::new(Self {
-            limit,
+            limit: AtomicUsize::new(limit),
             open: Mutex::new(HashMap::new()),
         })
+    }
+
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
     }
 
     /// A slot for one more connection from `ip`, or `None` at the limit.
@@ -38,7 +43,7 @@ impl PerIp {
         let ip = ip.to_canonical();
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let n = open.entry(ip).or_default();
-        if *n >= self.limit {
+        if *n >= self.limit.load(Ordering::Relaxed) {
             return None;
         }
         *n += 1;

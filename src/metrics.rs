@@ -186,6 +186,9 @@ pub struct Metrics {
     pub upstream_errors: Series<FetchFailure>,
     /// Live streams that started over under the same segment names.
     pub stream_restarts: Counter,
+    /// Config reloads put in place, and refused.
+    pub reloads_ok: Counter,
+    pub reloads_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -216,6 +219,9 @@ impl Metrics {
         let refused = Family::<Pair, Counter>::default();
         let upstream_errors = Family::<Pair, Counter>::default();
         let stream_restarts = Counter::default();
+        let reloads = Family::<Pair, Counter>::default();
+        let reloads_ok = reloads.get_or_create(&[("result", "ok")]).clone();
+        let reloads_refused = reloads.get_or_create(&[("result", "refused")]).clone();
         // prometheus-client appends `_total` to counters.
         registry.register("outpost_requests", "Client requests by cache outcome", requests.clone());
         registry.register(
@@ -284,6 +290,11 @@ impl Metrics {
             "Live playlists whose stream started over; what was cached of the old stream was dropped",
             stream_restarts.clone(),
         );
+        registry.register(
+            "outpost_reloads",
+            "Config reloads (SIGHUP, POST /reload), put in place or refused",
+            reloads,
+        );
         // Every labelled series exists from the start, so dashboards see zeros, not gaps.
         Self {
             registry,
@@ -304,6 +315,8 @@ impl Metrics {
             refused: Series::new(&refused, "reason"),
             upstream_errors: Series::new(&upstream_errors, "reason"),
             stream_restarts,
+            reloads_ok,
+            reloads_refused,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{header, HeaderValue, StatusCode};
@@ -16,12 +16,13 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{ServerConfig, TlsConfig};
+use crate::certs::Certs;
+use crate::config::{Config, ServerConfig};
 use crate::edge::Edge;
 use crate::error::StartError;
 use crate::forward::Peer;
 use crate::http1;
-use crate::limits::{Activity, PerIp, SendTimeout, Tracked};
+use crate::limits::{Activity, SendTimeout, Tracked};
 use crate::metrics::Refusal;
 
 /// A bound listening socket.
@@ -51,24 +52,38 @@ impl Listener {
     }
 }
 
-/// HTTPS settings: the configured certificate, ALPN h2 and http/1.1.
-pub fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, StartError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(&tls.cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| StartError::Tls(format!("server.tls_cert {}: {e}", tls.cert.display())))?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key)
-        .map_err(|e| StartError::Tls(format!("server.tls_key {}: {e}", tls.key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+/// HTTPS settings: the edge's certificate (replaced on reload), ALPN h2 and http/1.1.
+pub fn tls_acceptor(certs: Arc<Certs>) -> Result<TlsAcceptor, StartError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(crate::certs::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| StartError::Tls(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| StartError::Tls(format!("server.tls_cert and server.tls_key: {e}")))?;
+        .with_cert_resolver(certs);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The hyper builder for the config in force: made again after a reload
+/// changed the config, kept otherwise.
+struct Builders {
+    current: Mutex<(Arc<Config>, Arc<auto::Builder<TokioExecutor>>)>,
+}
+
+impl Builders {
+    fn new(config: Arc<Config>) -> Self {
+        let builder = Arc::new(edge_builder(&config.server));
+        Self {
+            current: Mutex::new((config, builder)),
+        }
+    }
+
+    fn for_config(&self, config: &Arc<Config>) -> Arc<auto::Builder<TokioExecutor>> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&current.0, config) {
+            *current = (Arc::clone(config), Arc::new(edge_builder(&config.server)));
+        }
+        Arc::clone(&current.1)
+    }
 }
 
 fn edge_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
@@ -92,24 +107,24 @@ fn edge_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Accepts client connections until told to stop, then drains them.
+/// Accepts client connections until told to stop, then drains them. The
+/// limits are read from the config in force for each new connection.
 pub async fn serve_edge(edge: Arc<Edge>, listener: Listener, tls: Option<TlsAcceptor>, stop: watch::Receiver<bool>) {
-    let cfg = edge.config.server.clone();
-    let builder = Arc::new(edge_builder(&cfg));
-    let permits = Arc::new(Semaphore::new(cfg.max_connections));
-    let per_ip = PerIp::new(cfg.max_connections_per_ip);
+    let builders = Builders::new(edge.config());
     // Refusals are cheap but not free: past this many at once, the socket is just closed.
     let refusals = Arc::new(Semaphore::new(64));
     let conn_stop = stop.clone();
+    let grace_edge = Arc::clone(&edge);
     let serve = move |stream: TcpStream, peer: SocketAddr, _watcher: Watcher| {
+        let config = edge.config();
         // One address may not take every connection: past its share, its new
         // ones are closed at once, before they cost a task or a permit.
-        let Some(slot) = per_ip.acquire(peer.ip()) else {
+        let Some(slot) = edge.per_ip.acquire(peer.ip()) else {
             edge.metrics.refused.inc(Refusal::PerIp);
             tracing::debug!(peer = %peer, "connection refused: server.max_connections_per_ip");
             return Box::pin(async {}) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
         };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+        let Some(open) = edge.open_connection(config.server.max_connections) else {
             edge.metrics.refused.inc(Refusal::MaxConnections);
             let refusal = Arc::clone(&refusals).try_acquire_owned().ok();
             return Box::pin(async move {
@@ -120,12 +135,12 @@ pub async fn serve_edge(edge: Arc<Edge>, listener: Listener, tls: Option<TlsAcce
             });
         };
         let edge = Arc::clone(&edge);
-        let builder = Arc::clone(&builder);
+        let builder = builders.for_config(&config);
         let tls = tls.clone();
         let stop = conn_stop.clone();
         let socket = socket_of(&stream);
         Box::pin(async move {
-            let _held = (permit, slot, edge.open_connection());
+            let _held = (open, slot);
             let conn = Conn {
                 edge: &edge,
                 peer,
@@ -133,19 +148,20 @@ pub async fn serve_edge(edge: Arc<Edge>, listener: Listener, tls: Option<TlsAcce
                 builder: &builder,
                 stop,
             };
-            let send_timeout = edge.config.server.send_timeout;
+            let send_timeout = config.server.send_timeout;
             let expired = edge.metrics.refused.counter(Refusal::SendTimeout).clone();
             match tls {
                 None => {
                     #[cfg(target_os = "linux")]
-                    if edge.config.server.sendfile {
+                    if config.server.sendfile {
                         let stream = crate::sendfile::SendfileStream::new(stream, edge.metrics.sendfile_bytes.clone());
                         return conn.plain(SendTimeout::new(stream, send_timeout, expired)).await;
                     }
                     conn.plain(SendTimeout::new(stream, send_timeout, expired)).await;
                 }
                 Some(acceptor) => {
-                    let header_timeout = edge.config.server.header_timeout;
+                    let header_timeout = config.server.header_timeout;
+                    drop(config);
                     let Ok(Ok(stream)) = tokio::time::timeout(header_timeout, acceptor.accept(stream)).await else {
                         tracing::debug!(peer = %peer, "TLS handshake failed or timed out");
                         return;
@@ -156,7 +172,7 @@ pub async fn serve_edge(edge: Arc<Edge>, listener: Listener, tls: Option<TlsAcce
             }
         })
     };
-    accept_loop(listener, stop, cfg.shutdown_grace, serve).await;
+    accept_loop(listener, stop, move || grace_edge.config().server.shutdown_grace, serve).await;
 }
 
 /// How long an idle connection's graceful close may take.
@@ -231,7 +247,7 @@ impl Conn<'_> {
         let conn = self.builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
         let mut stop = self.stop;
-        let idle_timeout = edge.config.server.idle_timeout;
+        let idle_timeout = edge.config().server.idle_timeout;
         let mut closing = *stop.borrow();
         if closing {
             conn.as_mut().graceful_shutdown();
@@ -296,7 +312,7 @@ async fn refuse(stream: TcpStream) {
 
 /// Accepts until `stop`, runs each connection through `serve`, then gives the
 /// connections `grace` to finish their responses before closing them.
-async fn accept_loop<F>(listener: Listener, mut stop: watch::Receiver<bool>, grace: Duration, serve: F)
+async fn accept_loop<F>(listener: Listener, mut stop: watch::Receiver<bool>, grace: impl Fn() -> Duration, serve: F)
 where
     F: Fn(TcpStream, SocketAddr, Watcher) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
 {
@@ -320,6 +336,7 @@ where
         }
     }
     drop(listener);
+    let grace = grace();
     let drained = tokio::time::timeout(grace, async {
         graceful.shutdown().await;
         while conns.join_next().await.is_some() {}
@@ -333,7 +350,8 @@ where
 
 /// Serves the admin paths until told to stop.
 pub async fn serve_admin(edge: Arc<Edge>, listener: Listener, stop: watch::Receiver<bool>) {
-    let grace = edge.config.server.shutdown_grace;
+    let grace_edge = Arc::clone(&edge);
+    let grace = move || grace_edge.config().server.shutdown_grace;
     let serve = move |stream: TcpStream, _peer: SocketAddr, watcher: Watcher| {
         let edge = Arc::clone(&edge);
         Box::pin(async move {

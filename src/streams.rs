@@ -17,8 +17,9 @@ pub struct Busy;
 pub struct StreamLimits {
     per_stream: usize,
     streams: moka::sync::Cache<String, Arc<Semaphore>>,
-    /// Per route (`routes[].max_fetches`), by the route's name.
-    routes: moka::sync::Cache<String, Arc<Semaphore>>,
+    /// Per route (`routes[].max_fetches`), by the route's name, with the
+    /// limit each semaphore was made for.
+    routes: moka::sync::Cache<String, (usize, Arc<Semaphore>)>,
 }
 
 impl StreamLimits {
@@ -48,7 +49,16 @@ impl StreamLimits {
         if limit == 0 {
             return Ok(None);
         }
-        let slots = self.routes.get_with_by_ref(route, || Arc::new(Semaphore::new(limit)));
+        let mut slots = self
+            .routes
+            .get_with_by_ref(route, || (limit, Arc::new(Semaphore::new(limit))));
+        if slots.0 != limit {
+            // A reload changed the limit: new fetches count against a new
+            // semaphore; those under way keep their slots in the old one.
+            slots = (limit, Arc::new(Semaphore::new(limit)));
+            self.routes.insert(route.to_owned(), slots.clone());
+        }
+        let slots = slots.1;
         match patience {
             None => slots.try_acquire_owned().map(Some).map_err(|_| Busy),
             Some(patience) => match tokio::time::timeout(patience, slots.acquire_owned()).await {

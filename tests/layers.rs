@@ -23,6 +23,8 @@ const LAYERS: &[&[&str]] = &[
     // One request's way through the edge (`proxy::fills` is where every
     // fill is started); keeping the fleet's member list and health current.
     &["proxy", "fleet"],
+    // Reloading the config while serving.
+    &["reload"],
     // The shared state; the fetch behind a fill (given only the parts of
     // the state it uses); answers from entries and fills; text answers.
     &["edge", "fetch", "respond", "plain"],
@@ -39,6 +41,7 @@ const LAYERS: &[&[&str]] = &[
     &[
         "access_log",
         "cache",
+        "certs",
         "cluster",
         "cors",
         "forward",

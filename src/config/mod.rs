@@ -52,6 +52,27 @@ pub struct Overrides {
     pub origin: Option<String>,
 }
 
+/// Where a config was loaded from, to load it again on reload: the file
+/// (else `$OUTPOST_CONFIG`) and the flags; the environment is read afresh.
+#[derive(Debug, Default, Clone)]
+pub struct Source {
+    pub file: Option<PathBuf>,
+    pub overrides: Overrides,
+}
+
+impl Source {
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(self.file.as_deref(), &self.overrides)
+    }
+
+    /// The file the layers read, if any: named in errors.
+    pub fn file(&self) -> Option<PathBuf> {
+        self.file
+            .clone()
+            .or_else(|| std::env::var_os("OUTPOST_CONFIG").map(PathBuf::from))
+    }
+}
+
 /// The validated configuration the edge runs on.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -67,7 +67,7 @@ impl State {
 
     fn fetcher(&self) -> Fetcher<'_> {
         Fetcher {
-            config: &self.config,
+            config: std::sync::Arc::new(self.config.clone()),
             upstream: &self.upstream,
             store: &self.store,
             inflight: &self.inflight,

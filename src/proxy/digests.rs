@@ -86,7 +86,7 @@ pub fn answer(edge: &Arc<Edge>, target: &Target<'_>, parts: &Parts) -> Answer {
             "this edge has not seen that media playlist\n".into(),
         )
     };
-    let Some((route, playlist_pq)) = edge.routes.find(&at) else {
+    let Some((route, playlist_pq)) = edge.settings().routes.find(&at) else {
         return not_seen();
     };
     let Some(entry) = edge.store.get(key_url(&route, &playlist_pq).as_str()) else {

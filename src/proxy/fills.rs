@@ -49,7 +49,7 @@ pub fn revalidate(edge: &Arc<Edge>, job: FetchJob) {
 /// What a fetch uses of the edge.
 fn fetcher(edge: &Edge) -> Fetcher<'_> {
     Fetcher {
-        config: &edge.config,
+        config: edge.config(),
         upstream: &edge.upstream,
         store: &edge.store,
         inflight: &edge.inflight,
@@ -71,7 +71,7 @@ fn after_playlist(edge: &Arc<Edge>, playlist_request: &UpstreamRequest, document
             list_newest(edge, playlist_request, playlist);
         }
     }
-    let ahead = edge.config.media.prefetch_ahead;
+    let ahead = edge.settings().config.media.prefetch_ahead;
     let route = &playlist_request.route;
     for pq in edge
         .prefetcher
@@ -145,7 +145,9 @@ pub fn refresh_playlist(edge: &Arc<Edge>, like: &UpstreamRequest, path_and_query
 
 /// After a player asked for the segment keyed `key`: the VOD segments after it.
 pub fn after_segment(edge: &Arc<Edge>, key: &str, request: impl FnOnce() -> UpstreamRequest) {
-    let next = edge.prefetcher.after_segment(key, edge.config.media.prefetch_ahead);
+    let next = edge
+        .prefetcher
+        .after_segment(key, edge.settings().config.media.prefetch_ahead);
     if next.is_empty() {
         return;
     }

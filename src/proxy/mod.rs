@@ -48,7 +48,7 @@ const BODY_LIMIT: u64 = 16 << 10;
 /// the connection closed.
 pub async fn handle(edge: Arc<Edge>, req: Request<Incoming>, peer: Peer) -> Result<Response<EdgeBody>, Infallible> {
     let (mut parts, body) = req.into_parts();
-    if let Err(why) = discard_body(body, edge.config.server.header_timeout).await {
+    if let Err(why) = discard_body(body, edge.settings().config.server.header_timeout).await {
         let started = edge.access.enabled().then(Instant::now);
         let mut response = finish(&edge, &mut parts, Err(EdgeError::BadRequest(why)), started, peer);
         response
@@ -102,7 +102,8 @@ fn finish(
     };
     // A plain stored hit carries its per-answer headers beside its shared
     // head (see `respond_stored`), the rest in the response's map.
-    let any_origin = edge.cors.is_any() && !peer.sibling;
+    let settings = edge.settings();
+    let any_origin = settings.cors.is_any() && !peer.sibling;
     let cmsd = edge.cmsd_entry(&peer);
     let apart = match response.body_mut().shared_head_mut() {
         Some(shared) => {
@@ -120,7 +121,7 @@ fn finish(
         }
     };
     if !(peer.sibling || (apart && any_origin)) {
-        edge.cors.apply(&parts.headers, response.headers_mut());
+        settings.cors.apply(&parts.headers, response.headers_mut());
     }
     edge.metrics.requests.inc(outcome);
     let status = response.status().as_u16();
@@ -171,7 +172,8 @@ async fn discard_body(mut body: Incoming, patience: Duration) -> Result<(), &'st
 }
 
 pub(crate) async fn route_and_look_up(edge: &Arc<Edge>, parts: &Parts, peer: Peer) -> Answer {
-    let limit = edge.config.server.max_header_size;
+    let settings = edge.settings();
+    let limit = settings.config.server.max_header_size;
     let size = head_size(parts);
     if size > limit {
         return Err(EdgeError::HeadersTooLarge { size, limit });
@@ -180,7 +182,7 @@ pub(crate) async fn route_and_look_up(edge: &Arc<Edge>, parts: &Parts, peer: Pee
     if target.path == digests::PATH {
         return digests::answer(edge, &target, parts);
     }
-    let Some((route, path_and_query)) = edge.routes.find(&target) else {
+    let Some((route, path_and_query)) = settings.routes.find(&target) else {
         return Err(EdgeError::Misdirected {
             host: target.host.into_owned(),
             path: target.path.into_owned(),
@@ -188,7 +190,7 @@ pub(crate) async fn route_and_look_up(edge: &Arc<Edge>, parts: &Parts, peer: Pee
     };
     if crate::cors::is_preflight(&parts.method) {
         // Answered by the edge itself, without the origin: counted as a hit.
-        let answer = edge.cors.preflight(&parts.headers).map(|()| EdgeBody::empty());
+        let answer = settings.cors.preflight(&parts.headers).map(|()| EdgeBody::empty());
         return Ok((answer, Outcome::Hit));
     }
     if parts.method != Method::GET && parts.method != Method::HEAD {
@@ -437,7 +439,7 @@ fn to_fleet(edge: &Edge, parts: &Parts, peer: Peer) -> bool {
 fn upstream_headers(edge: &Edge, parts: &Parts, peer: Peer, route: &RouteConfig, shared: bool) -> HeaderMap {
     let to = Forwarding {
         route,
-        trusted: &edge.config.server.trusted_proxies,
+        trusted: &edge.settings().config.server.trusted_proxies,
         shared,
     };
     forward::upstream_headers(&parts.headers, peer, &to)

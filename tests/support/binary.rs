@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 pub struct Binary {
     child: Child,
     pub listen: String,
+    pub admin: String,
     dir: std::path::PathBuf,
 }
 
@@ -41,14 +42,28 @@ impl Binary {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
-        let listen = loop {
+        let field = |line: &str, name: &str| {
+            let rest = line.split(&format!(" {name}=")).nth(1)?;
+            Some(rest.split_whitespace().next()?.to_owned())
+        };
+        let (listen, admin) = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx.recv_timeout(left).expect("a startup line within 30 s");
-            if let Some(rest) = line.split("listen=").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_owned();
+            if let (Some(listen), Some(admin)) = (field(&line, "listen"), field(&line, "admin")) {
+                break (listen, admin);
             }
         };
-        Self { child, listen, dir }
+        Self {
+            child,
+            listen,
+            admin,
+            dir,
+        }
+    }
+
+    /// The config file it was started with, which SIGHUP reads again.
+    pub fn config_file(&self) -> std::path::PathBuf {
+        self.dir.join("outpost.toml")
     }
 
     /// The process id.
