@@ -43,6 +43,24 @@ enum Command {
     },
     /// Start a synthetic origin and an edge in front of it.
     Demo,
+    /// Print a signed URL for a route with [routes.signing], signed with its first key.
+    Sign {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The path as clients request it, e.g. /live/s1/index.m3u8.
+        #[arg(long, value_name = "PATH")]
+        path: String,
+        /// Sign for every path this covers instead of PATH alone: a prefix
+        /// ending in *, or a playlist (covers its folder).
+        #[arg(long, value_name = "ACL")]
+        acl: Option<String>,
+        /// How long the token is good for.
+        #[arg(long, value_name = "DURATION", default_value = "1h")]
+        ttl: String,
+        /// The Host the URL is for, to pick the route.
+        #[arg(long, value_name = "HOST", default_value = "*")]
+        host: String,
+    },
 }
 
 #[derive(Args, Default)]
@@ -92,8 +110,58 @@ pub fn main() -> ExitCode {
         None => serve(cli.serve),
         Some(Command::Demo) => demo(),
         Some(Command::Health { admin, config }) => health(admin, config),
+        Some(Command::Sign {
+            config,
+            path,
+            acl,
+            ttl,
+            host,
+        }) => sign(config, &path, acl.as_deref(), &ttl, &host),
     }
 }
+
+/// `outpost sign`: the path with its token, for the route that serves it.
+fn sign(config: Option<PathBuf>, path: &str, acl: Option<&str>, ttl: &str, host: &str) -> ExitCode {
+    let args = ServeArgs {
+        config,
+        ..ServeArgs::default()
+    };
+    let Ok(config) = load(&args) else {
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let ttl = match humantime::parse_duration(ttl) {
+        Ok(ttl) => ttl,
+        Err(e) => {
+            eprintln!("outpost: --ttl {ttl:?}: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let routes = crate::route::Routes::new(&config.routes);
+    let target = crate::route::Target {
+        host: host.into(),
+        path: path.into(),
+        query: None,
+    };
+    let Some(signing) = routes.find(&target).and_then(|(route, _)| route.signing.clone()) else {
+        eprintln!("outpost: no route with [routes.signing] serves host {host:?} and path {path:?}");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let exp = crate::cluster::unix_secs(std::time::SystemTime::now() + ttl);
+    let token = crate::signing::sign(&signing.keys[0], exp, acl, path);
+    let encoded = percent_encoding::utf8_percent_encode(&token, TOKEN_ESCAPES);
+    println!("{path}?{}={encoded}", signing.param);
+    ExitCode::SUCCESS
+}
+
+/// What a token's text escapes in a query: its own `=` and `/` travel as
+/// they are; `&`, `#`, `+`, `%` and spaces would change the query's meaning.
+const TOKEN_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'&')
+    .add(b'#')
+    .add(b'+')
+    .add(b'%')
+    .add(b'"');
 
 /// `outpost health`: GET /healthz on the admin listener.
 fn health(admin: Option<String>, config: Option<PathBuf>) -> ExitCode {

@@ -19,6 +19,9 @@ pub enum EdgeError {
     /// 421: no route for this host and path; never forwarded.
     #[error("no route for host {host:?} and path {path:?}")]
     Misdirected { host: String, path: String },
+    /// 403: the route wants signed URLs and this one's token is not good.
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
     /// 405: the edge serves only GET, HEAD and OPTIONS.
     #[error("method {0} is not served here: use GET, HEAD or OPTIONS")]
     Method(Method),
@@ -36,6 +39,7 @@ impl EdgeError {
             EdgeError::BadRequest(_) => StatusCode::BAD_REQUEST,
             EdgeError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             EdgeError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
+            EdgeError::Forbidden(_) => StatusCode::FORBIDDEN,
             EdgeError::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
             EdgeError::Range { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             EdgeError::Upstream(e) => e.status(),

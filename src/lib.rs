@@ -55,6 +55,7 @@ pub mod route;
 pub mod sendfile;
 pub mod server;
 pub mod shared_head;
+pub mod signing;
 pub mod slicing;
 pub mod streams;
 pub mod upcoming;

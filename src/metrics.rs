@@ -121,6 +121,8 @@ label! {
         BadRequest => "bad_request",
         /// 431: a request head over `server.max_header_size`.
         HeadersTooLarge => "headers_too_large",
+        /// 403: a signed route's request without a valid token.
+        Signature => "signature",
     }
 }
 

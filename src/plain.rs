@@ -31,11 +31,12 @@ pub fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<EdgeB
 /// client's own input) goes to the log, never to the client.
 pub fn rescue(err: &EdgeError, request_id: &str) -> Response<EdgeBody> {
     let status = err.status();
-    let body = format!(
-        "{} {}\nrequest id: {request_id}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("Error")
-    );
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let body = match err {
+        // The short reason is the client's to know: what to fix in its URL.
+        EdgeError::Forbidden(why) => format!("{} {reason}: {why}\nrequest id: {request_id}\n", status.as_u16()),
+        _ => format!("{} {reason}\nrequest id: {request_id}\n", status.as_u16()),
+    };
     let mut response = text(status, body);
     let h = response.headers_mut();
     match err {

@@ -37,7 +37,7 @@ const LAYERS: &[&[&str]] = &[
     &["media", "shared_head", "upstream"],
     // Cache rules and store; the fleet of sibling edges; CORS rules; what
     // is sent upstream; metrics;
-    // the sendfile socket.
+    // the sendfile socket; signed URLs.
     &[
         "access_log",
         "cache",
@@ -47,6 +47,7 @@ const LAYERS: &[&[&str]] = &[
         "forward",
         "metrics",
         "sendfile",
+        "signing",
     ],
     // Leaves: they use no other module of the crate.
     &[

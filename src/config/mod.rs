@@ -239,6 +239,17 @@ pub struct RouteConfig {
     pub ignore_query: Vec<String>,
     /// Client headers never sent to this origin, beyond the built-in list.
     pub strip_headers: Vec<http::HeaderName>,
+    /// `[routes.signing]`: requests need a valid token.
+    pub signing: Option<SigningConfig>,
+}
+
+/// Signed URLs on a route (see `crate::signing`).
+#[derive(Debug, Clone)]
+pub struct SigningConfig {
+    /// HMAC-SHA256 keys; the first signs, all verify.
+    pub keys: Vec<String>,
+    /// The query argument and cookie name that carry the token.
+    pub param: String,
 }
 
 /// An origin base URL, split so that request paths append without re-parsing.
@@ -382,6 +393,9 @@ impl Config {
         }
         if raw.cluster.secret.is_some() {
             raw.cluster.secret = Some("********".into());
+        }
+        for signing in raw.routes.iter_mut().filter_map(|r| r.signing.as_mut()) {
+            signing.keys.iter_mut().for_each(|k| *k = "********".into());
         }
         toml::to_string_pretty(&raw).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
     }
@@ -582,6 +596,34 @@ fn route(i: usize, r: &RawRoute) -> Result<RouteConfig, ConfigError> {
         max_fetches: r.max_fetches,
         ignore_query: r.ignore_query.clone(),
         strip_headers,
+        signing: r.signing.as_ref().map(|s| signing(&key("signing"), s)).transpose()?,
+    })
+}
+
+fn signing(key: &str, s: &raw::RawSigning) -> Result<SigningConfig, ConfigError> {
+    if s.keys.is_empty() {
+        return Err(ConfigError::new(format!("{key}.keys"), "give at least one key"));
+    }
+    if let Some(short) = s.keys.iter().position(|k| k.len() < MIN_SECRET) {
+        return Err(ConfigError::new(
+            format!("{key}.keys[{short}]"),
+            format!("must be at least {MIN_SECRET} bytes"),
+        ));
+    }
+    let param = s.param.trim();
+    if param.is_empty()
+        || !param
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ConfigError::new(
+            format!("{key}.param"),
+            format!("{param:?} must be letters, digits, - or _"),
+        ));
+    }
+    Ok(SigningConfig {
+        keys: s.keys.clone(),
+        param: param.to_owned(),
     })
 }
 

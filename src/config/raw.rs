@@ -136,6 +136,23 @@ pub struct RawRoute {
     /// Client headers never sent to this origin, beyond the built-in list.
     #[serde(default)]
     pub strip_headers: Vec<String>,
+    /// Signed URLs: requests without a valid token are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<RawSigning>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSigning {
+    /// HMAC-SHA256 keys: the first signs, every one verifies (rotation).
+    pub keys: Vec<String>,
+    /// The query argument and cookie that carry the token.
+    #[serde(default = "default_token_param")]
+    pub param: String,
+}
+
+fn default_token_param() -> String {
+    "token".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -214,6 +231,7 @@ impl Default for RawConfig {
                 max_fetches: default_max_fetches(),
                 ignore_query: Vec::new(),
                 strip_headers: Vec::new(),
+                signing: None,
             }],
             media: RawMedia::default(),
             upstream: RawUpstream::default(),

@@ -103,6 +103,18 @@ fn bad_values_are_named() {
             "cluster.peers",
         ),
         ("routes = []", "routes"),
+        (
+            "[[routes]]\nurl = \"http://a\"\n[routes.signing]\nkeys = []",
+            "routes[0].signing.keys",
+        ),
+        (
+            "[[routes]]\nurl = \"http://a\"\n[routes.signing]\nkeys = [\"0123456789abcdef\", \"short\"]",
+            "routes[0].signing.keys[1]",
+        ),
+        (
+            "[[routes]]\nurl = \"http://a\"\n[routes.signing]\nkeys = [\"0123456789abcdef\"]\nparam = \"a b\"",
+            "routes[0].signing.param",
+        ),
     ];
     for (text, key) in cases {
         let e = err(text);
@@ -125,12 +137,18 @@ fn routes_parse_into_parts() {
 
 #[test]
 fn check_output_masks_secrets() {
-    let c = Config::from_toml("[admin]\ntoken = \"hunter2\"\n[cluster]\nsecret = \"s3cret\"\n").unwrap();
+    let c = Config::from_toml(
+        "[admin]\ntoken = \"hunter2\"\n[cluster]\nsecret = \"s3cret\"\n[[routes]]\nurl = \"http://a\"\n[routes.signing]\nkeys = [\"signing-key-0123456789\"]\n",
+    )
+    .unwrap();
     let text = c.to_masked_toml();
-    assert!(!text.contains("hunter2") && !text.contains("s3cret"), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("s3cret") && !text.contains("signing-key"),
+        "{text}"
+    );
     assert!(text.contains("********"));
     // The printed config is itself a valid config.
-    Config::from_toml(&text.replace("********", "x")).expect("check output reloads");
+    Config::from_toml(&text.replace("********", "x-long-enough-for-a-key")).expect("check output reloads");
 }
 
 #[test]

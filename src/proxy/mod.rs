@@ -196,6 +196,18 @@ pub(crate) async fn route_and_look_up(edge: &Arc<Edge>, parts: &Parts, peer: Pee
     if parts.method != Method::GET && parts.method != Method::HEAD {
         return Err(EdgeError::Method(parts.method.clone()));
     }
+    let path_and_query = match &route.signing {
+        None => path_and_query,
+        Some(signing) => {
+            // The wall clock, as the signer's is.
+            let now = crate::cluster::unix_secs(SystemTime::now());
+            if let Err(denied) = crate::signing::check(signing, &target.path, target.query, &parts.headers, now) {
+                edge.metrics.refused.inc(Refusal::Signature);
+                return Err(EdgeError::Forbidden(denied.reason()));
+            }
+            crate::signing::without_token(path_and_query, &signing.param)
+        }
+    };
     // The key's text: a hit looks it up as it is; a `CacheKey` is made only
     // for a request that goes on to the fill machinery. What is fetched is
     // the same normal form.
@@ -442,5 +454,9 @@ fn upstream_headers(edge: &Edge, parts: &Parts, peer: Peer, route: &RouteConfig,
         trusted: &edge.settings().config.server.trusted_proxies,
         shared,
     };
-    forward::upstream_headers(&parts.headers, peer, &to)
+    let mut headers = forward::upstream_headers(&parts.headers, peer, &to);
+    if let Some(signing) = &route.signing {
+        crate::signing::strip_cookie(&mut headers, &signing.param);
+    }
+    headers
 }
