@@ -246,7 +246,8 @@ mod tests {
         let stream = sign(KEY, NOW + 60, Some("/live/s1/index.m3u8"), "");
         let prefix = sign(KEY, NOW + 60, Some("/vod/*"), "");
         let old = sign(OLD, NOW + 60, None, "/x.ts");
-        let cases: &[(&[&str], &str, &str, Result<(), Denied>)] = &[
+        type Case<'a> = (&'a [&'a str], &'a str, &'a str, Result<(), Denied>);
+        let cases: &[Case] = &[
             (&[KEY], "/live/a.m3u8", &exact, Ok(())),
             (&[KEY], "/live/b.m3u8", &exact, Err(Denied::Signature)),
             (&[OLD], "/live/a.m3u8", &exact, Err(Denied::Signature)),
