@@ -75,6 +75,7 @@ pub fn status_json(edge: &Edge) -> serde_json::Value {
         .filter(|o| !matches!(o, Outcome::Error))
         .map(|&o| m.requests.get(o))
         .sum();
+    let (by_viewers, by_bytes) = edge.audience.top(TOP);
     let offload = (served > 0 && from_content > 0).then(|| 1.0 - origin as f64 / served as f64);
     let requests: serde_json::Map<String, serde_json::Value> = Outcome::ALL
         .iter()
@@ -91,6 +92,15 @@ pub fn status_json(edge: &Edge) -> serde_json::Value {
         "cache_objects": m.cache_objects.get(),
         "cache_memory": edge.settings().config.cache.memory,
         "inflight_fetches": edge.inflight.len(),
+        "fills": edge.inflight.keys(TOP),
+        "series": {
+            "interval_seconds": crate::history::INTERVAL.as_secs(),
+            "points": edge.history.points(edge.totals()),
+        },
+        "streams": {
+            "by_viewers": by_viewers,
+            "by_bytes": by_bytes,
+        },
         "peer_requests": m.upstream_requests.get(SourceKind::Peer),
         "peer_bytes": m.upstream_bytes.get(SourceKind::Peer),
         "cluster": cluster_json(edge),
@@ -150,6 +160,9 @@ fn cluster_json(edge: &Edge) -> serde_json::Value {
         .collect();
     json!({ "self": cluster.me().name, "members": members })
 }
+
+/// Streams and fills listed on the dashboard, at most.
+const TOP: usize = 10;
 
 /// At most this many cached keys are ranked for the members' shares.
 const SHARE_SAMPLE: usize = 10_000;

@@ -47,6 +47,7 @@ impl Edge {
         let stop = stop_rx.clone();
         tasks.spawn(async move { maintained.store.maintain(Duration::from_secs(1), stop).await });
         tasks.spawn(sample_cpu(Arc::clone(&edge), stop_rx.clone()));
+        tasks.spawn(sample_history(Arc::clone(&edge), stop_rx.clone()));
         tasks.spawn(probe_origins(Arc::clone(&edge), stop_rx.clone()));
         tasks.spawn(crate::fleet::maintain(Arc::clone(&edge), stop_rx.clone()));
         tasks.spawn(server::serve_admin(Arc::clone(&edge), admin, stop_rx));
@@ -67,6 +68,18 @@ async fn sample_cpu(edge: Arc<Edge>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = stop.changed() => return,
             _ = every.tick() => edge.cpu.sample(),
+        }
+    }
+}
+
+/// Takes the dashboard's points (see `Edge::take_sample`) until `stop`.
+async fn sample_history(edge: Arc<Edge>, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(crate::history::INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = every.tick() => edge.take_sample(),
         }
     }
 }

@@ -82,6 +82,12 @@ impl Inflight {
         self.fills.lock().unwrap_or_else(|p| p.into_inner()).contains_key(key)
     }
 
+    /// The keys of up to `n` fills under way now.
+    pub fn keys(&self, n: usize) -> Vec<String> {
+        let fills = self.fills.lock().unwrap_or_else(|p| p.into_inner());
+        fills.keys().take(n).map(|k| k.as_str().to_owned()).collect()
+    }
+
     /// Fills under way now.
     pub fn len(&self) -> usize {
         self.fills.lock().unwrap_or_else(|p| p.into_inner()).len()

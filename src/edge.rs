@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime};
 use arc_swap::{ArcSwap, Guard};
 
 use crate::access_log::AccessSink;
+use crate::audience::Audience;
 use crate::budget::Budget;
 use crate::cache::Store;
 use crate::certs::Certs;
@@ -19,6 +20,7 @@ use crate::cors::Cors;
 use crate::cpu::CpuMeter;
 use crate::error::StartError;
 use crate::forward::Peer;
+use crate::history::{History, Totals};
 use crate::limits::PerIp;
 use crate::metrics::Metrics;
 use crate::prefetch::Prefetcher;
@@ -57,6 +59,10 @@ pub struct Edge {
     pub(crate) slices: Slices,
     /// Where access log lines go.
     pub(crate) access: Arc<AccessSink>,
+    /// The last hour of traffic, for the dashboard's charts.
+    pub(crate) history: History,
+    /// Viewers and bytes per stream, for the dashboard's top streams.
+    pub(crate) audience: Audience,
     pub(crate) started: Instant,
     /// Client connections open now, on every listener.
     connections: AtomicUsize,
@@ -117,6 +123,8 @@ impl Edge {
             upcoming: Upcoming::new(),
             slices: Slices::new(),
             access: Arc::new(access),
+            history: History::default(),
+            audience: Audience::default(),
             metrics,
             started: Instant::now(),
             connections: AtomicUsize::new(0),
@@ -258,6 +266,40 @@ impl Edge {
             Ok(()) => tracing::info!("access log reopened"),
             Err(e) => tracing::error!(error = %e, "access log could not be reopened; still writing to the old file"),
         }
+    }
+
+    /// The counters the dashboard's charts are drawn from, as they are now.
+    pub fn totals(&self) -> Totals {
+        use crate::metrics::SourceKind;
+        use crate::outcome::Outcome;
+        let m = &self.metrics;
+        let count = |keep: fn(&Outcome) -> bool| {
+            Outcome::ALL
+                .iter()
+                .filter(|o| keep(o))
+                .map(|&o| m.requests.get(o))
+                .sum()
+        };
+        let at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        Totals {
+            at,
+            requests: count(|_| true),
+            cached: count(|o| matches!(o, Outcome::Hit | Outcome::Collapsed | Outcome::Stale)),
+            content: count(|o| !matches!(o, Outcome::Error)),
+            response_bytes: m.response_bytes.get(),
+            upstream_requests: m.upstream_requests.get(SourceKind::Origin) + m.upstream_requests.get(SourceKind::Peer),
+            upstream_bytes: m.upstream_bytes.get(SourceKind::Origin) + m.upstream_bytes.get(SourceKind::Peer),
+            origin_bytes: m.upstream_bytes.get(SourceKind::Origin),
+        }
+    }
+
+    /// Ends the dashboard's interval under way (every `history::INTERVAL`).
+    pub fn take_sample(&self) {
+        self.history.record(self.totals());
+        self.audience
+            .tick(self.started.elapsed().as_secs(), crate::history::INTERVAL.as_secs_f64());
     }
 
     /// Refreshes the gauges read from the cache, before `/metrics` or `/status`.

@@ -12,6 +12,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod app;
+pub mod audience;
 pub mod body;
 pub mod budget;
 pub mod cache;
@@ -35,6 +36,7 @@ pub mod fleet;
 pub mod forward;
 pub mod fuzzing;
 pub mod headers;
+pub mod history;
 pub mod http1;
 pub mod limits;
 #[cfg(target_os = "linux")]

@@ -51,6 +51,7 @@ const LAYERS: &[&[&str]] = &[
     ],
     // Leaves: they use no other module of the crate.
     &[
+        "audience",
         "budget",
         "clock",
         "cmsd",
@@ -59,6 +60,7 @@ const LAYERS: &[&[&str]] = &[
         "digest",
         "ejection",
         "headers",
+        "history",
         "limits",
         "mapped",
         "outcome",

@@ -349,3 +349,91 @@ async fn p2p_media_loader_plays_from_the_edge_and_checks_peers_against_its_hash_
     );
     edge.shutdown().await;
 }
+
+/// Where tests keep what a person may want to look at afterwards.
+fn artefacts() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-artefacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_charts_the_traffic_in_chromium() {
+    let _turn = browser_turn();
+    let origin = TestOrigin::start().await;
+    for n in 0..20 {
+        origin.set(&format!("/live/s1/seg-{n}.ts"), Script::ok(vec![7u8; 32 << 10]));
+    }
+    origin.set("/live/s2/seg-0.ts", Script::ok(vec![7u8; 1 << 10]));
+    let edge = edge_for(&origin).await;
+    let c = client();
+    // Each segment fetched once and served three times: two thirds hits.
+    for n in 0..20 {
+        for _ in 0..3 {
+            assert_eq!(get(&c, &url(&edge, &format!("/live/s1/seg-{n}.ts"))).await.status, 200);
+        }
+    }
+    assert_eq!(get(&c, &url(&edge, "/live/s2/seg-0.ts")).await.status, 200);
+    // Wait for a recorded point beside the one under way (bounded).
+    let mut points = Vec::new();
+    for _ in 0..250 {
+        let status: serde_json::Value =
+            serde_json::from_slice(get(&c, &admin_url(&edge, "/status.json")).await.bytes()).unwrap();
+        points = status["series"]["points"].as_array().unwrap().clone();
+        if points.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(points.len() >= 2, "no recorded point in 25 s: {points:?}");
+    let shot = artefacts().join("status.png");
+    let _ = std::fs::remove_file(&shot);
+    let report = node(
+        "status.mjs",
+        vec![admin_url(&edge, "/status"), shot.display().to_string()],
+    )
+    .await;
+    assert_eq!(
+        report["outside"],
+        serde_json::json!([]),
+        "the page asked for something off this machine"
+    );
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    let charts = &report["charts"];
+    for chart in ["offload", "hit-ratio", "requests", "bytes"] {
+        assert!(charts[chart]["points"].as_u64().unwrap() >= 1, "{chart}: {report}");
+    }
+    // What the page drew is what the edge counted: 61 requests and 20 origin
+    // fetches fell in the intervals drawn, and 40 were hits.
+    let drawn = |chart: &str, series: &str| -> Vec<(f64, f64)> {
+        charts[chart]["series"][series]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap()))
+            .collect()
+    };
+    let requests = drawn("requests", "requests_per_s");
+    assert!(requests.iter().any(|&(_, v)| v > 0.0), "{report}");
+    let hit = drawn("hit-ratio", "hit_ratio");
+    assert!(hit.iter().any(|&(_, v)| (v - 40.0 / 61.0).abs() < 1e-9), "{report}");
+    let offload = drawn("offload", "origin_offload");
+    assert!(offload.iter().any(|&(_, v)| v > 0.6 && v < 0.7), "{report}");
+    assert!(
+        drawn("bytes", "bytes_out_per_s").iter().any(|&(_, v)| v > 0.0),
+        "{report}"
+    );
+    assert!(
+        drawn("bytes", "bytes_in_per_s").iter().any(|&(_, v)| v > 0.0),
+        "{report}"
+    );
+    // Top streams: s1 sent the most bytes; one viewer (this test) each.
+    let by_bytes = report["byBytes"].as_array().unwrap();
+    assert_eq!(by_bytes[0][0], "/live/s1/", "{report}");
+    let by_viewers = report["byViewers"].as_array().unwrap();
+    assert_eq!(by_viewers.len(), 2, "{report}");
+    assert!(by_viewers.iter().all(|row| row[1] == "1"), "{report}");
+    let png = std::fs::read(&shot).expect("the screenshot is kept");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
+    edge.shutdown().await;
+}

@@ -124,6 +124,13 @@ fn finish(
         settings.cors.apply(&parts.headers, response.headers_mut());
     }
     edge.metrics.requests.inc(outcome);
+    if !peer.sibling && media::kind_by_path(parts.uri.path()).is_some() {
+        use http_body::Body;
+        let bytes = response.body().size_hint().exact().unwrap_or(0);
+        let stream = crate::audience::stream_of(parts.uri.path());
+        edge.audience
+            .record(stream, peer.ip.to_canonical(), bytes, edge.started.elapsed().as_secs());
+    }
     let status = response.status().as_u16();
     let line = started.map(|started| LogLine {
         sink: Arc::clone(&edge.access),
