@@ -325,6 +325,7 @@ fn demo() -> ExitCode {
         origin.attach(Arc::clone(&edge.edge));
         let edge_url = local_url(edge.addrs.listen);
         let admin_url = local_url(edge.addrs.admin);
+        origin.show_dashboard(format!("{admin_url}/status"));
         println!("outpost demo is running (Ctrl-C to stop)");
         println!("  player page     {edge_url}/");
         println!("  live playlist   {edge_url}/live/stream.m3u8");
@@ -333,6 +334,12 @@ fn demo() -> ExitCode {
         println!("  dashboard       {admin_url}/status");
         println!("  metrics         {admin_url}/metrics");
         println!("  origin          {}", origin.url());
+        match crate::demo::local_player() {
+            Some((path, _)) => println!("  hls.js          {}", path.display()),
+            None => println!(
+                "  hls.js          the public CDN (no local copy: `npm ci --prefix tests/browser` or OUTPOST_DEMO_HLSJS=FILE)"
+            ),
+        }
         run_until_signal(edge).await
     })
 }

@@ -437,3 +437,41 @@ async fn the_dashboard_charts_the_traffic_in_chromium() {
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
     edge.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_plays_offline_with_a_local_hls_js_and_says_so_when_it_has_none() {
+    let _turn = browser_turn();
+    let (path, player) = outpost::demo::local_player().expect("a local hls.js (npm ci --prefix tests/browser)");
+    assert!(path.ends_with("hls.js/dist/hls.min.js"), "{}", path.display());
+    for local in [true, false] {
+        let origin = DemoOrigin::start_with_player(([127, 0, 0, 1], 0).into(), local.then(|| player.clone()))
+            .await
+            .unwrap();
+        let edge = start_edge_at("[[routes]]\nurl = \"{origin}\"\n", &origin.url()).await;
+        origin.attach(edge.edge.clone());
+        let dashboard = admin_url(&edge, "/status");
+        origin.show_dashboard(dashboard.clone());
+        let report = node("demo.mjs", vec![url(&edge, "/")]).await;
+        assert_eq!(report["dashboard"], dashboard.as_str(), "{report}");
+        if local {
+            // Offline, from the copy the origin serves through the edge.
+            assert_eq!(report["player"], "local", "{report}");
+            assert_eq!(report["playing"], true, "{report}");
+            assert!(report["segments"].as_u64().unwrap() > 0, "{report}");
+            assert_eq!(report["banner"], serde_json::Value::Null, "{report}");
+            assert_eq!(report["outside"], serde_json::json!([]), "{report}");
+        } else {
+            // No local copy, the CDN out of reach: tried, and the page says so.
+            assert_eq!(report["player"], serde_json::Value::Null, "{report}");
+            let outside = report["outside"].as_array().unwrap();
+            assert!(outside.iter().any(|u| u.as_str().unwrap().contains("hls")), "{report}");
+            let banner = report["banner"].as_str().expect("a banner");
+            match report["native"].as_bool().unwrap() {
+                true => assert!(banner.contains("its own HLS player"), "{banner}"),
+                false => assert!(banner.contains("No player could be loaded"), "{banner}"),
+            }
+            assert!(banner.contains("npm ci --prefix tests/browser"), "{banner}");
+        }
+        edge.shutdown().await;
+    }
+}

@@ -2,6 +2,10 @@
 //! looped), the clip as VOD, an on-demand object and a player page, with
 //! the edge in front of it.
 //!
+//! The page plays with hls.js, served by the origin itself from a local npm
+//! install when there is one (see [`local_player`]); else the page falls back
+//! to the public CDN, and says so on the page when no player could load.
+//!
 //! The origin counts requests per path, so a test (or a curious operator,
 //! at `/origin-hits.json`) can see that each segment left it once.
 
@@ -43,6 +47,34 @@ struct State {
     hits: Mutex<HashMap<String, u64>>,
     /// The edge in front, for the page's offload figure.
     edge: OnceLock<Arc<Edge>>,
+    /// Where the edge's dashboard is, for the page's link.
+    dashboard: OnceLock<String>,
+    /// hls.js, when a local copy was found.
+    player: Option<Bytes>,
+}
+
+/// The public copy the page falls back to.
+const PLAYER_CDN: &str = "https://cdn.jsdelivr.net/npm/hls.js@1.7.4/dist/hls.min.js";
+
+/// A local hls.js: `$OUTPOST_DEMO_HLSJS`, else an npm install of it in
+/// `tests/browser` (what `.ci/run` makes) or `node_modules` under the
+/// current folder or this source tree. Never committed to the repository.
+pub fn local_player() -> Option<(std::path::PathBuf, Bytes)> {
+    const IN_NPM: &str = "node_modules/hls.js/dist/hls.min.js";
+    let mut candidates: Vec<std::path::PathBuf> = std::env::var_os("OUTPOST_DEMO_HLSJS")
+        .map(Into::into)
+        .into_iter()
+        .collect();
+    for base in [
+        std::path::PathBuf::from("."),
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+    ] {
+        candidates.push(base.join("tests/browser").join(IN_NPM));
+        candidates.push(base.join(IN_NPM));
+    }
+    candidates
+        .into_iter()
+        .find_map(|path| std::fs::read(&path).ok().map(|bytes| (path, Bytes::from(bytes))))
 }
 
 impl Drop for DemoOrigin {
@@ -52,13 +84,21 @@ impl Drop for DemoOrigin {
 }
 
 impl DemoOrigin {
+    /// Starts the origin on `addr`, with a local hls.js if one is found.
     pub async fn start(addr: SocketAddr) -> std::io::Result<Self> {
+        Self::start_with_player(addr, local_player().map(|(_, bytes)| bytes)).await
+    }
+
+    /// Starts the origin on `addr`, serving `player` as `/hls.min.js`.
+    pub async fn start_with_player(addr: SocketAddr, player: Option<Bytes>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             started: Instant::now(),
             hits: Mutex::default(),
             edge: OnceLock::new(),
+            dashboard: OnceLock::new(),
+            player,
         });
         let shared = Arc::clone(&state);
         let task = tokio::spawn(async move {
@@ -88,6 +128,16 @@ impl DemoOrigin {
     /// Lets `/stats.json` report the figures of the edge in front.
     pub fn attach(&self, edge: Arc<Edge>) {
         let _ = self.state.edge.set(edge);
+    }
+
+    /// Lets the page link to the edge's dashboard at `url`.
+    pub fn show_dashboard(&self, url: String) {
+        let _ = self.state.dashboard.set(url);
+    }
+
+    /// Whether the page's hls.js comes from this origin (else from the CDN).
+    pub fn has_local_player(&self) -> bool {
+        self.state.player.is_some()
     }
 
     /// Requests the origin has answered for `path`.
@@ -155,6 +205,23 @@ fn answer(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 "no edge yet\n",
             ),
         },
+        "/hls.min.js" => match &state.player {
+            Some(player) => reply(StatusCode::OK, "application/javascript", "max-age=3600", player.clone()),
+            None => reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "max-age=5",
+                "no local hls.js: run `npm ci --prefix tests/browser` or set OUTPOST_DEMO_HLSJS\n",
+            ),
+        },
+        "/demo.json" => {
+            let json = serde_json::json!({
+                "dashboard": state.dashboard.get(),
+                "local_player": state.player.is_some(),
+                "player_cdn": PLAYER_CDN,
+            });
+            reply(StatusCode::OK, "application/json", "no-store", json.to_string())
+        }
         "/origin-hits.json" => {
             let hits = state.hits.lock().expect("hit counts").clone();
             let json = serde_json::to_string(&hits).unwrap_or_default();

@@ -4,8 +4,9 @@
 // each plays, watches them for SECONDS and prints one JSON line: for each
 // player how far playback advanced, how often it stalled after it began, its
 // fatal hls.js errors and the segments it loaded with their Cache-Status.
-// The page's hls.js is fetched from a CDN; here it comes from npm instead, and
-// any other request off this machine is refused.
+// The page's hls.js comes from the demo origin's local copy (through the
+// edge); should it fall back to the CDN, npm's copy answers instead. Any
+// other request off this machine is refused.
 
 import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
