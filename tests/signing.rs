@@ -215,3 +215,37 @@ fn outpost_sign_prints_a_url_the_edge_serves() {
     let unsigned = rt.block_on(get(&c, &format!("http://{}/live/s1/seg-9.ts", edge.listen)));
     assert_eq!(unsigned.status, 403);
 }
+
+#[tokio::test]
+async fn a_fleet_checks_the_token_once_and_fetches_through_the_owner() {
+    let origin = TestOrigin::start().await;
+    let ports = free_ports(2);
+    let routes = format!("[[routes]]\nurl = \"{{origin}}\"\n[routes.signing]\nkeys = [\"{K1}\"]\n");
+    let mut edges = Vec::new();
+    for &port in &ports {
+        edges.push(start_member(&member_toml(&routes, &origin.url(), port, &ports, ""), port).await);
+    }
+    // A segment the second member owns, asked of the first.
+    let path = path_owned_by(&origin, &ports, 1, "/live/s1/seg-");
+    origin.set(&path, Script::ok("through the owner"));
+    let token = sign(K1, now() + 300, Some("/live/s1/*"), "");
+    let c = client();
+    let at = |edge: &outpost::app::RunningEdge| format!("http://{}{}", edge.addrs.listen, signed(&path, &token));
+    let got = get(&c, &at(&edges[0])).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.text(), "through the owner");
+    assert!(
+        got.header("cache-status").contains("detail=peer"),
+        "{}",
+        got.header("cache-status")
+    );
+    assert_eq!(peer_requests(&edges[0]), 1);
+    // The owner serves its own clients from the same entry, with a token too.
+    assert_eq!(get(&c, &at(&edges[1])).await.header("cache-status"), "outpost; hit");
+    assert_eq!(
+        get(&c, &format!("http://{}{path}", edges[1].addrs.listen)).await.status,
+        403
+    );
+    assert_eq!(origin.hits(&path), 1);
+    stop_all(edges).await;
+}

@@ -124,7 +124,7 @@ fn finish(
         settings.cors.apply(&parts.headers, response.headers_mut());
     }
     edge.metrics.requests.inc(outcome);
-    if !peer.sibling && media::kind_by_path(parts.uri.path()).is_some() {
+    if !peer.sibling && outcome != Outcome::Error && media::kind_by_path(parts.uri.path()).is_some() {
         use http_body::Body;
         let bytes = response.body().size_hint().exact().unwrap_or(0);
         let stream = crate::audience::stream_of(parts.uri.path());
@@ -200,17 +200,24 @@ pub(crate) async fn route_and_look_up(edge: &Arc<Edge>, parts: &Parts, peer: Pee
         let answer = settings.cors.preflight(&parts.headers).map(|()| EdgeBody::empty());
         return Ok((answer, Outcome::Hit));
     }
+    // Not held across the lookup's waits: a reload's old settings are let
+    // go once the requests that read them are routed.
+    drop(settings);
     if parts.method != Method::GET && parts.method != Method::HEAD {
         return Err(EdgeError::Method(parts.method.clone()));
     }
     let path_and_query = match &route.signing {
         None => path_and_query,
         Some(signing) => {
-            // The wall clock, as the signer's is.
-            let now = crate::cluster::unix_secs(SystemTime::now());
-            if let Err(denied) = crate::signing::check(signing, &target.path, target.query, &parts.headers, now) {
-                edge.metrics.refused.inc(Refusal::Signature);
-                return Err(EdgeError::Forbidden(denied.reason()));
+            // A sibling's request is the fleet's own (signed with its
+            // secret), for a client whose token the sibling checked.
+            if !peer.sibling {
+                // The wall clock, as the signer's is.
+                let now = crate::cluster::unix_secs(SystemTime::now());
+                if let Err(denied) = crate::signing::check(signing, &target.path, target.query, &parts.headers, now) {
+                    edge.metrics.refused.inc(Refusal::Signature);
+                    return Err(EdgeError::Forbidden(denied.reason()));
+                }
             }
             crate::signing::without_token(path_and_query, &signing.param)
         }
