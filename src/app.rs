@@ -61,13 +61,16 @@ impl Edge {
     }
 }
 
-/// Samples the process's CPU use every second until `stop` (see `Edge::load`).
+/// Samples the process's CPU use (see `Edge::load`) and moves `Edge::seconds` on, every second until `stop`.
 async fn sample_cpu(edge: Arc<Edge>, mut stop: watch::Receiver<bool>) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            _ = every.tick() => edge.cpu.sample(),
+            _ = every.tick() => {
+                edge.cpu.sample();
+                edge.tick_second();
+            }
         }
     }
 }

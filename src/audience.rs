@@ -4,20 +4,46 @@
 //! streams or [`MAX_VIEWERS`] viewers of one, new ones are not counted.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
 use serde::Serialize;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// A viewer not seen for this long has left.
 const VIEWER_GONE_SECS: u64 = 60;
 const MAX_STREAMS: usize = 10_000;
 const MAX_VIEWERS: usize = 100_000;
 
+/// Maps keyed by a seeded XXH3 of the name or address, taken once: the
+/// record runs on every media answer, where SipHash over a path and an
+/// address cost several hundred instructions. The seed is per process, so
+/// no client can aim at a collision; one would merge two streams' counts.
+type ByHash<V> = HashMap<u64, V, BuildHasherDefault<Taken>>;
+
+/// The hasher of a key that is a hash already.
+#[derive(Default)]
+struct Taken(u64);
+
+impl Hasher for Taken {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys come here (`write_u64`); any other use still hashes.
+        self.0 = xxh3_64_with_seed(bytes, self.0);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 #[derive(Debug, Default)]
 struct Stream {
-    /// Each viewer's address, and when it was last seen (edge seconds).
-    viewers: HashMap<IpAddr, u64>,
+    name: Box<str>,
+    /// Each viewer (by its address's hash), and when it was last seen (edge seconds).
+    viewers: ByHash<u64>,
     bytes: u64,
     bytes_at_tick: u64,
     bytes_per_s: f64,
@@ -31,25 +57,50 @@ pub struct StreamFigures {
     pub bytes_per_s: f64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Audience {
-    streams: Mutex<HashMap<Box<str>, Stream>>,
+    seed: u64,
+    streams: Mutex<ByHash<Stream>>,
+}
+
+impl Default for Audience {
+    fn default() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Self {
+            seed: xxh3_64_with_seed(&nanos.to_le_bytes(), std::process::id() as u64),
+            streams: Mutex::default(),
+        }
+    }
 }
 
 impl Audience {
     /// Counts an answer of `bytes` to `viewer` from `stream`, at `now` (seconds).
     pub fn record(&self, stream: &str, viewer: IpAddr, bytes: u64, now: u64) {
+        let key = xxh3_64_with_seed(stream.as_bytes(), self.seed);
+        let viewer = match viewer {
+            IpAddr::V4(ip) => xxh3_64_with_seed(&ip.octets(), self.seed),
+            IpAddr::V6(ip) => xxh3_64_with_seed(&ip.octets(), self.seed),
+        };
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        if !streams.contains_key(stream) {
-            if streams.len() >= MAX_STREAMS {
-                return;
-            }
-            streams.insert(stream.into(), Stream::default());
-        }
-        let Some(entry) = streams.get_mut(stream) else { return };
+        let len = streams.len();
+        let entry = match streams.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(_) if len >= MAX_STREAMS => return,
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(Stream {
+                name: stream.into(),
+                ..Stream::default()
+            }),
+        };
         entry.bytes += bytes;
-        if entry.viewers.len() < MAX_VIEWERS || entry.viewers.contains_key(&viewer) {
-            entry.viewers.insert(viewer, now);
+        let viewers = entry.viewers.len();
+        match entry.viewers.get_mut(&viewer) {
+            Some(seen) => *seen = now,
+            None if viewers < MAX_VIEWERS => {
+                entry.viewers.insert(viewer, now);
+            }
+            None => {}
         }
     }
 
@@ -69,9 +120,9 @@ impl Audience {
     pub fn top(&self, n: usize) -> (Vec<StreamFigures>, Vec<StreamFigures>) {
         let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         let all: Vec<StreamFigures> = streams
-            .iter()
-            .map(|(name, s)| StreamFigures {
-                stream: name.to_string(),
+            .values()
+            .map(|s| StreamFigures {
+                stream: s.name.to_string(),
                 viewers: s.viewers.len(),
                 bytes_per_s: s.bytes_per_s,
             })

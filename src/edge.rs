@@ -63,6 +63,9 @@ pub struct Edge {
     pub(crate) history: History,
     /// Viewers and bytes per stream, for the dashboard's top streams.
     pub(crate) audience: Audience,
+    /// Whole seconds since start, moved on every second: a clock for what
+    /// needs no finer one, without a system call per request.
+    pub(crate) seconds: AtomicU64,
     pub(crate) started: Instant,
     /// Client connections open now, on every listener.
     connections: AtomicUsize,
@@ -125,6 +128,7 @@ impl Edge {
             access: Arc::new(access),
             history: History::default(),
             audience: Audience::default(),
+            seconds: AtomicU64::new(0),
             metrics,
             started: Instant::now(),
             connections: AtomicUsize::new(0),
@@ -227,9 +231,12 @@ impl Edge {
     /// their share of `cache.memory`), and the machine's cores the process
     /// used over the last second.
     pub fn load(&self) -> f64 {
+        self.load_under(&self.settings().config)
+    }
+
+    /// [`Edge::load`] against the bounds of `config` (the one in force).
+    fn load_under(&self, config: &Config) -> f64 {
         let share = |used: f64, bound: f64| if bound > 0.0 { used / bound } else { 0.0 };
-        let settings = self.settings();
-        let config = &settings.config;
         let connections = share(
             self.connections.load(Ordering::Relaxed) as f64,
             config.server.max_connections as f64,
@@ -241,11 +248,15 @@ impl Edge {
     /// This edge's `CMSD-Dynamic` entry for an answer to `peer`: what its
     /// socket says of the path to it, and the edge's load. None for a
     /// sibling, or with `media.cmsd` off.
-    pub fn cmsd_entry(&self, peer: &Peer) -> Option<cmsd::Entry> {
-        if !self.settings().config.media.cmsd || peer.sibling {
+    /// `config` is the one in force, which the caller has loaded already.
+    pub fn cmsd_entry(&self, peer: &Peer, config: &Config) -> Option<cmsd::Entry> {
+        if !config.media.cmsd || peer.sibling {
             return None;
         }
-        Some(cmsd::Entry::new(cmsd::Path::of_socket(peer.socket), self.load()))
+        Some(cmsd::Entry::new(
+            cmsd::Path::of_socket(peer.socket),
+            self.load_under(config),
+        ))
     }
 
     /// Drops the entry keyed `key` (`exact`), or every entry whose key
@@ -295,11 +306,18 @@ impl Edge {
         }
     }
 
+    /// Moves [`Edge::seconds`] on (every second).
+    pub fn tick_second(&self) {
+        self.seconds.store(self.started.elapsed().as_secs(), Ordering::Relaxed);
+    }
+
     /// Ends the dashboard's interval under way (every `history::INTERVAL`).
     pub fn take_sample(&self) {
         self.history.record(self.totals());
-        self.audience
-            .tick(self.started.elapsed().as_secs(), crate::history::INTERVAL.as_secs_f64());
+        self.audience.tick(
+            self.seconds.load(Ordering::Relaxed),
+            crate::history::INTERVAL.as_secs_f64(),
+        );
     }
 
     /// Refreshes the gauges read from the cache, before `/metrics` or `/status`.

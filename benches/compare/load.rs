@@ -23,6 +23,10 @@ pub struct Hits {
 pub enum Protocol {
     Http1,
     H2c,
+    /// HTTPS, ALPN h2.
+    H2Tls,
+    /// HTTPS, ALPN http/1.1 (h2load `--h1`).
+    H1Tls,
 }
 
 /// `connections` keep-alive connections asking for `url` for `seconds`.
@@ -36,12 +40,15 @@ pub fn run(proxy: &Proxy, protocol: Protocol, url: &str, connections: usize, sec
                 .arg(format!("-d{seconds}s"))
                 .arg(url);
         }
-        Protocol::H2c => {
+        Protocol::H2c | Protocol::H2Tls | Protocol::H1Tls => {
             // Windows of 2^30 so that flow control does not pace 1 MiB bodies.
             cmd.args(["h2load", "-t1", "-m1", "-w30", "-W30"])
                 .arg(format!("-c{connections}"))
                 .arg(format!("-D{seconds}"))
                 .arg(url);
+            if matches!(protocol, Protocol::H1Tls) {
+                cmd.arg("--h1");
+            }
         }
     }
     let (user_before, kernel_before) = proxy.cpu_split();
@@ -59,7 +66,7 @@ pub fn run(proxy: &Proxy, protocol: Protocol, url: &str, connections: usize, sec
     let text = String::from_utf8_lossy(&out.stdout);
     let requests = match protocol {
         Protocol::Http1 => wrk_requests(&text),
-        Protocol::H2c => h2load_requests(&text),
+        _ => h2load_requests(&text),
     };
     let Some((requests, measured)) = requests else {
         eprintln!(
@@ -132,4 +139,66 @@ fn h2load_requests(text: &str) -> Option<(u64, Option<Duration>)> {
         .and_then(|rest| rest.split(',').next())
         .and_then(|s| s.trim().trim_end_matches('s').parse::<f64>().ok());
     Some((succeeded, secs.map(Duration::from_secs_f64)))
+}
+
+/// New HTTPS connections per second of the proxy's CPU: `count` clients
+/// that each connect, shake hands (ALPN h2), make one request and leave,
+/// offered at about 2,000 a second.
+pub fn handshakes(proxy: &Proxy, url: &str, count: usize, cpu: usize) -> f64 {
+    let mut cmd = Command::new("taskset");
+    cmd.arg("-c")
+        .arg(cpu.to_string())
+        .args(["h2load", "-t1", "-m1", "-r20", "--rate-period=10ms"])
+        .arg(format!("-c{count}"))
+        .arg(format!("-n{count}"))
+        .arg(url);
+    let (user_before, kernel_before) = proxy.cpu_split();
+    let out = cmd.output().expect("h2load runs");
+    let (user_after, kernel_after) = proxy.cpu_split();
+    let cpu = user_after.saturating_sub(user_before) + kernel_after.saturating_sub(kernel_before);
+    let text = String::from_utf8_lossy(&out.stdout);
+    match h2load_requests(&text) {
+        Some((done, _)) if !cpu.is_zero() => done as f64 / cpu.as_secs_f64(),
+        _ => {
+            eprintln!("{}: no handshake figures for {url}:\n{text}", proxy.kind.name());
+            0.0
+        }
+    }
+}
+
+/// The 99th percentile of request latency at a fixed rate: `clients`
+/// keep-alive connections (ALPN h2, or http/1.1 with `h1`) each asking
+/// `rps` times a second for `seconds`; from h2load's per-request log.
+pub fn p99_at_rate(url: &str, h1: bool, clients: usize, rps: usize, seconds: u64, cpu: usize) -> Option<Duration> {
+    let log = std::env::temp_dir().join(format!("outpost-compare-latency-{}.log", std::process::id()));
+    let mut cmd = Command::new("taskset");
+    cmd.arg("-c")
+        .arg(cpu.to_string())
+        .args(["h2load", "-t1", "-m1", "-w30", "-W30"])
+        .arg(format!("-c{clients}"))
+        .arg(format!("--rps={rps}"))
+        .arg(format!("-D{seconds}"))
+        .arg(format!("--log-file={}", log.display()))
+        .arg(url);
+    if h1 {
+        cmd.arg("--h1");
+    }
+    let _ = cmd.output().expect("h2load runs");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    // Each line: start time (µs since the epoch), status, duration (µs).
+    let mut micros: Vec<u64> = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, status, took) = (f.next()?, f.next()?, f.next()?);
+            (status == "200").then(|| took.parse().ok()).flatten()
+        })
+        .collect();
+    if micros.is_empty() {
+        return None;
+    }
+    micros.sort_unstable();
+    let at = ((micros.len() as f64) * 0.99).ceil() as usize;
+    Some(Duration::from_micros(micros[at.clamp(1, micros.len()) - 1]))
 }

@@ -12,9 +12,13 @@
 //! Settings (environment): `COMPARE_ROUNDS` (3), `COMPARE_SECONDS` per hit
 //! run (10), `COMPARE_LIVE_SECONDS` (60), `COMPARE_PLAYERS` (1000),
 //! `COMPARE_ONLY` (a comma-separated subset: outpost,outpost+sendfile,nginx,varnish,trafficserver),
-//! `COMPARE_NGINX_SENDFILE` (`off`, nginx's built-in default and its best here;
-//! `on`, as Debian's nginx.conf has it), `COMPARE_PARTS` (a comma-separated
-//! subset of hits,storm,live,memory; all by default).
+//! `COMPARE_NGINX_SENDFILE` (`on`, as nginx's tuning guide and Debian's
+//! nginx.conf have it; `off`, nginx's built-in default), `COMPARE_PARTS` (a
+//! comma-separated subset of hits,tls,storm,live,memory; all by default).
+//!
+//! The HTTPS rows (`tls`): TLS 1.3 with an ECDSA P-256 certificate on every
+//! proxy that terminates TLS (Varnish has none of its own), ALPN h2 and
+//! http/1.1, objects of 4 KiB (a playlist), 256 KiB and 2 MiB (segments).
 
 #[path = "../common.rs"]
 mod common;
@@ -33,7 +37,7 @@ use std::time::Duration;
 
 use common::{ms, percentile, storm};
 use load::{Hits, Protocol};
-use proxies::{Budget, Kind, Proxy};
+use proxies::{Budget, Certificate, Kind, Proxy};
 use support::{payload, Script, TestOrigin};
 
 const PROXY_CPU: usize = 0;
@@ -154,15 +158,23 @@ fn main() {
         let long = [("cache-control", "max-age=3600")];
         origin.set("/1k", Script::ok(payload(1024, 1)).headers(&long));
         origin.set("/1m", Script::ok(payload(1 << 20, 2)).headers(&long));
+        for (path, len, seed) in TLS_OBJECTS {
+            origin.set(path, Script::ok(payload(*len, *seed)).headers(&long));
+        }
         let origin_port = origin.addr.port();
 
-        for round in (0..rounds).filter(|_| part("hits") || part("storm")) {
+        for round in (0..rounds).filter(|_| part("hits") || part("tls") || part("storm")) {
             for &kind in &kinds {
                 eprintln!("round {}/{rounds}: {}", round + 1, kind.name());
                 let proxy = start(kind, origin_port, HIT_CACHE).await;
-                if part("hits") {
+                if part("hits") || part("tls") {
                     warm(&proxy).await;
+                }
+                if part("hits") {
                     hit_runs(&proxy, seconds, &mut figures).await;
+                }
+                if part("tls") && proxy.tls_port.is_some() {
+                    tls_runs(&proxy, seconds, &mut figures).await;
                 }
                 if part("storm") {
                     cold_storm(&proxy, &origin, round, &mut figures).await;
@@ -204,15 +216,82 @@ fn main() {
 }
 
 async fn start(kind: Kind, origin_port: u16, bytes: u64) -> Proxy {
-    tokio::task::spawn_blocking(move || Proxy::start(kind, origin_port, &Budget { bytes }, PROXY_CPU))
+    tokio::task::spawn_blocking(move || Proxy::start(kind, origin_port, &Budget { bytes }, certificate(), PROXY_CPU))
         .await
         .expect("proxy start")
 }
 
+/// The HTTPS rows' objects: a playlist's size and two segments'.
+const TLS_OBJECTS: &[(&str, usize, u8)] = &[("/4k", 4 << 10, 3), ("/256k", 256 << 10, 4), ("/2m", 2 << 20, 5)];
+
+/// The certificate every proxy serves: ECDSA P-256 (rcgen's default key),
+/// self-signed for 127.0.0.1, written once per run.
+fn certificate() -> &'static Certificate {
+    static CERT: std::sync::OnceLock<Certificate> = std::sync::OnceLock::new();
+    CERT.get_or_init(|| {
+        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("a certificate");
+        assert_eq!(made.key_pair.algorithm(), &rcgen::PKCS_ECDSA_P256_SHA256);
+        let dir = std::env::temp_dir().join(format!("outpost-compare-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a folder for the certificate");
+        let cert = Certificate {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        std::fs::write(&cert.cert, made.cert.pem()).expect("cert.pem");
+        std::fs::write(&cert.key, made.key_pair.serialize_pem()).expect("key.pem");
+        cert
+    })
+}
+
+/// The HTTPS rows for one proxy: hits per CPU-second over h2 and http/1.1,
+/// new connections per CPU-second, and p99 latency at a fixed rate.
+async fn tls_runs(proxy: &Proxy, seconds: u64, figures: &mut Figures) {
+    for (i, (path, _, _)) in TLS_OBJECTS.iter().enumerate() {
+        let url = proxy.tls_url(path).expect("a TLS listener");
+        for (j, protocol) in [Protocol::H2Tls, Protocol::H1Tls].into_iter().enumerate() {
+            let h1 = matches!(protocol, Protocol::H1Tls);
+            let hits: Hits = tokio::task::block_in_place(|| load::run(proxy, protocol, &url, 64, seconds, LOAD_CPU));
+            figures.add(proxy.kind, TLS_KEYS[i][j][0], hits.per_second);
+            figures.add(proxy.kind, TLS_KEYS[i][j][1], hits.per_cpu_second);
+            // A fixed rate well below every proxy's capacity: what a viewer waits.
+            let (clients, rps) = TLS_RATES[i];
+            let p99 = tokio::task::block_in_place(|| load::p99_at_rate(&url, h1, clients, rps, seconds, LOAD_CPU));
+            if let Some(p99) = p99 {
+                figures.add(proxy.kind, TLS_KEYS[i][j][2], p99.as_secs_f64());
+            }
+        }
+    }
+    let url = proxy.tls_url("/4k").expect("a TLS listener");
+    let per_cpu = tokio::task::block_in_place(|| load::handshakes(proxy, &url, 2000, LOAD_CPU));
+    figures.add(proxy.kind, "tls_handshakes_cpu", per_cpu);
+}
+
+/// Figure names per object (4k, 256k, 2m) and ALPN (h2, http/1.1): requests
+/// per second, per proxy CPU-second, p99 at a fixed rate.
+const TLS_KEYS: [[[&str; 3]; 2]; 3] = [
+    [
+        ["tls_h2_4k", "tls_h2_4k_cpu", "tls_h2_4k_p99"],
+        ["tls_h1_4k", "tls_h1_4k_cpu", "tls_h1_4k_p99"],
+    ],
+    [
+        ["tls_h2_256k", "tls_h2_256k_cpu", "tls_h2_256k_p99"],
+        ["tls_h1_256k", "tls_h1_256k_cpu", "tls_h1_256k_p99"],
+    ],
+    [
+        ["tls_h2_2m", "tls_h2_2m_cpu", "tls_h2_2m_p99"],
+        ["tls_h1_2m", "tls_h1_2m_cpu", "tls_h1_2m_p99"],
+    ],
+];
+
+/// The fixed rate per object: connections, and requests per second each
+/// (4 KiB: 1,000/s; 256 KiB: 200/s, 50 MiB/s; 2 MiB: 40/s, 80 MiB/s).
+const TLS_RATES: [(usize, usize); 3] = [(20, 50), (20, 10), (20, 2)];
+
 /// Puts the hit objects in the cache (nginx and others store on the first miss).
 async fn warm(proxy: &Proxy) {
     let c = support::client();
-    for path in ["/1k", "/1m", "/1k", "/1m"] {
+    for path in ["/1k", "/1m", "/4k", "/256k", "/2m", "/1k", "/1m", "/4k", "/256k", "/2m"] {
         let got = support::get(&c, &proxy.url(path)).await;
         assert_eq!(got.status, 200, "{} {path}", proxy.kind.name());
     }
@@ -440,6 +519,65 @@ fn report(f: &Figures, kinds: &[Kind], rounds: usize, seconds: u64, live_seconds
                     ours.name(),
                     theirs / value
                 );
+            }
+        }
+    }
+
+    if kinds.iter().any(|&k| f.median(k, "tls_h2_4k_cpu").is_some()) {
+        let _ = writeln!(
+            out,
+            "\n## HTTPS: TLS 1.3, ECDSA P-256\n\n64 keep-alive connections for {seconds} s per row (h2load; \
+             `--h1` for http/1.1). Varnish has no TLS of its own and is left out. Requests per second \
+             · per proxy CPU-second:\n"
+        );
+        header(&mut out, "object, ALPN");
+        for (i, object) in ["4 KiB", "256 KiB", "2 MiB"].iter().enumerate() {
+            for (j, alpn) in ["h2", "http/1.1"].iter().enumerate() {
+                let [rate, cpu, _] = TLS_KEYS[i][j];
+                row(
+                    &mut out,
+                    &format!("{object}, {alpn}"),
+                    &|k| match (f.median(k, rate), f.median(k, cpu)) {
+                        (Some(r), Some(c)) if r > 0.0 => format!("{r:.0} · {c:.0}/CPU-s"),
+                        _ => "n/a".to_owned(),
+                    },
+                );
+            }
+        }
+        row(
+            &mut out,
+            "new connections (handshake + one 4 KiB request, h2) per proxy CPU-second",
+            &|k| num(f.median(k, "tls_handshakes_cpu"), &|v| format!("{v:.0}")),
+        );
+        let _ = writeln!(
+            out,
+            "\np99 latency at a fixed rate (20 keep-alive connections; 4 KiB: 1,000 requests/s, \
+             256 KiB: 200/s, 2 MiB: 40/s), from h2load's per-request log:\n"
+        );
+        header(&mut out, "object, ALPN");
+        for (i, object) in ["4 KiB", "256 KiB", "2 MiB"].iter().enumerate() {
+            for (j, alpn) in ["h2", "http/1.1"].iter().enumerate() {
+                let p99 = TLS_KEYS[i][j][2];
+                row(&mut out, &format!("{object}, {alpn}"), &|k| {
+                    num(f.median(k, p99), &|v| format!("{:.2} ms", v * 1e3))
+                });
+            }
+        }
+        for (i, object) in ["4 KiB", "256 KiB", "2 MiB"].iter().enumerate() {
+            for (j, alpn) in ["h2", "http/1.1"].iter().enumerate() {
+                let cpu = TLS_KEYS[i][j][1];
+                let best_other = kinds
+                    .iter()
+                    .filter(|k| !k.is_outpost())
+                    .filter_map(|k| f.median(*k, cpu).map(|v| (v, k.name())))
+                    .max_by(|a, b| a.0.total_cmp(&b.0));
+                if let (Some(value), Some((theirs, name))) = (f.median(Kind::Outpost, cpu), best_other) {
+                    let _ = writeln!(
+                        out,
+                        "\n{object} HTTPS ({alpn}) hits per proxy CPU-second: outpost {value:.0}, best other {name} {theirs:.0}: **{:.2}×**.",
+                        value / theirs
+                    );
+                }
             }
         }
     }

@@ -74,6 +74,8 @@ pub struct Proxy {
     pub port: u16,
     /// HTTP/2 with prior knowledge (h2c), when the proxy has it.
     pub h2_port: Option<u16>,
+    /// HTTPS (ALPN h2 and http/1.1), when the proxy terminates TLS.
+    pub tls_port: Option<u16>,
     child: Child,
     dir: PathBuf,
 }
@@ -83,10 +85,17 @@ pub struct Budget {
     pub bytes: u64,
 }
 
+/// The certificate every proxy that terminates TLS serves: ECDSA P-256,
+/// PEM files.
+pub struct Certificate {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 impl Proxy {
     /// Starts `kind` on CPU `cpu` in front of `origin_port`, with `budget`
     /// of cache memory, and waits until it answers.
-    pub fn start(kind: Kind, origin_port: u16, budget: &Budget, cpu: usize) -> Self {
+    pub fn start(kind: Kind, origin_port: u16, budget: &Budget, tls: &Certificate, cpu: usize) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "outpost-compare-{}-{}",
             kind.name().replace(' ', ""),
@@ -100,14 +109,22 @@ impl Proxy {
             Kind::Trafficserver => None,                         // Traffic Server speaks HTTP/2 over TLS only
             _ => Some(free_port()),
         };
+        // Varnish has no TLS of its own.
+        let tls_port = (kind != Kind::Varnish).then(free_port);
         let mut cmd = Command::new("taskset");
         cmd.arg("-c").arg(cpu.to_string());
+        let ports = Ports {
+            http: port,
+            h2c: h2_port,
+            tls: tls_port,
+            origin: origin_port,
+        };
         match kind {
-            Kind::Outpost => outpost(&mut cmd, &dir, port, origin_port, budget, false),
-            Kind::OutpostSendfile => outpost(&mut cmd, &dir, port, origin_port, budget, true),
-            Kind::Nginx => nginx(&mut cmd, &dir, port, h2_port, origin_port, budget),
-            Kind::Varnish => varnish(&mut cmd, &dir, port, h2_port, origin_port, budget),
-            Kind::Trafficserver => trafficserver(&mut cmd, &dir, port, origin_port, budget),
+            Kind::Outpost => outpost(&mut cmd, &dir, &ports, budget, tls, false),
+            Kind::OutpostSendfile => outpost(&mut cmd, &dir, &ports, budget, tls, true),
+            Kind::Nginx => nginx(&mut cmd, &dir, &ports, budget, tls),
+            Kind::Varnish => varnish(&mut cmd, &dir, &ports, budget),
+            Kind::Trafficserver => trafficserver(&mut cmd, &dir, &ports, budget, tls),
         }
         let log = std::fs::File::create(dir.join("proxy.log")).expect("a log file");
         // Its own process group, so that it and every process it forks end together.
@@ -123,6 +140,7 @@ impl Proxy {
             kind,
             port,
             h2_port,
+            tls_port,
             child,
             dir,
         };
@@ -154,6 +172,10 @@ impl Proxy {
 
     pub fn h2_url(&self, path: &str) -> Option<String> {
         self.h2_port.map(|p| format!("http://127.0.0.1:{p}{path}"))
+    }
+
+    pub fn tls_url(&self, path: &str) -> Option<String> {
+        self.tls_port.map(|p| format!("https://127.0.0.1:{p}{path}"))
     }
 
     /// The proxy's processes: the one started and all its descendants.
@@ -251,14 +273,28 @@ fn shm_dir(dir: &Path) -> PathBuf {
     PathBuf::from("/dev/shm").join(dir.file_name().expect("named"))
 }
 
-fn outpost(cmd: &mut Command, dir: &Path, port: u16, origin: u16, budget: &Budget, sendfile: bool) {
+/// Where a proxy listens, and its origin.
+struct Ports {
+    http: u16,
+    h2c: Option<u16>,
+    tls: Option<u16>,
+    origin: u16,
+}
+
+fn outpost(cmd: &mut Command, dir: &Path, ports: &Ports, budget: &Budget, tls: &Certificate, sendfile: bool) {
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 100000\nheader_timeout = \"300s\"\n\
-         sendfile = {sendfile}\n\n\
+        "[server]\nlisten = \"127.0.0.1:{}\"\nmax_connections = 100000\nheader_timeout = \"300s\"\n\
+         sendfile = {sendfile}\n\
+         tls_listen = \"127.0.0.1:{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n\n\
          [cache]\nmemory = \"{}\"\n\n\
-         [[routes]]\nurl = \"http://127.0.0.1:{origin}\"\n",
-        budget.bytes
+         [[routes]]\nurl = \"http://127.0.0.1:{}\"\n",
+        ports.http,
+        ports.tls.expect("outpost serves TLS"),
+        tls.cert.display(),
+        tls.key.display(),
+        budget.bytes,
+        ports.origin,
     );
     std::fs::write(dir.join("outpost.toml"), config).expect("config");
     cmd.arg(env!("CARGO_BIN_EXE_outpost"))
@@ -270,63 +306,101 @@ fn outpost(cmd: &mut Command, dir: &Path, port: u16, origin: u16, budget: &Budge
         .env("OUTPOST_LOG", "warn");
 }
 
-/// nginx's `sendfile`: `off` (its built-in default) unless COMPARE_NGINX_SENDFILE
-/// says `on` (as Debian's nginx.conf has it). Off is nginx's best in this bench:
-/// with it on, 1 KiB hits cost nginx more CPU (a second system call per hit) and
-/// 1 MiB hits cost the same, and the client more.
+/// nginx's `sendfile`: `on`, as nginx's own tuning guide and Debian's
+/// nginx.conf have it, unless COMPARE_NGINX_SENDFILE says `off` (nginx's
+/// built-in default, to see what it changes).
 pub fn nginx_sendfile() -> &'static str {
     match std::env::var("COMPARE_NGINX_SENDFILE").as_deref() {
-        Ok("on") => "on",
-        _ => "off",
+        Ok("off") => "off",
+        _ => "on",
     }
 }
 
-fn nginx(cmd: &mut Command, dir: &Path, port: u16, h2_port: Option<u16>, origin: u16, budget: &Budget) {
+fn nginx(cmd: &mut Command, dir: &Path, ports: &Ports, budget: &Budget, tls: &Certificate) {
     let shm = shm_dir(dir);
     std::fs::create_dir_all(shm.join("nginx-cache")).expect("cache dir");
     let d = dir.display();
     let mut conf = String::new();
     let sendfile = nginx_sendfile();
+    // Tuned as nginx's documentation and experienced operators set up a
+    // caching proxy; each setting says why (the conf file keeps the comments).
     let _ = write!(
         conf,
-        "user root;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+        "user root;\n\
+         # One worker: the proxy has one CPU, as every proxy here does.\n\
+         worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
          worker_rlimit_nofile 65536;\n\
          events {{ worker_connections 16384; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
            fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
            keepalive_requests 1000000;\n  keepalive_timeout 300s;\n\
+           # Cached bodies are files: sent from the page cache without a copy to user space.\n\
            sendfile {sendfile};\n\
+           # With sendfile: the head and the body's first bytes leave in full segments (TCP_CORK).\n\
+           tcp_nopush on;\n\
+           # On keep-alive connections the last partial segment is sent at once, not held by Nagle.\n\
+           tcp_nodelay on;\n\
+           # A hit opens its cache file: keep the descriptors (and their stat) instead of an open() per hit.\n\
+           open_file_cache max=10000 inactive=60s;\n  open_file_cache_valid 60s;\n  open_file_cache_min_uses 1;\n\
+           # TLS 1.3 only, as for every proxy here; sessions resumable by cache and by ticket.\n\
+           ssl_protocols TLSv1.3;\n  ssl_session_cache shared:SSL:10m;\n  ssl_session_tickets on;\n\
+           ssl_certificate {};\n  ssl_certificate_key {};\n\
            proxy_cache_path {}/nginx-cache levels=1:2 keys_zone=edge:64m max_size={} inactive=1h use_temp_path=off;\n\
-           upstream origin {{ server 127.0.0.1:{origin}; keepalive 64; }}\n\
-           server {{\n    listen 127.0.0.1:{port};\n    listen 127.0.0.1:{} http2;\n\
+           # Keep-alive connections to the origin.\n\
+           upstream origin {{ server 127.0.0.1:{}; keepalive 64; }}\n\
+           server {{\n    listen 127.0.0.1:{};\n    listen 127.0.0.1:{} http2;\n    listen 127.0.0.1:{} ssl http2;\n\
              location / {{\n      proxy_pass http://origin;\n      proxy_http_version 1.1;\n\
-               proxy_set_header Connection \"\";\n      proxy_cache edge;\n      proxy_cache_lock on;\n\
+               proxy_set_header Connection \"\";\n      proxy_cache edge;\n\
+               # One origin fetch per key; the others wait for it.\n\
+               proxy_cache_lock on;\n\
                proxy_cache_lock_timeout 60s;\n      proxy_cache_lock_age 60s;\n    }}\n  }}\n}}\n",
+        tls.cert.display(),
+        tls.key.display(),
         shm.display(),
         budget.bytes,
-        h2_port.expect("nginx has h2c"),
+        ports.origin,
+        ports.http,
+        ports.h2c.expect("nginx has h2c"),
+        ports.tls.expect("nginx serves TLS"),
     );
     std::fs::write(dir.join("nginx.conf"), conf).expect("config");
     cmd.args(["nginx", "-c"]).arg(dir.join("nginx.conf"));
 }
 
-fn varnish(cmd: &mut Command, dir: &Path, port: u16, h2_port: Option<u16>, origin: u16, budget: &Budget) {
-    let vcl = format!("vcl 4.1;\nbackend origin {{ .host = \"127.0.0.1\"; .port = \"{origin}\"; }}\n");
+fn varnish(cmd: &mut Command, dir: &Path, ports: &Ports, budget: &Budget) {
+    let vcl = format!(
+        "vcl 4.1;\nbackend origin {{ .host = \"127.0.0.1\"; .port = \"{}\"; }}\n",
+        ports.origin
+    );
     std::fs::write(dir.join("edge.vcl"), vcl).expect("vcl");
     cmd.args(["varnishd", "-F", "-j", "none", "-n"])
         .arg(dir.join("work"))
         .arg("-a")
-        .arg(format!("127.0.0.1:{port}"))
+        .arg(format!("127.0.0.1:{}", ports.http))
         .arg("-a")
-        .arg(format!("127.0.0.1:{}", h2_port.expect("varnish has h2c")))
+        .arg(format!("127.0.0.1:{}", ports.h2c.expect("varnish has h2c")))
         .arg("-f")
         .arg(dir.join("edge.vcl"))
+        // Objects in memory, as the other proxies' caches are.
         .arg("-s")
         .arg(format!("malloc,{}", budget.bytes))
-        .args(["-p", "feature=+http2", "-p", "thread_pools=1", "-p", "timeout_idle=300"]);
+        .args(["-p", "feature=+http2", "-p", "timeout_idle=300"])
+        // Varnish's tuning advice: one thread pool per CPU (the proxy has
+        // one), and enough threads started ahead for the load, since a
+        // request waits for a free worker: the storm's 500 clients and the
+        // live test's 1,000 players are each in flight at once.
+        .args([
+            "-p",
+            "thread_pools=1",
+            "-p",
+            "thread_pool_min=1200",
+            "-p",
+            "thread_pool_max=5000",
+        ]);
 }
 
-fn trafficserver(cmd: &mut Command, dir: &Path, port: u16, origin: u16, budget: &Budget) {
+fn trafficserver(cmd: &mut Command, dir: &Path, ports: &Ports, budget: &Budget, tls: &Certificate) {
+    let (port, origin) = (ports.http, ports.origin);
     let etc = dir.join("etc");
     for sub in ["etc", "var", "run", "log", "cache"] {
         std::fs::create_dir_all(dir.join(sub)).expect("runroot");
@@ -353,10 +427,29 @@ fn trafficserver(cmd: &mut Command, dir: &Path, port: u16, origin: u16, budget: 
     // A directory: Traffic Server makes its cache.db in it (a missing file disables the cache).
     std::fs::write(etc.join("storage.config"), format!("{} {storage_mb}M\n", shm.display())).expect("storage");
     std::fs::write(etc.join("remap.config"), format!("map / http://127.0.0.1:{origin}/\n")).expect("remap");
+    // The certificate for every address.
+    std::fs::write(
+        etc.join("ssl_multicert.config"),
+        format!(
+            "dest_ip=* ssl_cert_name={} ssl_key_name={}\n",
+            tls.cert.display(),
+            tls.key.display()
+        ),
+    )
+    .expect("ssl_multicert");
+    let tls_port = ports.tls.expect("Traffic Server serves TLS");
     let mut records = std::fs::read_to_string(etc.join("records.config")).unwrap_or_default();
+    // Each setting: the RAM cache holds the budget; read-while-writer and
+    // open_write_fail_action 5 make one origin fetch serve every waiter (the
+    // Traffic Server docs' recipe for collapsed forwarding); one thread on
+    // the proxy's one CPU; TLS 1.3 only, as for the others.
     let _ = write!(
         records,
-        "\nCONFIG proxy.config.http.server_ports STRING {port}\n\
+        "\nCONFIG proxy.config.http.server_ports STRING {port} {tls_port}:ssl\n\
+         CONFIG proxy.config.ssl.TLSv1 INT 0\n\
+         CONFIG proxy.config.ssl.TLSv1_1 INT 0\n\
+         CONFIG proxy.config.ssl.TLSv1_2 INT 0\n\
+         CONFIG proxy.config.ssl.TLSv1_3 INT 1\n\
          CONFIG proxy.config.admin.user_id STRING #-1\n\
          CONFIG proxy.config.log.logging_enabled INT 0\n\
          CONFIG proxy.config.exec_thread.autoconfig INT 0\n\

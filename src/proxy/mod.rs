@@ -104,7 +104,7 @@ fn finish(
     // head (see `respond_stored`), the rest in the response's map.
     let settings = edge.settings();
     let any_origin = settings.cors.is_any() && !peer.sibling;
-    let cmsd = edge.cmsd_entry(&peer);
+    let cmsd = edge.cmsd_entry(&peer, &settings.config);
     let apart = match response.body_mut().shared_head_mut() {
         Some(shared) => {
             shared.request_id = Some(id);
@@ -128,8 +128,8 @@ fn finish(
         use http_body::Body;
         let bytes = response.body().size_hint().exact().unwrap_or(0);
         let stream = crate::audience::stream_of(parts.uri.path());
-        edge.audience
-            .record(stream, peer.ip.to_canonical(), bytes, edge.started.elapsed().as_secs());
+        let now = edge.seconds.load(std::sync::atomic::Ordering::Relaxed);
+        edge.audience.record(stream, peer.ip.to_canonical(), bytes, now);
     }
     let status = response.status().as_u16();
     let line = started.map(|started| LogLine {
