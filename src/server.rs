@@ -155,9 +155,9 @@ pub async fn serve_edge(edge: Arc<Edge>, listener: Listener, tls: Option<TlsAcce
                     #[cfg(target_os = "linux")]
                     if config.server.sendfile {
                         let stream = crate::sendfile::SendfileStream::new(stream, edge.metrics.sendfile_bytes.clone());
-                        return conn.plain(SendTimeout::new(stream, send_timeout, expired)).await;
+                        return conn.plain(SendTimeout::new(stream, send_timeout, expired), false).await;
                     }
-                    conn.plain(SendTimeout::new(stream, send_timeout, expired)).await;
+                    conn.plain(SendTimeout::new(stream, send_timeout, expired), false).await;
                 }
                 Some(acceptor) => {
                     let header_timeout = config.server.header_timeout;
@@ -166,8 +166,14 @@ pub async fn serve_edge(edge: Arc<Edge>, listener: Listener, tls: Option<TlsAcce
                         tracing::debug!(peer = %peer, "TLS handshake failed or timed out");
                         return;
                     };
+                    // ALPN http/1.1 (or none) goes to the edge's own loop, as on
+                    // the plain listener; h2 to hyper.
+                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
                     let stream = SendTimeout::new(stream, send_timeout, expired);
-                    conn.hyper(stream, true).await;
+                    match h2 {
+                        true => conn.hyper(stream, true).await,
+                        false => conn.plain(stream, true).await,
+                    }
                 }
             }
         })
@@ -203,20 +209,22 @@ struct Conn<'a> {
 }
 
 impl Conn<'_> {
-    /// A plain-text connection: the edge's own HTTP/1.1 loop first, then
-    /// hyper if the loop hands the connection over.
-    async fn plain<I>(self, mut io: I)
+    /// An HTTP/1.1 connection (plain text, or HTTPS without h2): the edge's
+    /// own HTTP/1.1 loop first, then hyper if the loop hands the connection
+    /// over (an h2c preface, a request the loop does not take).
+    async fn plain<I>(self, mut io: I, tls: bool)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let client = Peer {
             socket: self.socket,
+            tls,
             ..Peer::plain(self.peer.ip())
         };
         let ended = http1::serve(self.edge, &mut io, self.peer, client, &self.stop).await;
         if let http1::Ended::Handoff(read) = ended {
             let io = http1::Prefixed::new(read, io);
-            self.hyper(io, false).await;
+            self.hyper(io, tls).await;
         }
     }
 

@@ -250,3 +250,56 @@ async fn offload_is_undefined_while_only_errors_were_served() {
     assert!(before["origin_offload"].is_null(), "{before}");
     edge.shutdown().await;
 }
+
+#[tokio::test]
+async fn https_bodies_are_byte_exact_under_concurrency_over_h2_and_http11() {
+    let origin = TestOrigin::start().await;
+    let cert = TestCert::new("concurrency");
+    let edge = start_edge(&cert.edge_toml(""), &origin).await;
+    let port = edge.addrs.tls_listen.expect("tls listener bound").port();
+    for (h2, path) in [(true, "/h2.bin"), (false, "/h1.bin")] {
+        let body = payload(1 << 20, if h2 { 11 } else { 12 });
+        // Slow enough that the first clients read it while it arrives.
+        origin.set(
+            path,
+            Script::ok(body.clone())
+                .header("cache-control", "max-age=60")
+                .throttle(64 << 10, std::time::Duration::from_millis(5)),
+        );
+        let c = cert.client(h2);
+        let url = format!("https://127.0.0.1:{port}{path}");
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (c, url) = (c.clone(), url.clone());
+                tokio::spawn(async move {
+                    let mut bodies = Vec::new();
+                    for _ in 0..2 {
+                        let resp = c
+                            .request(http::Request::get(&url).body(Empty::new()).unwrap())
+                            .await
+                            .unwrap();
+                        let version = resp.version();
+                        bodies.push((version, resp.into_body().collect().await.unwrap().to_bytes()));
+                    }
+                    bodies
+                })
+            })
+            .collect();
+        for t in tasks {
+            for (version, got) in t.await.unwrap() {
+                let want = if h2 {
+                    http::Version::HTTP_2
+                } else {
+                    http::Version::HTTP_11
+                };
+                assert_eq!(version, want);
+                assert!(got == body, "{path}: {} bytes, not the origin's", got.len());
+            }
+        }
+        assert_eq!(origin.hits(path), 1, "{path}");
+        // The origin is told the client came over HTTPS, whichever protocol.
+        let sent = &origin.requests(path)[0];
+        assert_eq!(sent.get("x-forwarded-proto").unwrap(), "https", "{path}");
+    }
+    edge.shutdown().await;
+}
