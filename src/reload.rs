@@ -37,6 +37,10 @@ pub enum ReloadError {
     },
     #[error("{0}")]
     Tls(String),
+    /// Not expected: the new config with the old values of the fixed keys
+    /// put back did not read as a config.
+    #[error("the new config could not keep the values only a restart changes: {0}")]
+    Merge(String),
 }
 
 fn in_file(file: &Option<std::path::PathBuf>) -> String {
@@ -100,7 +104,7 @@ pub fn reload(edge: &Edge) -> Result<Reloaded, ReloadError> {
 /// restart changes; checks the certificate files first.
 pub fn apply(edge: &Edge, new: Config) -> Result<Reloaded, ReloadError> {
     let old = edge.config();
-    let (raw, restart_required) = keep_fixed(&old.raw, &new.raw);
+    let (raw, restart_required) = keep_fixed(&old.raw, &new.raw).map_err(ReloadError::Merge)?;
     let new = Config::validate(raw).map_err(|e| ReloadError::Config { file: None, source: e })?;
     if let Some(tls) = &new.server.tls {
         // Also when the names did not change: a renewed certificate is
@@ -126,7 +130,7 @@ pub fn apply(edge: &Edge, new: Config) -> Result<Reloaded, ReloadError> {
 /// `new` with every [`FIXED`] group that differs from `old` set back to
 /// `old`'s values, and the keys of those groups that differed. Turning the
 /// fleet or HTTPS on or off is fixed whole: half of either cannot work.
-fn keep_fixed(old: &RawConfig, new: &RawConfig) -> (RawConfig, Vec<String>) {
+fn keep_fixed(old: &RawConfig, new: &RawConfig) -> Result<(RawConfig, Vec<String>), String> {
     let (old_keys, new_keys) = (flatten(old), flatten(new));
     let fleet = |keys: &BTreeMap<String, Value>| {
         keys.iter()
@@ -169,8 +173,8 @@ fn keep_fixed(old: &RawConfig, new: &RawConfig) -> (RawConfig, Vec<String>) {
     }
     kept.sort();
     kept.dedup();
-    let raw = serde_json::from_value(value).unwrap_or_else(|_| old.clone());
-    (raw, kept)
+    let raw = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    Ok((raw, kept))
 }
 
 fn to_value(raw: &RawConfig) -> Value {
@@ -241,7 +245,7 @@ mod tests {
         let new = raw(&BASE
             .replace("127.0.0.1:8080", "127.0.0.1:8081")
             .replace("max_connections = 100", "max_connections = 5"));
-        let (kept, restart) = keep_fixed(&old, &new);
+        let (kept, restart) = keep_fixed(&old, &new).unwrap();
         assert_eq!(restart, ["server.listen"]);
         assert_eq!(kept.server.listen, "127.0.0.1:8080");
         assert_eq!(kept.server.max_connections, 5);
@@ -253,7 +257,7 @@ mod tests {
         let new = raw(&format!(
             "{BASE}\n[cluster]\nself = \"http://127.0.0.1:1\"\npeers = [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]\nsecret = \"a-secret-of-16-bytes-or-more\"\n"
         ));
-        let (kept, restart) = keep_fixed(&old, &new);
+        let (kept, restart) = keep_fixed(&old, &new).unwrap();
         assert!(kept.cluster.peers.is_empty(), "{:?}", kept.cluster.peers);
         assert!(restart.contains(&"cluster.secret".to_owned()), "{restart:?}");
         assert!(restart.iter().any(|k| k.starts_with("cluster.peers[")), "{restart:?}");
@@ -268,7 +272,7 @@ mod tests {
         let new = raw(&format!(
             "{BASE}\n{fleet}peers = [\"http://127.0.0.1:1\", \"http://127.0.0.1:3\"]\n"
         ));
-        let (kept, restart) = keep_fixed(&old, &new);
+        let (kept, restart) = keep_fixed(&old, &new).unwrap();
         assert!(restart.is_empty(), "{restart:?}");
         assert_eq!(kept.cluster.peers.len(), 2);
         assert_eq!(differences(&flatten(&old), &flatten(&kept)), ["cluster.peers[1]"]);
