@@ -469,12 +469,8 @@ async fn copies_follow_keep_copies_and_private_answers_are_kept_by_no_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_on_one_member_is_applied_on_every_member() {
     let origin = TestOrigin::start().await;
-    let ports = free_ports(3);
     let routes = format!("{ROUTE}[admin]\ntoken = \"purge-token\"\n");
-    let mut edges = Vec::new();
-    for &port in &ports {
-        edges.push(start_member(&member_toml(&routes, &origin.url(), port, &ports, ""), port).await);
-    }
+    let (ports, edges) = start_fleet_with(3, &routes, &origin, "").await;
     let c = client();
     origin.set("/p/a.ts", Script::ok(payload(4_000, 1)));
     for edge in &edges {

@@ -305,7 +305,7 @@ type Client = hyper_util::client::legacy::Client<
 #[tokio::test]
 async fn a_reload_changes_the_fleets_members() {
     let origin = TestOrigin::start().await;
-    let ports = fleet_ports();
+    let ports = free_ports(2);
     let me = format!("http://127.0.0.1:{}", ports[0]);
     let other = format!("http://127.0.0.1:{}", ports[1]);
     let fleet = |peers: &str| {
@@ -324,10 +324,6 @@ async fn a_reload_changes_the_fleets_members() {
     assert_eq!(body["changed"], serde_json::json!(["cluster.peers[1]"]), "{body}");
     assert_eq!(members(&status_json(&edge).await), 2);
     edge.shutdown().await;
-}
-
-fn fleet_ports() -> Vec<u16> {
-    free_ports(2)
 }
 
 #[test]

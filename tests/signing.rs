@@ -219,12 +219,8 @@ fn outpost_sign_prints_a_url_the_edge_serves() {
 #[tokio::test]
 async fn a_fleet_checks_the_token_once_and_fetches_through_the_owner() {
     let origin = TestOrigin::start().await;
-    let ports = free_ports(2);
     let routes = format!("[[routes]]\nurl = \"{{origin}}\"\n[routes.signing]\nkeys = [\"{K1}\"]\n");
-    let mut edges = Vec::new();
-    for &port in &ports {
-        edges.push(start_member(&member_toml(&routes, &origin.url(), port, &ports, ""), port).await);
-    }
+    let (ports, edges) = start_fleet_with(2, &routes, &origin, "").await;
     // A segment the second member owns, asked of the first.
     let path = path_owned_by(&origin, &ports, 1, "/live/s1/seg-");
     origin.set(&path, Script::ok("through the owner"));

@@ -6,7 +6,7 @@
 // player's response interceptor saw it, and `parsed`, the values dash.js
 // itself parsed and kept in its metrics for video segments.
 
-import { chromium } from "playwright-core";
+import { LOCAL, launch } from "./chromium.mjs";
 
 const [url, secondsArg] = process.argv.slice(2);
 const seconds = Number(secondsArg);
@@ -14,25 +14,13 @@ if (!url || !(seconds > 0)) {
   console.error("usage: node cmsd.mjs URL SECONDS");
   process.exit(2);
 }
-const local = /^https?:\/\/(127\.0\.0\.1|\[::1\]|localhost)[:/]/;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const browser = await launch([
+  "--autoplay-policy=no-user-gesture-required",
+]);
 try {
   const context = await browser.newContext();
-  await context.route((u) => !local.test(u.href), (route) => route.abort());
+  await context.route((u) => !LOCAL.test(u.href), (route) => route.abort());
   const page = await context.newPage();
   const logs = [];
   page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));

@@ -3,33 +3,21 @@
 // where its hls.js came from, whether it plays, and the banner it shows.
 // `node demo.mjs URL`.
 
-import { chromium } from "playwright-core";
+import { LOCAL, launch } from "./chromium.mjs";
 
 const [url] = process.argv.slice(2);
 if (!url) {
   console.error("usage: node demo.mjs URL");
   process.exit(2);
 }
-const local = /^https?:\/\/(127\.0\.0\.1|\[::1\]|localhost)[:/]/;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const browser = await launch([
+  "--autoplay-policy=no-user-gesture-required",
+]);
 try {
   const context = await browser.newContext();
   const outside = [];
-  await context.route((u) => !local.test(u.href), (route) => {
+  await context.route((u) => !LOCAL.test(u.href), (route) => {
     outside.push(route.request().url());
     return route.abort();
   });

@@ -11,7 +11,7 @@
 //   then a viewer who must finish that segment from the edge with a range
 //   request, and check the joined segment against the hash list.
 
-import { chromium } from "playwright-core";
+import { LOCAL, launch } from "./chromium.mjs";
 import Server from "bittorrent-tracker/server";
 
 const [page] = process.argv.slice(2);
@@ -19,36 +19,24 @@ if (!page) {
   console.error("usage: node p2p.mjs PAGE_URL");
   process.exit(2);
 }
-const local = /^(https?|wss?):\/\/(127\.0\.0\.1|\[::1\]|localhost)[:/]/;
 
 const tracker = new Server({ udp: false, http: true, ws: true, stats: false });
 await new Promise((done) => tracker.listen(0, "127.0.0.1", done));
 const announce = `ws://127.0.0.1:${tracker.http.address().port}`;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-    "--disable-background-timer-throttling",
-    "--disable-renderer-backgrounding",
-    "--disable-backgrounding-occluded-windows",
-    // Peers on one machine: loopback ICE candidates, as plain addresses.
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-  ],
-});
+const browser = await launch([
+  "--autoplay-policy=no-user-gesture-required",
+  "--disable-background-timer-throttling",
+  "--disable-renderer-backgrounding",
+  "--disable-backgrounding-occluded-windows",
+  // Peers on one machine: loopback ICE candidates, as plain addresses.
+  "--allow-loopback-in-peer-connection",
+  "--disable-features=WebRtcHideLocalIpsWithMdns",
+]);
 
 async function viewer(query, { noWebRtc = false } = {}) {
   const context = await browser.newContext();
-  await context.route((u) => !local.test(u.href), (route) => route.abort());
+  await context.route((u) => !LOCAL.test(u.href), (route) => route.abort());
   if (noWebRtc) {
     await context.addInitScript(() => {
       delete window.RTCPeerConnection;

@@ -9,7 +9,7 @@
 // other request off this machine is refused.
 
 import { createRequire } from "node:module";
-import { chromium } from "playwright-core";
+import { LOCAL, launch } from "./chromium.mjs";
 
 const [url, playersArg, secondsArg] = process.argv.slice(2);
 const players = Number(playersArg);
@@ -19,30 +19,18 @@ if (!url || !(players > 0) || !(seconds > 0)) {
   process.exit(2);
 }
 const hlsJs = createRequire(import.meta.url).resolve("hls.js/dist/hls.min.js");
-const local = /^https?:\/\/(127\.0\.0\.1|\[::1\]|localhost)[:/]/;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    // Every tab is a player in the foreground: no throttling of hidden ones.
-    "--autoplay-policy=no-user-gesture-required",
-    "--disable-background-timer-throttling",
-    "--disable-renderer-backgrounding",
-    "--disable-backgrounding-occluded-windows",
-  ],
-});
+const browser = await launch([
+  // Every tab is a player in the foreground: no throttling of hidden ones.
+  "--autoplay-policy=no-user-gesture-required",
+  "--disable-background-timer-throttling",
+  "--disable-renderer-backgrounding",
+  "--disable-backgrounding-occluded-windows",
+]);
 try {
   const context = await browser.newContext();
   await context.route(
-    (u) => !local.test(u.href),
+    (u) => !LOCAL.test(u.href),
     (route) =>
       route.request().url().endsWith("/hls.min.js")
         ? route.fulfill({ path: hlsJs, contentType: "application/javascript" })

@@ -5,33 +5,20 @@
 // Printed: for each chart, its points and each series' values as drawn
 // (`data-values` of its polyline), and the rows of the top-streams tables.
 
-import { chromium } from "playwright-core";
+import { LOCAL, launch } from "./chromium.mjs";
 
 const [url, screenshot] = process.argv.slice(2);
 if (!url || !screenshot) {
   console.error("usage: node status.mjs URL SCREENSHOT.png");
   process.exit(2);
 }
-const local = /^https?:\/\/(127\.0\.0\.1|\[::1\]|localhost)[:/]/;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launch();
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 1000 } });
   // Self-contained: any request off this machine is refused, and counted.
   const outside = [];
-  await context.route((u) => !local.test(u.href), (route) => {
+  await context.route((u) => !LOCAL.test(u.href), (route) => {
     outside.push(route.request().url());
     return route.abort();
   });

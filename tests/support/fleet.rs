@@ -48,10 +48,20 @@ pub async fn start_member(toml: &str, port: u16) -> RunningEdge {
 
 /// `n` edges in one fleet in front of `origin`, each with `extra` in its `[cluster]`.
 pub async fn start_fleet(n: usize, origin: &TestOrigin, extra: &str) -> (Vec<u16>, Vec<RunningEdge>) {
+    start_fleet_with(n, ROUTE, origin, extra).await
+}
+
+/// `start_fleet` with `routes` (with `{origin}`) in place of the one catch-all route.
+pub async fn start_fleet_with(
+    n: usize,
+    routes: &str,
+    origin: &TestOrigin,
+    extra: &str,
+) -> (Vec<u16>, Vec<RunningEdge>) {
     let ports = free_ports(n);
     let mut edges = Vec::new();
     for &port in &ports {
-        let toml = member_toml(ROUTE, &origin.url(), port, &ports, extra);
+        let toml = member_toml(routes, &origin.url(), port, &ports, extra);
         edges.push(start_member(&toml, port).await);
     }
     (ports, edges)
