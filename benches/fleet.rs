@@ -12,7 +12,11 @@
 //!
 //! - the extra hop: one request at a time for small objects, a hit, a
 //!   non-owner's miss that the owner answers from its cache, and a miss to
-//!   the origin, p50 and p99.
+//!   the origin, p50 and p99;
+//! - a live fan-out: `FLEET_PLAYERS` (1,000) simulated players spread
+//!   evenly over the edges follow one live HLS stream (a 250 KB segment
+//!   every 2 s) for `FLEET_LIVE_SECONDS` (30): origin requests per segment
+//!   and the delay from a segment's publication to a player's first byte.
 //!
 //! The edges share this process's two cores with the clients and the
 //! origin, so the figures show the extra hop's cost, not a fleet's capacity.
@@ -20,10 +24,13 @@
 
 #[path = "common.rs"]
 mod common;
+#[path = "compare/live.rs"]
+mod live;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{percentile, storm};
@@ -54,25 +61,47 @@ impl Setup {
     }
 }
 
-async fn edges(n: usize, origin: &TestOrigin, setup: Setup) -> Vec<outpost::RunningEdge> {
+/// The edges of a run and, for a fleet, the members' ports (which tell who owns a key).
+struct Edges {
+    edges: Vec<outpost::RunningEdge>,
+    fleet: Option<Vec<u16>>,
+}
+
+async fn edges(n: usize, origin: &TestOrigin, setup: Setup) -> Edges {
     match setup {
-        _ if n == 1 => vec![start_edge(ROUTE, origin).await],
+        _ if n == 1 => Edges {
+            edges: vec![start_edge(ROUTE, origin).await],
+            fleet: None,
+        },
         Setup::Independent => {
             let mut edges = Vec::new();
             for _ in 0..n {
                 edges.push(start_edge(ROUTE, origin).await);
             }
-            edges
+            Edges { edges, fleet: None }
         }
-        Setup::Fleet { keep_copies } => start_fleet(n, origin, &format!("keep_copies = {keep_copies}")).await.1,
+        Setup::Fleet { keep_copies } => {
+            let (ports, edges) = start_fleet(n, origin, &format!("keep_copies = {keep_copies}")).await;
+            Edges {
+                edges,
+                fleet: Some(ports),
+            }
+        }
     }
 }
 
-/// The storm's figures for one round: origin requests, TTFB p50, p99, complete p99 (seconds).
-async fn cold_storm(edges: &[outpost::RunningEdge], origin: &TestOrigin, round: usize) -> [f64; 4] {
+/// The storm's figures for one round: origin requests, TTFB p50, p99, p99
+/// of the clients on members that do not own the object (a fleet; else the
+/// p99 of all), complete p99 (seconds). In a fleet the first edge owns it.
+async fn cold_storm(run: &Edges, origin: &TestOrigin, round: usize) -> [f64; 5] {
     static RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = format!("/cold-{}-{run}-{round}.ts", edges.len());
+    let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let edges = &run.edges;
+    let prefix = format!("/cold-{}-{n}-{round}-", edges.len());
+    let path = match &run.fleet {
+        Some(ports) => path_owned_by(origin, ports, 0, &prefix),
+        None => format!("{prefix}0.ts"),
+    };
     origin.set(
         &path,
         Script::ok(payload(STORM_BYTES, 7))
@@ -86,8 +115,12 @@ async fn cold_storm(edges: &[outpost::RunningEdge], origin: &TestOrigin, round: 
         .map(|e| tokio::spawn(storm_at(url(e, &path), per_edge)))
         .collect();
     let (mut ttfb, mut done, mut errors) = (Vec::new(), Vec::new(), 0);
-    for s in storms {
+    let mut not_owner = Vec::new();
+    for (i, s) in storms.into_iter().enumerate() {
         let s = s.await.unwrap();
+        if run.fleet.is_none() || i > 0 {
+            not_owner.extend(s.ttfb.iter().copied());
+        }
         ttfb.extend(s.ttfb);
         done.extend(s.done);
         errors += s.errors;
@@ -95,10 +128,12 @@ async fn cold_storm(edges: &[outpost::RunningEdge], origin: &TestOrigin, round: 
     assert_eq!(errors, 0, "storm clients failed");
     ttfb.sort();
     done.sort();
+    not_owner.sort();
     [
         origin.hits(&path) as f64,
         percentile(&ttfb, 0.5).as_secs_f64(),
         percentile(&ttfb, 0.99).as_secs_f64(),
+        percentile(&not_owner, 0.99).as_secs_f64(),
         percentile(&done, 0.99).as_secs_f64(),
     ]
 }
@@ -172,11 +207,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let rounds: usize = std::env::var("FLEET_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    let origin = TestOrigin::start().await;
+    let rounds = env_or("FLEET_ROUNDS", 3) as usize;
+    let origin = Arc::new(TestOrigin::start().await);
     let mut out = String::new();
     let date = common_date();
     writeln!(out, "# The fleet: what the extra hop costs\n").unwrap();
@@ -189,16 +221,18 @@ async fn main() {
     .unwrap();
     writeln!(
         out,
-        "## Cold storm\n\n{STORM_CLIENTS} clients spread evenly over the edges ask at once for a cold 2 MB object; the origin waits 200 ms, then sends 4 MB/s. Medians of {rounds} rounds.\n"
+        "## Cold storm\n\n{STORM_CLIENTS} clients spread evenly over the edges ask at once for a cold 2 MB object; the origin waits 200 ms, then sends 4 MB/s. In a fleet the object is owned by one member: the clients of the others come through the extra hop. Medians of {rounds} rounds.\n"
     )
     .unwrap();
     writeln!(
         out,
-        "| edges | setup | origin requests | TTFB p50 | TTFB p99 | complete p99 |"
+        "| edges | setup | origin requests | TTFB p50 | TTFB p99 | TTFB p99 through a non-owner | complete p99 |"
     )
     .unwrap();
-    writeln!(out, "| --- | --- | --- | --- | --- | --- |").unwrap();
+    writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |").unwrap();
     let mut spreads = Vec::new();
+    let mut single_p99 = None;
+    let mut hop_costs = Vec::new();
     let runs = [
         (1, Setup::Independent),
         (3, Setup::Fleet { keep_copies: true }),
@@ -209,20 +243,29 @@ async fn main() {
         (5, Setup::Independent),
     ];
     for (n, setup) in runs {
-        let edges = edges(n, &origin, setup).await;
+        let run = edges(n, &origin, setup).await;
         if setup != (Setup::Fleet { keep_copies: false }) {
-            let mut figures: [Vec<f64>; 4] = Default::default();
+            let mut figures: [Vec<f64>; 5] = Default::default();
             for round in 0..rounds {
-                let f = cold_storm(&edges, &origin, round).await;
+                let f = cold_storm(&run, &origin, round).await;
                 eprintln!("{n} edges, {}, round {round}: {f:?}", setup.name(n));
                 for (i, v) in f.into_iter().enumerate() {
                     figures[i].push(v);
                 }
             }
-            let [o, p50, p99, done] = figures.map(median);
+            let [o, p50, p99, not_owner, done] = figures.map(median);
+            let through = match &run.fleet {
+                Some(_) => format!("{:.0} ms", not_owner * 1e3),
+                None => "-".to_owned(),
+            };
+            if n == 1 {
+                single_p99 = Some(p99);
+            } else if let (Some(single), Some(_)) = (single_p99, &run.fleet) {
+                hop_costs.push(format!("{n} edges {:+.1} ms", (not_owner - single) * 1e3));
+            }
             writeln!(
                 out,
-                "| {n} | {} | {o:.0} | {:.0} ms | {:.0} ms | {:.0} ms |",
+                "| {n} | {} | {o:.0} | {:.0} ms | {:.0} ms | {through} | {:.0} ms |",
                 setup.name(n),
                 p50 * 1e3,
                 p99 * 1e3,
@@ -230,11 +273,17 @@ async fn main() {
             )
             .unwrap();
         }
-        spreads.push((n, setup, spread(&edges, &origin, &spreads.len().to_string()).await));
-        for e in edges {
+        spreads.push((n, setup, spread(&run.edges, &origin, &spreads.len().to_string()).await));
+        for e in run.edges {
             e.shutdown().await;
         }
     }
+    writeln!(
+        out,
+        "\nThe extra hop at p99, through a non-owner against a single edge (goal: at most 5 ms): {}.",
+        hop_costs.join(", ")
+    )
+    .unwrap();
     writeln!(
         out,
         "\n## Spread\n\n{OBJECTS} objects of {} KiB, each asked once through every edge.\n",
@@ -266,9 +315,62 @@ async fn main() {
     for (name, p50, p99) in hop(&origin).await {
         writeln!(out, "| {name} | {p50:.2} ms | {p99:.2} ms |").unwrap();
     }
+    live_rows(&origin, &mut out).await;
     print!("{out}");
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/FLEET.md");
     std::fs::write(path, out).expect("write benches/FLEET.md");
+}
+
+/// The live fan-out over 1, 3 and 5 edges (fleets, and 5 independent edges
+/// for contrast).
+async fn live_rows(origin: &Arc<TestOrigin>, out: &mut String) {
+    let players = env_or("FLEET_PLAYERS", 1000) as usize;
+    let seconds = env_or("FLEET_LIVE_SECONDS", 30);
+    writeln!(
+        out,
+        "\n## Live fan-out\n\n{players} players spread evenly over the edges follow one live HLS stream for {seconds} s: a {} KB segment every {} s, a window of five, each player reloading the playlist every {} ms and fetching every new segment. Delay: from a segment's publication at the origin to a player's first byte of it.\n",
+        live::SEGMENT_BYTES / 1000,
+        live::SEGMENT_SECONDS,
+        live::POLL.as_millis()
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "| edges | setup | origin requests per segment (mean / max) | delay p50 | delay p99 | segment downloads | failed |"
+    )
+    .unwrap();
+    writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |").unwrap();
+    let runs = [
+        (1, Setup::Independent),
+        (3, Setup::Fleet { keep_copies: true }),
+        (5, Setup::Fleet { keep_copies: true }),
+        (5, Setup::Independent),
+    ];
+    for (i, (n, setup)) in runs.into_iter().enumerate() {
+        let run = edges(n, origin, setup).await;
+        let bases: Vec<String> = run.edges.iter().map(|e| url(e, "")).collect();
+        let f = live::fan_out(origin, &bases, &format!("live-{i}"), players, seconds).await;
+        eprintln!("live, {n} edges, {}: {} downloads", setup.name(n), f.downloads);
+        writeln!(
+            out,
+            "| {n} | {} | {:.2} / {} | {:.0} ms | {:.0} ms | {} | {} |",
+            setup.name(n),
+            f.origin_mean,
+            f.origin_max,
+            f.delay_p50.as_secs_f64() * 1e3,
+            f.delay_p99.as_secs_f64() * 1e3,
+            f.downloads,
+            f.errors
+        )
+        .unwrap();
+        for e in run.edges {
+            e.shutdown().await;
+        }
+    }
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn common_date() -> String {

@@ -1,12 +1,14 @@
 //! The soak: `cargo bench --bench soak`. The `outpost` binary, with a
-//! 64 MiB cache, under a mixed load for `SOAK_SECONDS` (600): hits and
-//! misses of 400 VOD objects (more than the cache holds, so it fills and
-//! evicts), range requests, a live HLS stream from ffmpeg (playlist and
-//! newest segment), and an origin that truncates, resets, stalls or answers
-//! 503 for one request in ten. Every second it samples the process's
-//! resident memory, open descriptors and threads. Writes `benches/SOAK.md`
-//! and the plot `benches/soak.svg`; exits 1 on an error the faults do not
-//! explain.
+//! cache of `SOAK_MEMORY_MIB` (256) MiB, under a mixed load for
+//! `SOAK_SECONDS` (600): hits and misses of VOD objects (three times what
+//! the cache holds, so it fills and evicts, with fills in flight at once),
+//! range requests, a live HLS stream from ffmpeg (playlist and newest
+//! segment), and an origin that truncates, resets, stalls or answers 503
+//! for one request in ten. Every second it samples the process's resident
+//! memory, open descriptors and threads. Writes `benches/SOAK.md` and the
+//! plot `benches/soak.svg`; exits 1 on an error the faults do not explain,
+//! or when the resident memory at the end passes 1.1 × `cache.memory` +
+//! 64 MiB.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -18,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-const OBJECTS: usize = 400;
+/// The mean of `object_size`.
+const MEAN_OBJECT: usize = 525_000;
 const FAULTS: usize = 200;
 const CLIENTS: usize = 32;
 
@@ -78,11 +81,17 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(600);
+    let memory_mib: u64 = std::env::var("SOAK_MEMORY_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(256);
+    // Three times what the cache holds: a hot fifth that fits, and misses that evict.
+    let objects = (3 * (memory_mib << 20) as usize) / MEAN_OBJECT;
     let live = FfmpegLive::start("soak", Packaging::Ts);
     live.wait_segments(2).await;
     let origin = TestOrigin::start().await;
     origin.serve_dir("/live/", &live.dir);
-    for i in 0..OBJECTS {
+    for i in 0..objects {
         let script = Script::ok(payload(object_size(i), i as u8))
             .headers(&[("cache-control", "max-age=60"), ("etag", &format!("\"o{i}\""))])
             .ranges();
@@ -101,7 +110,7 @@ async fn main() {
         }
     }
     let config = format!(
-        "[cache]\nmemory = \"64MiB\"\nmax_object = \"16MiB\"\n[[routes]]\nurl = \"{}\"\ntimeout = \"2s\"\ndownload_timeout = \"1s\"\n",
+        "[cache]\nmemory = \"{memory_mib}MiB\"\nmax_object = \"16MiB\"\n[[routes]]\nurl = \"{}\"\ntimeout = \"2s\"\ndownload_timeout = \"1s\"\n",
         origin.url()
     );
     let edge = Binary::start(&config);
@@ -123,9 +132,9 @@ async fn main() {
                 let roll = rng.next(100);
                 // 80% of object requests go to a hot fifth of the objects.
                 let object = if rng.next(10) < 8 {
-                    rng.next(OBJECTS / 5)
+                    rng.next(objects / 5)
                 } else {
-                    rng.next(OBJECTS)
+                    rng.next(objects)
                 };
                 let (path, range, fault) = match roll {
                     0..=49 => (format!("/vod/obj-{object}.bin"), None, false),
@@ -197,6 +206,7 @@ async fn main() {
             threads: proc_count(pid, "task"),
         });
     }
+    let cache_bytes = cache_bytes(&edge.admin).await;
     for c in clients {
         let _ = c.await;
     }
@@ -208,22 +218,55 @@ async fn main() {
         fds: proc_count(pid, "fd"),
         threads: proc_count(pid, "task"),
     };
-    let report = report(seconds, &samples, &after, &counts, &unexplained_samples.lock().unwrap());
+    let run = Run {
+        seconds,
+        memory_mib,
+        objects,
+        cache_bytes,
+    };
+    let report = report(&run, &samples, &after, &counts, &unexplained_samples.lock().unwrap());
     print!("{report}");
     std::fs::write("benches/SOAK.md", &report).expect("write benches/SOAK.md");
     std::fs::write("benches/soak.svg", plot(&samples)).expect("write benches/soak.svg");
     drop(edge);
     drop(live);
-    if counts.unexplained.load(Ordering::Relaxed) > 0 {
+    let over = samples.last().is_some_and(|s| s.rss > run.rss_limit());
+    if counts.unexplained.load(Ordering::Relaxed) > 0 || over {
         std::process::exit(1);
     }
+}
+
+/// What a soak run was asked to do, and the cache's fill at its end.
+struct Run {
+    seconds: u64,
+    memory_mib: u64,
+    objects: usize,
+    cache_bytes: Option<u64>,
+}
+
+impl Run {
+    /// The bound on resident memory: 1.1 × `cache.memory` + 64 MiB.
+    fn rss_limit(&self) -> u64 {
+        (self.memory_mib << 20) * 11 / 10 + (64 << 20)
+    }
+}
+
+/// `outpost_cache_bytes` from the edge's metrics.
+async fn cache_bytes(admin: &str) -> Option<u64> {
+    let got = send(&client(), "GET", &format!("http://{admin}/metrics"), &[]).await;
+    let text = String::from_utf8(got.body.ok()?.to_vec()).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("outpost_cache_bytes "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
 }
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
 }
 
-fn report(seconds: u64, samples: &[Sample], after: &Sample, counts: &Counts, unexplained: &[String]) -> String {
+fn report(run: &Run, samples: &[Sample], after: &Sample, counts: &Counts, unexplained: &[String]) -> String {
+    let seconds = run.seconds;
     let mut out = String::new();
     let date = std::process::Command::new("date")
         .arg("+%Y-%m-%d")
@@ -233,10 +276,15 @@ fn report(seconds: u64, samples: &[Sample], after: &Sample, counts: &Counts, une
     let _ = writeln!(out, "# Soak ({date})\n");
     let _ = writeln!(
         out,
-        "`cargo bench --bench soak` (`SOAK_SECONDS={seconds}`): the release binary with `cache.memory = \"64MiB\"`, \
-         {CLIENTS} clients on loopback, {OBJECTS} VOD objects of 50 KB to 1 MB (about 200 MB in all, max-age 60 s), \
+        "`cargo bench --bench soak` (`SOAK_SECONDS={seconds}`, `SOAK_MEMORY_MIB={}`): the release binary with \
+         `cache.memory = \"{}MiB\"`, {CLIENTS} clients on loopback, {} VOD objects of 50 KB to 1 MB (about {} MB in all, \
+         three times the cache; max-age 60 s; 80% of the requests to a fifth of them, the rest misses that evict), \
          a live ffmpeg HLS stream, and one request in ten to an origin that truncates, resets, stalls or answers 503. \
-         The clients, the origin and ffmpeg share the machine's cores with the edge.\n"
+         The clients, the origin and ffmpeg share the machine's cores with the edge.\n",
+        run.memory_mib,
+        run.memory_mib,
+        run.objects,
+        run.objects * MEAN_OBJECT / 1_000_000
     );
     let requests = counts.requests.load(Ordering::Relaxed);
     let _ = writeln!(out, "| figure | value |\n| --- | --- |");
@@ -284,6 +332,22 @@ fn report(seconds: u64, samples: &[Sample], after: &Sample, counts: &Counts, une
     }
     let max_rss = samples.iter().map(|s| s.rss).max().unwrap_or(0);
     let _ = writeln!(out, "| highest RSS | {:.1} MiB |", mib(max_rss));
+    if let Some(bytes) = run.cache_bytes {
+        let _ = writeln!(
+            out,
+            "| cache held at the end (`outpost_cache_bytes`) | {:.1} MiB of {} MiB |",
+            mib(bytes),
+            run.memory_mib
+        );
+    }
+    let end = samples.last().map_or(0, |s| s.rss);
+    let _ = writeln!(
+        out,
+        "| bound: 1.1 × cache.memory + 64 MiB | {:.1} MiB: {} (RSS at the end {:.1} MiB) |",
+        mib(run.rss_limit()),
+        if end <= run.rss_limit() { "met" } else { "NOT met" },
+        mib(end)
+    );
     let half: Vec<&Sample> = samples.iter().filter(|s| s.at >= seconds as f64 / 2.0).collect();
     if let (Some(first), Some(last)) = (half.first(), half.last()) {
         let minutes = (last.at - first.at) / 60.0;

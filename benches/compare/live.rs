@@ -13,7 +13,7 @@ use crate::support::{payload, Script, TestOrigin};
 
 pub const SEGMENT_SECONDS: u64 = 2;
 /// 1 Mbit/s of video.
-const SEGMENT_BYTES: usize = 250_000;
+pub const SEGMENT_BYTES: usize = 250_000;
 const WINDOW: u64 = 5;
 /// How often each player reloads the playlist.
 pub const POLL: Duration = Duration::from_millis(100);
@@ -53,8 +53,9 @@ fn publish(origin: &TestOrigin, stream: &str, n: u64, body: &Bytes, published: &
     published.lock().unwrap().insert(n, Instant::now());
 }
 
-/// `players` players follow `/{stream}/index.m3u8` at `base` for `seconds`.
-pub async fn fan_out(origin: &Arc<TestOrigin>, base: &str, stream: &str, players: usize, seconds: u64) -> Fanout {
+/// `players` players follow `/{stream}/index.m3u8` for `seconds`, player `i`
+/// through `bases[i % bases.len()]` (one proxy, or the members of a fleet).
+pub async fn fan_out(origin: &Arc<TestOrigin>, bases: &[String], stream: &str, players: usize, seconds: u64) -> Fanout {
     let body = payload(SEGMENT_BYTES, 9);
     let published: Published = Arc::default();
     for n in 0..WINDOW {
@@ -64,12 +65,11 @@ pub async fn fan_out(origin: &Arc<TestOrigin>, base: &str, stream: &str, players
     let until = started + Duration::from_secs(seconds);
     let delays = Arc::new(Mutex::new(Vec::new()));
     let errors = Arc::new(Mutex::new(0usize));
-    let playlist: http::Uri = format!("{base}/{stream}/index.m3u8").parse().unwrap();
     let tasks: Vec<_> = (0..players)
         .map(|i| {
             let (published, delays, errors) = (Arc::clone(&published), Arc::clone(&delays), Arc::clone(&errors));
-            let playlist = playlist.clone();
-            let base = format!("{base}/{stream}/");
+            let base = format!("{}/{stream}/", bases[i % bases.len()]);
+            let playlist: http::Uri = format!("{base}index.m3u8").parse().unwrap();
             tokio::spawn(async move {
                 let c = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                     .pool_max_idle_per_host(1)

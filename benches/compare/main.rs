@@ -185,7 +185,7 @@ fn main() {
             eprintln!("live fan-out: {}", kind.name());
             let proxy = start(kind, origin_port, HIT_CACHE).await;
             let stream = format!("live-{}", kind.name().replace(' ', "").to_lowercase());
-            let f = live::fan_out(&origin, &proxy.url(""), &stream, players, live_seconds).await;
+            let f = live::fan_out(&origin, &[proxy.url("")], &stream, players, live_seconds).await;
             figures.add(kind, "live_origin_max", f.origin_max as f64);
             figures.add(kind, "live_origin_mean", f.origin_mean);
             figures.add(kind, "live_p50", f.delay_p50.as_secs_f64());
