@@ -4,6 +4,8 @@
 //! before it fails. The origin's `CMSD-Static` is an end-to-end header and
 //! passes through as it came.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use http::{HeaderName, HeaderValue};
 
 pub const CMSD_DYNAMIC: HeaderName = HeaderName::from_static("cmsd-dynamic");
@@ -61,6 +63,61 @@ impl Path {
         }
         let _ = fd;
         Self::default()
+    }
+}
+
+/// What the kernel measured of one client connection, read at most once a
+/// second of the edge's clock: the figures move with the connection's
+/// traffic, not from one request to the next, and reading them is a system
+/// call. A reading that has no throughput yet is not kept. Each connection
+/// has its own, so no client's figures reach another.
+#[derive(Debug)]
+pub struct Probe {
+    socket: Option<i32>,
+    /// The second of the last read, plus one (0: not read yet).
+    read_at: AtomicU64,
+    /// The last read's figures, each plus one (0: not known).
+    rtt_ms: AtomicU64,
+    throughput_kbps: AtomicU64,
+    /// How many times the socket was asked.
+    #[cfg(test)]
+    reads: AtomicU64,
+}
+
+impl Probe {
+    pub fn new(socket: Option<i32>) -> Self {
+        Self {
+            socket,
+            read_at: AtomicU64::new(0),
+            rtt_ms: AtomicU64::new(0),
+            throughput_kbps: AtomicU64::new(0),
+            #[cfg(test)]
+            reads: AtomicU64::new(0),
+        }
+    }
+
+    /// The connection's figures as of `now` (the edge's seconds).
+    pub fn path(&self, now: u64) -> Path {
+        let known = |v: &AtomicU64| v.load(Ordering::Relaxed).checked_sub(1);
+        if self.read_at.load(Ordering::Relaxed) == now + 1 {
+            let kept = Path {
+                rtt_ms: known(&self.rtt_ms),
+                throughput_kbps: known(&self.throughput_kbps),
+            };
+            // A reading without a throughput (none sent yet when it was
+            // taken, as for a connection's first request) is taken again.
+            if kept.throughput_kbps.is_some() {
+                return kept;
+            }
+        }
+        let path = Path::of_socket(self.socket);
+        #[cfg(test)]
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        let store = |to: &AtomicU64, v: Option<u64>| to.store(v.map_or(0, |v| v.saturating_add(1)), Ordering::Relaxed);
+        store(&self.rtt_ms, path.rtt_ms);
+        store(&self.throughput_kbps, path.throughput_kbps);
+        self.read_at.store(now + 1, Ordering::Relaxed);
+        path
     }
 }
 
@@ -184,5 +241,20 @@ mod tests {
         assert!(path.throughput_kbps.is_some_and(|t| t > 0), "{path:?}");
         assert_eq!(Path::of_socket(Some(-1)), Path::default());
         assert_eq!(Path::of_socket(None), Path::default());
+
+        // A connection's probe asks the socket once per second of the
+        // edge's clock, and gives the same figures in between.
+        let probe = Probe::new(Some(server.as_raw_fd()));
+        let first = probe.path(5);
+        assert!(first.rtt_ms.is_some() && first.throughput_kbps.is_some(), "{first:?}");
+        assert_eq!((probe.path(5), probe.path(5)), (first, first));
+        assert_eq!(probe.reads.load(Ordering::Relaxed), 1);
+        assert!(probe.path(6).rtt_ms.is_some());
+        assert_eq!(probe.reads.load(Ordering::Relaxed), 2);
+        // A reading with nothing delivered yet is not kept: the next request
+        // may know the throughput. Nothing known stays nothing, not a zero.
+        let none = Probe::new(None);
+        assert_eq!((none.path(1), none.path(1)), (Path::default(), Path::default()));
+        assert_eq!(none.reads.load(Ordering::Relaxed), 2);
     }
 }

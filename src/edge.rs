@@ -253,10 +253,7 @@ impl Edge {
         if !config.media.cmsd || peer.sibling {
             return None;
         }
-        Some(cmsd::Entry::new(
-            cmsd::Path::of_socket(peer.socket),
-            self.load_under(config),
-        ))
+        Some(cmsd::Entry::new(peer.path, self.load_under(config)))
     }
 
     /// Drops the entry keyed `key` (`exact`), or every entry whose key
@@ -304,6 +301,11 @@ impl Edge {
             upstream_bytes: m.upstream_bytes.get(SourceKind::Origin) + m.upstream_bytes.get(SourceKind::Peer),
             origin_bytes: m.upstream_bytes.get(SourceKind::Origin),
         }
+    }
+
+    /// The edge's clock, in whole seconds since it started.
+    pub fn second(&self) -> u64 {
+        self.seconds.load(Ordering::Relaxed)
     }
 
     /// Moves [`Edge::seconds`] on (every second).

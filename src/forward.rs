@@ -21,9 +21,9 @@ pub struct Peer {
     pub tls: bool,
     /// This request is a sibling edge's, signed with the fleet's secret.
     pub sibling: bool,
-    /// The connection's TCP socket, for what the kernel measured of it
-    /// (`TCP_INFO`, see `cmsd`); `None` where there is none to ask.
-    pub socket: Option<i32>,
+    /// What the kernel measured of the connection (`TCP_INFO`, see
+    /// `cmsd::Probe`); nothing known where there is no socket to ask.
+    pub path: crate::cmsd::Path,
 }
 
 impl Peer {
@@ -32,7 +32,7 @@ impl Peer {
             ip,
             tls: false,
             sibling: false,
-            socket: None,
+            path: crate::cmsd::Path::default(),
         }
     }
 }
@@ -222,7 +222,7 @@ mod tests {
             ip: "10.1.2.3".parse().unwrap(),
             tls: true,
             sibling: false,
-            socket: None,
+            path: crate::cmsd::Path::default(),
         };
         let out = upstream_headers(&sent, from_lb, &to);
         assert_eq!(out["x-forwarded-for"], "203.0.113.9, 198.51.100.1, 10.1.2.3");

@@ -32,6 +32,7 @@ use tokio::time::Instant;
 
 use crate::body::EdgeBody;
 use crate::cache::Wire;
+use crate::cmsd::Probe;
 use crate::config::ServerConfig;
 use crate::edge::Edge;
 use crate::forward::Peer;
@@ -66,6 +67,7 @@ pub async fn serve<I>(
     io: &mut I,
     peer: SocketAddr,
     client: Peer,
+    probe: &Probe,
     stop: &watch::Receiver<bool>,
 ) -> Ended
 where
@@ -141,6 +143,10 @@ where
         };
         let (head_request, close) = (head.parts.method == Method::HEAD, head.close);
         let mut parts = head.parts;
+        let client = Peer {
+            path: probe.path(edge.second()),
+            ..client
+        };
         let mut response = crate::proxy::answer(Arc::clone(edge), &mut parts, client).await;
         fields = parts.headers;
         // Also lets go of the read buffer's bytes the values pointed into.

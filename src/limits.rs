@@ -14,7 +14,6 @@ use std::time::Duration;
 use http_body::{Body, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 /// Open connections per peer address, bounded by `server.max_connections_per_ip`.
@@ -167,11 +166,11 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for SendTimeout<I> {
 
 /// Requests in flight on one connection, for `server.idle_timeout`: a
 /// connection is idle while none is, whatever else it sends (HTTP/2 PINGs,
-/// SETTINGS and WINDOW_UPDATEs are no requests).
+/// SETTINGS and WINDOW_UPDATEs are no requests). Requests only count; the
+/// watch wakes when the limit could have passed, not with each request.
 pub struct Activity {
     inflight: AtomicUsize,
     idle_since: Mutex<Instant>,
-    changed: Notify,
 }
 
 impl Activity {
@@ -179,7 +178,6 @@ impl Activity {
         Arc::new(Self {
             inflight: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
-            changed: Notify::new(),
         })
     }
 
@@ -190,26 +188,20 @@ impl Activity {
         Busy(Arc::clone(self))
     }
 
-    /// Resolves once no request has been in flight for `limit`.
+    /// Resolves once no request has been in flight for `limit`. A connection
+    /// busy when looked at cannot be idle for `limit` before `limit` from
+    /// now; one idle since a moment, before that moment plus `limit`.
     pub async fn idle_for(&self, limit: Duration) {
         loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            // Registered before the state is read, so no change is missed.
-            changed.as_mut().enable();
-            if self.inflight.load(Ordering::Acquire) > 0 {
-                changed.await;
-                continue;
-            }
-            let since = *self.idle_since.lock().unwrap_or_else(|p| p.into_inner());
-            let deadline = since + limit;
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            let deadline = match self.inflight.load(Ordering::Acquire) {
+                0 => *self.idle_since.lock().unwrap_or_else(|p| p.into_inner()) + limit,
+                _ => now + limit,
+            };
+            if now >= deadline {
                 return;
             }
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {}
-                _ = changed => {}
-            }
+            tokio::time::sleep_until(deadline).await;
         }
     }
 }
@@ -222,7 +214,6 @@ impl Drop for Busy {
         if self.0.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
             *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         }
-        self.0.changed.notify_waiters();
     }
 }
 

@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::certs::Certs;
+use crate::cmsd::Probe;
 use crate::config::{Config, ServerConfig};
 use crate::edge::Edge;
 use crate::error::StartError;
@@ -217,11 +218,11 @@ impl Conn<'_> {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let client = Peer {
-            socket: self.socket,
             tls,
             ..Peer::plain(self.peer.ip())
         };
-        let ended = http1::serve(self.edge, &mut io, self.peer, client, &self.stop).await;
+        let probe = Probe::new(self.socket);
+        let ended = http1::serve(self.edge, &mut io, self.peer, client, &probe, &self.stop).await;
         if let http1::Ended::Handoff(read) = ended {
             let io = http1::Prefixed::new(read, io);
             self.hyper(io, tls).await;
@@ -237,45 +238,50 @@ impl Conn<'_> {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let edge = self.edge;
+        // `sibling` is per request: see `proxy::answer`.
         let peer = Peer {
-            ip: self.peer.ip(),
             tls,
-            // Per request: see `proxy::answer`.
-            sibling: false,
-            socket: self.socket,
+            ..Peer::plain(self.peer.ip())
         };
+        let probe = Probe::new(self.socket);
         let activity = Activity::new();
         let for_service = Arc::clone(edge);
         let tracker = Arc::clone(&activity);
         let service = service_fn(move |req| {
             let busy = tracker.busy();
+            let peer = Peer {
+                path: probe.path(for_service.second()),
+                ..peer
+            };
             let answered = crate::proxy::handle(Arc::clone(&for_service), req, peer);
             async move { answered.await.map(|r| r.map(|body| Tracked::new(body, busy))) }
         });
         let conn = self.builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
-        let mut stop = self.stop;
         let idle_timeout = edge.config().server.idle_timeout;
-        let mut closing = *stop.borrow();
+        let mut closing = *self.stop.borrow();
         if closing {
             conn.as_mut().graceful_shutdown();
         }
+        // Idleness and shutdown are waited for by a task of their own: in
+        // the loop below they would be polled (two timers and a `Notify`)
+        // every time the connection wakes, several times per request.
+        let mut watchdog = Watchdog(tokio::spawn(watch_connection(activity, idle_timeout, self.stop)));
         // An idle connection's graceful close waits on the client (HTTP/2
         // acknowledges GOAWAY's PING); one that never answers is dropped.
         let idle_close = tokio::time::sleep(Duration::MAX);
         tokio::pin!(idle_close);
         let ended = loop {
             tokio::select! {
+                biased;
                 ended = conn.as_mut() => break ended,
-                _ = &mut idle_close => break Ok(()),
-                _ = activity.idle_for(idle_timeout), if !closing => {
-                    edge.metrics.refused.inc(Refusal::Idle);
-                    tracing::debug!(peer = %self.peer, "connection idle; closing");
-                    conn.as_mut().graceful_shutdown();
-                    idle_close.as_mut().reset(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
-                    closing = true;
-                }
-                _ = stop.changed(), if !closing => {
+                _ = &mut idle_close, if closing => break Ok(()),
+                why = &mut watchdog.0, if !closing => {
+                    if matches!(why, Ok(Quiet::Idle)) {
+                        edge.metrics.refused.inc(Refusal::Idle);
+                        tracing::debug!(peer = %self.peer, "connection idle; closing");
+                        idle_close.as_mut().reset(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
+                    }
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
@@ -296,6 +302,31 @@ impl Conn<'_> {
                 tracing::debug!(peer = %self.peer, error = %e, "client connection ended with an error");
             }
         }
+    }
+}
+
+/// Why a connection is to close gracefully.
+enum Quiet {
+    /// No request in flight for `server.idle_timeout`.
+    Idle,
+    /// The edge is stopping.
+    Stopping,
+}
+
+/// Waits until a connection has been idle for `limit`, or the edge stops.
+async fn watch_connection(activity: Arc<Activity>, limit: Duration, mut stop: watch::Receiver<bool>) -> Quiet {
+    tokio::select! {
+        _ = activity.idle_for(limit) => Quiet::Idle,
+        _ = stop.wait_for(|stopping| *stopping) => Quiet::Stopping,
+    }
+}
+
+/// A connection's watch task, ended with the connection.
+struct Watchdog(tokio::task::JoinHandle<Quiet>);
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -70,7 +70,9 @@ pub async fn answer(edge: Arc<Edge>, parts: &mut Parts, mut peer: Peer) -> Respo
     let started = edge.access.enabled().then(Instant::now);
     peer.sibling = edge.from_sibling(parts);
     let answered = match peer.sibling {
-        true => sibling::answer(&edge, parts, peer).await,
+        // Boxed, as a miss is below: the hit's future stays small, and
+        // hyper moves it into a task of its own per request.
+        true => Box::pin(sibling::answer(&edge, parts, peer)).await,
         false => route_and_look_up(&edge, parts, peer).await,
     };
     finish(&edge, parts, answered, started, peer)
@@ -128,7 +130,7 @@ fn finish(
         use http_body::Body;
         let bytes = response.body().size_hint().exact().unwrap_or(0);
         let stream = crate::audience::stream_of(parts.uri.path());
-        let now = edge.seconds.load(std::sync::atomic::Ordering::Relaxed);
+        let now = edge.second();
         edge.audience.record(stream, peer.ip.to_canonical(), bytes, now);
     }
     let status = response.status().as_u16();
