@@ -280,7 +280,9 @@ async fn main() {
     }
     writeln!(
         out,
-        "\nThe extra hop at p99, through a non-owner against a single edge (goal: at most 5 ms): {}.",
+        "\nTTFB p99 through a non-owner against a single edge's (goal: the hop costs at most 5 ms): {}. \
+         A fleet also spreads the storm's clients over more edges, which can more than pay for the hop; \
+         the hop alone is measured under \"The extra hop\" below.",
         hop_costs.join(", ")
     )
     .unwrap();
@@ -312,8 +314,17 @@ async fn main() {
     .unwrap();
     writeln!(out, "| request | p50 | p99 |").unwrap();
     writeln!(out, "| --- | --- | --- |").unwrap();
-    for (name, p50, p99) in hop(&origin).await {
+    let hops = hop(&origin).await;
+    for (name, p50, p99) in &hops {
         writeln!(out, "| {name} | {p50:.2} ms | {p99:.2} ms |").unwrap();
+    }
+    if let [(_, _, hit), (_, _, through), ..] = hops.as_slice() {
+        writeln!(
+            out,
+            "\nThe hop at p99, an owner's hit through a sibling against a hit of one's own: {:+.2} ms (goal: at most 5 ms).",
+            through - hit
+        )
+        .unwrap();
     }
     live_rows(&origin, &mut out).await;
     print!("{out}");
