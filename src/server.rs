@@ -61,6 +61,10 @@ pub fn tls_acceptor(certs: Arc<Certs>) -> Result<TlsAcceptor, StartError> {
         .with_no_client_auth()
         .with_cert_resolver(certs);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Stateless session tickets (their key rotates every 6 hours): a viewer
+    // who comes back resumes, with no signature to make, however many
+    // others came since. rustls' default remembers only 256 sessions.
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| StartError::Tls(e.to_string()))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
@@ -248,6 +249,56 @@ async fn offload_is_undefined_while_only_errors_were_served() {
         "the error pages were counted"
     );
     assert!(before["origin_offload"].is_null(), "{before}");
+    edge.shutdown().await;
+}
+
+/// Connects over TLS with `config`; says whether the session was resumed.
+async fn tls_handshake(config: &Arc<rustls::ClientConfig>, port: u16) -> bool {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::clone(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    // A request and its answer, so that the tickets sent after the
+    // handshake are read and kept.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tls.write_all(b"GET /t HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+}
+
+#[tokio::test]
+async fn a_returning_https_client_resumes_its_session_after_hundreds_of_others() {
+    let origin = TestOrigin::start().await;
+    origin.set("/t", Script::ok("t"));
+    let cert = TestCert::new("resume");
+    let edge = start_edge(&cert.edge_toml(""), &origin).await;
+    let port = edge.addrs.tls_listen.expect("tls listener bound").port();
+    let returning = Arc::new(cert.tls_config());
+    assert!(
+        !tls_handshake(&returning, port).await,
+        "a first visit is a full handshake"
+    );
+    assert!(tls_handshake(&returning, port).await, "a second visit resumes");
+    // 300 other viewers, each once: more sessions than an edge that keeps
+    // them in memory remembers (256 by rustls' default).
+    for _ in 0..300 {
+        let other = Arc::new(cert.tls_config());
+        assert!(!tls_handshake(&other, port).await);
+    }
+    assert!(
+        tls_handshake(&returning, port).await,
+        "the returning client resumes all the same"
+    );
     edge.shutdown().await;
 }
 

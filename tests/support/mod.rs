@@ -724,21 +724,27 @@ impl TestCert {
         )
     }
 
-    /// A client trusting only this certificate, offering `alpn` (e.g. h2 and http/1.1).
-    pub fn client(
-        &self,
-        h2: bool,
-    ) -> Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Empty<Bytes>> {
+    /// A TLS client configuration trusting only this certificate; it keeps
+    /// the sessions it is given, to resume them.
+    pub fn tls_config(&self) -> rustls::ClientConfig {
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(rustls::pki_types::CertificateDer::from(self.cert_der.clone()))
             .unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
+        rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_no_client_auth()
+    }
+
+    /// A client trusting only this certificate, offering `alpn` (e.g. h2 and http/1.1).
+    pub fn client(
+        &self,
+        h2: bool,
+    ) -> Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Empty<Bytes>> {
+        let config = self.tls_config();
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(config)
             .https_only();
