@@ -300,6 +300,34 @@ async fn connections_with_no_request_in_flight_are_closed_at_the_idle_timeout() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_answer_longer_than_the_idle_timeout_keeps_its_connection_until_it_ends() {
+    let origin = TestOrigin::start().await;
+    // 16 pieces, one each 150 ms: about 2.4 s in flight, past the 1 s limit.
+    let body = payload(256 << 10, 5);
+    origin.set(
+        "/slow.bin",
+        Script::ok(body.clone()).throttle(16 << 10, Duration::from_millis(150)),
+    );
+    let edge = start_edge(
+        "[server]\nidle_timeout = \"1s\"\n[[routes]]\nurl = \"{origin}\"\n",
+        &origin,
+    )
+    .await;
+    let idle = || edge.edge.metrics().refused.get(Refusal::Idle);
+    let c = h2_client();
+    let got = get(&c, &url(&edge, "/slow.bin")).await;
+    assert_eq!(got.body.as_deref(), Ok(&body[..]), "the whole answer");
+    assert_eq!(idle(), 0, "closed as idle while its answer was under way");
+    // Once the answer is done the connection is idle, and is closed for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while idle() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(idle(), 1, "the idle connection was not closed");
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_runaway_stream_cannot_take_every_origin_fetch() {
     let origin = TestOrigin::start().await;
     for i in 0..6 {
