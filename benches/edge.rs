@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{ms, percentile, storm, Storm};
+use common::{env_or, ms, percentile, storm, Storm};
 use http_body_util::{BodyExt, Empty};
 use support::*;
 
@@ -74,10 +74,7 @@ async fn cold_storm(clients: usize) {
 }
 
 fn main() {
-    let seconds: u64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+    let seconds = env_or("BENCH_SECONDS", 5);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -33,7 +33,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{percentile, storm};
+use common::{env_or, percentile, storm};
 use support::*;
 
 const STORM_CLIENTS: usize = 500;
@@ -378,10 +378,6 @@ async fn live_rows(origin: &Arc<TestOrigin>, out: &mut String) {
             e.shutdown().await;
         }
     }
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn common_date() -> String {

@@ -10,6 +10,8 @@
 //! or when the resident memory at the end passes 1.1 × `cache.memory` +
 //! 64 MiB.
 
+#[path = "common.rs"]
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -18,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::env_or;
 use support::*;
 
 /// The mean of `object_size`.
@@ -77,14 +80,8 @@ fn rss(pid: u32) -> u64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let seconds: u64 = std::env::var("SOAK_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(600);
-    let memory_mib: u64 = std::env::var("SOAK_MEMORY_MIB")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(256);
+    let seconds = env_or("SOAK_SECONDS", 600);
+    let memory_mib = env_or("SOAK_MEMORY_MIB", 256);
     // Three times what the cache holds: a hot fifth that fits, and misses that evict.
     let objects = (3 * (memory_mib << 20) as usize) / MEAN_OBJECT;
     let live = FfmpegLive::start("soak", Packaging::Ts);

@@ -35,7 +35,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{ms, percentile, storm};
+use common::{env_or, ms, percentile, storm};
 use load::{Hits, Protocol};
 use proxies::{Budget, Certificate, Kind, Proxy};
 use support::{payload, Script, TestOrigin};
@@ -46,10 +46,6 @@ const STORM_CLIENTS: usize = 500;
 const STORM_BYTES: usize = 2_000_000;
 const HIT_CACHE: u64 = 2 << 30;
 const MEMORY_CACHE: u64 = 1 << 30;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// Installs the proxies and load generators from Debian's packages when missing.
 fn ensure_tools() {
