@@ -151,7 +151,14 @@ where
         fields = parts.headers;
         // Also lets go of the read buffer's bytes the values pointed into.
         fields.clear();
-        match write_response(io, &mut out, &mut response, head_request, close).await {
+        let written = match write_response(io, &mut out, &mut response, head_request, close).await {
+            // TLS keeps the records the socket had no room for when the last
+            // write returned: they must leave before the loop waits for the
+            // next request or closes, or the answer's tail waits with them.
+            Ok(keep) => io.flush().await.map(|()| keep),
+            Err(e) => Err(e),
+        };
+        match written {
             Ok(true) if !*stop.borrow() => {}
             Ok(_) => return Ended::Closed,
             Err(e) => {

@@ -144,6 +144,9 @@ pub async fn serve_edge(edge: Arc<Edge>, listener: Listener, tls: Option<TlsAcce
         let tls = tls.clone();
         let stop = conn_stop.clone();
         let socket = socket_of(&stream);
+        if let (Some(fd), Some(size)) = (socket, config.server.send_buffer) {
+            set_send_buffer(fd, size);
+        }
         Box::pin(async move {
             let _held = (open, slot);
             let conn = Conn {
@@ -201,6 +204,29 @@ fn socket_of(stream: &TcpStream) -> Option<i32> {
         let _ = stream;
         None
     }
+}
+
+/// Sets a client socket's kernel send buffer (`server.send_buffer`), which
+/// bounds what a slow reader holds in the kernel, and turns the kernel's own
+/// sizing off for it. Linux doubles the figure for its bookkeeping.
+fn set_send_buffer(socket: i32, size: usize) {
+    #[cfg(unix)]
+    {
+        let value = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `socket` is the open connection's descriptor; setsockopt
+        // reads one c_int from a live local. A failure leaves the kernel's size.
+        unsafe {
+            libc::setsockopt(
+                socket,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (socket, size);
 }
 
 /// One client connection.

@@ -302,6 +302,76 @@ async fn a_returning_https_client_resumes_its_session_after_hundreds_of_others()
     edge.shutdown().await;
 }
 
+/// A viewer that reads slowly over HTTPS HTTP/1.1 gets every byte of a
+/// large answer, and then the next one on the same connection. When the
+/// socket is full, TLS keeps up to 64 KiB of records back; they must leave
+/// once the socket has room, not wait for a next write that never comes.
+/// A small `server.send_buffer` makes the socket fill as a slow viewer's
+/// does on a real network.
+#[tokio::test]
+async fn a_slow_https_http11_reader_gets_the_whole_answer_and_the_next() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = TestOrigin::start().await;
+    let body = payload(2 << 20, 21);
+    origin.set(
+        "/big.ts",
+        Script::ok(body.clone()).header("cache-control", "max-age=60"),
+    );
+    let cert = TestCert::new("slow-reader");
+    let edge = start_edge(&cert.edge_toml("send_buffer = \"16KiB\"\n"), &origin).await;
+    // Stored first, so that the answer leaves in one write of the whole body.
+    assert_eq!(get(&client(), &url(&edge, "/big.ts")).await.bytes(), &body);
+    let port = edge.addrs.tls_listen.expect("tls listener bound").port();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cert.tls_config()))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut read = Vec::new();
+    for round in 0..2 {
+        tls.write_all(b"GET /big.ts HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        // Nothing read for a while: the edge's socket fills and its writes wait.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut chunk = vec![0u8; 64 << 10];
+        let (head_end, length) = loop {
+            if let Some(end) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&read[..end]).to_ascii_lowercase();
+                assert!(head.starts_with("http/1.1 200"), "round {round}: {head}");
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .expect("a content-length")
+                    .parse()
+                    .unwrap();
+                break (end + 4, length);
+            }
+            let n = tls.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "round {round}: closed before the head");
+            read.extend_from_slice(&chunk[..n]);
+        };
+        while read.len() < head_end + length {
+            // A bound on the hang this test is about, not on speed.
+            let n = match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut chunk)).await {
+                Ok(n) => n.unwrap(),
+                Err(_) => panic!(
+                    "round {round}: the answer stopped at {} of {length} bytes",
+                    read.len() - head_end
+                ),
+            };
+            assert!(
+                n > 0,
+                "round {round}: closed at {} of {length} bytes",
+                read.len() - head_end
+            );
+            read.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(&read[head_end..head_end + length], &body[..], "round {round}");
+        read.drain(..head_end + length);
+    }
+    edge.shutdown().await;
+}
+
 #[tokio::test]
 async fn https_bodies_are_byte_exact_under_concurrency_over_h2_and_http11() {
     let origin = TestOrigin::start().await;

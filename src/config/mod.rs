@@ -104,6 +104,9 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// Large stored bodies go to plain-HTTP clients with sendfile(2) (see `mapped`).
     pub sendfile: bool,
+    /// The kernel's send buffer for each client connection (`SO_SNDBUF`);
+    /// `None` leaves it to the kernel's autotuning.
+    pub send_buffer: Option<usize>,
     pub shutdown_grace: Duration,
     pub access_log: AccessLogFormat,
     pub access_log_file: Option<PathBuf>,
@@ -450,6 +453,11 @@ fn server(s: &RawServer) -> Result<ServerConfig, ConfigError> {
             "must be between 1KiB and 1MiB",
         ));
     }
+    if let Some(size) = s.send_buffer {
+        if size.0 < (4 << 10) || size.0 > (64 << 20) {
+            return Err(ConfigError::new("server.send_buffer", "must be between 4KiB and 64MiB"));
+        }
+    }
     for origin in &s.cors_origins {
         if origin != "*" && http::HeaderValue::from_str(origin).is_err() {
             return Err(ConfigError::new(
@@ -470,6 +478,7 @@ fn server(s: &RawServer) -> Result<ServerConfig, ConfigError> {
         trusted_proxies,
         cors_origins: s.cors_origins.clone(),
         sendfile: s.sendfile,
+        send_buffer: s.send_buffer.map(|size| size.0 as usize),
         shutdown_grace: s.shutdown_grace.0,
         access_log: AccessLogFormat::parse(&s.access_log).ok_or_else(|| {
             ConfigError::new(

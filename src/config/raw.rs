@@ -80,6 +80,9 @@ pub struct RawServer {
     pub trusted_proxies: Vec<String>,
     pub cors_origins: Vec<String>,
     pub sendfile: bool,
+    /// SO_SNDBUF of client connections; unset: the kernel sizes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_buffer: Option<Size>,
     pub shutdown_grace: Dur,
     /// off | text | json.
     pub access_log: String,
@@ -256,6 +259,7 @@ impl Default for RawServer {
             trusted_proxies: Vec::new(),
             cors_origins: vec!["*".into()],
             sendfile: false,
+            send_buffer: None,
             shutdown_grace: secs(30),
             access_log: "text".into(),
             access_log_file: None,

@@ -63,6 +63,8 @@ fn bad_values_are_named() {
         ("[server]\nidle_timeout = \"0s\"", "server.idle_timeout"),
         ("[server]\nsend_timeout = \"0s\"", "server.send_timeout"),
         ("[server]\nmax_connections_per_ip = 0", "server.max_connections_per_ip"),
+        ("[server]\nsend_buffer = \"1KiB\"", "server.send_buffer"),
+        ("[server]\nsend_buffer = \"1GiB\"", "server.send_buffer"),
         (
             "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]",
             "server.trusted_proxies",
