@@ -38,6 +38,7 @@ pub mod fuzzing;
 pub mod headers;
 pub mod history;
 pub mod http1;
+pub mod inline_first;
 pub mod limits;
 #[cfg(target_os = "linux")]
 pub mod mapped;

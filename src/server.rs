@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::{header, HeaderValue, StatusCode};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -23,6 +23,7 @@ use crate::edge::Edge;
 use crate::error::StartError;
 use crate::forward::Peer;
 use crate::http1;
+use crate::inline_first::InlineFirst;
 use crate::limits::{Activity, SendTimeout, Tracked};
 use crate::metrics::Refusal;
 
@@ -71,7 +72,7 @@ pub fn tls_acceptor(certs: Arc<Certs>) -> Result<TlsAcceptor, StartError> {
 /// The hyper builder for the config in force: made again after a reload
 /// changed the config, kept otherwise.
 struct Builders {
-    current: Mutex<(Arc<Config>, Arc<auto::Builder<TokioExecutor>>)>,
+    current: Mutex<(Arc<Config>, Arc<auto::Builder<InlineFirst>>)>,
 }
 
 impl Builders {
@@ -82,7 +83,7 @@ impl Builders {
         }
     }
 
-    fn for_config(&self, config: &Arc<Config>) -> Arc<auto::Builder<TokioExecutor>> {
+    fn for_config(&self, config: &Arc<Config>) -> Arc<auto::Builder<InlineFirst>> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if !Arc::ptr_eq(&current.0, config) {
             *current = (Arc::clone(config), Arc::new(edge_builder(&config.server)));
@@ -91,8 +92,8 @@ impl Builders {
     }
 }
 
-fn edge_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+fn edge_builder(cfg: &ServerConfig) -> auto::Builder<InlineFirst> {
+    let mut builder = auto::Builder::new(InlineFirst);
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -235,7 +236,7 @@ struct Conn<'a> {
     peer: SocketAddr,
     /// The TCP socket under whatever wraps it, while the connection lasts.
     socket: Option<i32>,
-    builder: &'a auto::Builder<TokioExecutor>,
+    builder: &'a auto::Builder<InlineFirst>,
     stop: watch::Receiver<bool>,
 }
 

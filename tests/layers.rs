@@ -61,6 +61,7 @@ const LAYERS: &[&[&str]] = &[
         "ejection",
         "headers",
         "history",
+        "inline_first",
         "limits",
         "mapped",
         "outcome",
