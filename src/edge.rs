@@ -43,6 +43,8 @@ pub struct Edge {
     pub(crate) store: Store,
     /// What objects being filled may hold: their share of `cache.memory`.
     pub(crate) fill_budget: Arc<Budget>,
+    /// What HTTPS connections writing large answers may borrow (`tls_writes`).
+    pub(crate) tls_burst: Arc<Budget>,
     pub(crate) inflight: Inflight,
     pub(crate) upstream: Upstream,
     /// The fleet of sibling edges, when `[cluster]` sets one up.
@@ -117,6 +119,7 @@ impl Edge {
             clock: Clock::default(),
             store: Store::new(config.cache.store_memory()),
             fill_budget: Budget::new(config.cache.fill_memory()),
+            tls_burst: Budget::new(crate::tls_writes::TLS_BURST_BUDGET),
             inflight: Inflight::new(config.cache.pass_ttl),
             upstream: Upstream::new(tls, Arc::clone(&metrics), cluster.clone()),
             cluster,
@@ -343,6 +346,7 @@ impl Edge {
         self.metrics.cache_bytes.set(self.store.bytes() as i64);
         self.metrics.cache_objects.set(self.store.objects() as i64);
         self.metrics.fill_bytes.set(self.fill_budget.used() as i64);
+        self.metrics.tls_burst_bytes.set(self.tls_burst.used() as i64);
     }
 }
 

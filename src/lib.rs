@@ -61,6 +61,7 @@ pub mod shared_head;
 pub mod signing;
 pub mod slicing;
 pub mod streams;
+pub mod tls_writes;
 pub mod upcoming;
 pub mod upstream;
 

@@ -184,6 +184,8 @@ pub struct Metrics {
     pub origins_down: Gauge,
     /// Bytes that fills under way hold against their budget.
     pub fill_bytes: Gauge,
+    /// Bytes HTTPS connections have borrowed for larger writes.
+    pub tls_burst_bytes: Gauge,
     pub refused: Series<Refusal>,
     pub upstream_errors: Series<FetchFailure>,
     /// Live streams that started over under the same segment names.
@@ -218,6 +220,7 @@ impl Metrics {
         let origins_up = origins.get_or_create(&[("state", "up")]).clone();
         let origins_down = origins.get_or_create(&[("state", "down")]).clone();
         let fill_bytes = Gauge::default();
+        let tls_burst_bytes = Gauge::default();
         let refused = Family::<Pair, Counter>::default();
         let upstream_errors = Family::<Pair, Counter>::default();
         let stream_restarts = Counter::default();
@@ -278,6 +281,11 @@ impl Metrics {
             fill_bytes.clone(),
         );
         registry.register(
+            "outpost_tls_burst_bytes",
+            "Bytes HTTPS connections have borrowed to write large answers in fewer, larger writes (at most 32 MiB)",
+            tls_burst_bytes.clone(),
+        );
+        registry.register(
             "outpost_refused",
             "Connections closed and requests refused by a limit, by the limit",
             refused.clone(),
@@ -314,6 +322,7 @@ impl Metrics {
             origins_up,
             origins_down,
             fill_bytes,
+            tls_burst_bytes,
             refused: Series::new(&refused, "reason"),
             upstream_errors: Series::new(&upstream_errors, "reason"),
             stream_restarts,

@@ -26,6 +26,7 @@ use crate::http1;
 use crate::inline_first::InlineFirst;
 use crate::limits::{Activity, SendTimeout, Tracked};
 use crate::metrics::Refusal;
+use crate::tls_writes::TlsWrites;
 
 /// A bound listening socket.
 pub struct Listener {
@@ -178,6 +179,7 @@ pub async fn serve_edge(edge: Arc<Edge>, listener: Listener, tls: Option<TlsAcce
                     // ALPN http/1.1 (or none) goes to the edge's own loop, as on
                     // the plain listener; h2 to hyper.
                     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                    let stream = TlsWrites::new(stream, Arc::clone(&edge.tls_burst));
                     let stream = SendTimeout::new(stream, send_timeout, expired);
                     match h2 {
                         true => conn.hyper(stream, true).await,

@@ -47,6 +47,7 @@ const LAYERS: &[&[&str]] = &[
         "forward",
         "metrics",
         "sendfile",
+        "tls_writes",
         "signing",
     ],
     // Leaves: they use no other module of the crate.

@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -442,5 +443,72 @@ async fn a_route_has_at_most_max_fetches_under_way_and_refuses_past_its_timeout(
         metrics.contains("outpost_upstream_errors_total{reason=\"route_busy\"} 1"),
         "{metrics}"
     );
+    edge.shutdown().await;
+}
+
+/// HTTPS connections writing large answers borrow room for larger TLS
+/// writes from one budget for the whole edge. Readers that stall keep their
+/// loan, but all of them together never more than the budget; the rest
+/// write at rustls' own size. A reader that resumes gets its answer whole,
+/// and every loan comes back when its connection ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_https_readers_borrow_no_more_than_the_edge_lends() {
+    use outpost::tls_writes::{BASE, RAISED, TLS_BURST_BUDGET};
+    let origin = TestOrigin::start().await;
+    let body = payload(2 << 20, 31);
+    origin.set(
+        "/big.ts",
+        Script::ok(body.clone()).header("cache-control", "max-age=60"),
+    );
+    let cert = TestCert::new("burst");
+    // A small send buffer, as a slow viewer's connection has: the edge's
+    // writes wait with little in the kernel.
+    let edge = start_edge(&cert.edge_toml("send_buffer = \"16KiB\"\n"), &origin).await;
+    assert_eq!(get(&client(), &url(&edge, "/big.ts")).await.bytes(), &body);
+    let port = edge.addrs.tls_listen.expect("tls listener bound").port();
+    let borrowed = || {
+        edge.edge.refresh_gauges();
+        edge.edge.metrics().tls_burst_bytes.get() as u64
+    };
+    let loan = (RAISED - BASE) as u64;
+    let most = TLS_BURST_BUDGET / loan;
+    let config = Arc::new(cert.tls_config());
+    let mut stalled = Vec::new();
+    for _ in 0..most + 10 {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::clone(&config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        tls.write_all(b"GET /big.ts HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        stalled.push(tls);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while borrowed() < most * loan && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(borrowed(), most * loan, "{most} loans of {loan} bytes");
+    assert!(borrowed() <= TLS_BURST_BUDGET);
+    // One of them reads on, and gets every byte.
+    let mut answer = Vec::new();
+    let mut first = stalled.swap_remove(0);
+    let mut chunk = vec![0u8; 64 << 10];
+    while !answer.ends_with(&body[body.len() - 64..]) {
+        let n = tokio::time::timeout(Duration::from_secs(10), first.read(&mut chunk))
+            .await
+            .expect("the answer goes on")
+            .unwrap();
+        assert!(n > 0, "closed after {} bytes", answer.len());
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    let start = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(&answer[start..], &body[..]);
+    drop((first, stalled));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while borrowed() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(borrowed(), 0, "every loan comes back");
     edge.shutdown().await;
 }
