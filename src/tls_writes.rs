@@ -45,10 +45,6 @@ impl<IO> TlsWrites<IO> {
         }
     }
 
-    pub fn get_ref(&self) -> &TlsStream<IO> {
-        &self.inner
-    }
-
     /// Borrows for a write of `len` bytes that rustls would split.
     fn borrow_for(&mut self, len: usize) {
         if self.loan.is_some() || len <= BASE {
