@@ -475,12 +475,7 @@ async fn stalled_https_readers_borrow_no_more_than_the_edge_lends() {
     let config = Arc::new(cert.tls_config());
     let mut stalled = Vec::new();
     for _ in 0..most + 10 {
-        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(Arc::clone(&config))
-            .connect(name, tcp)
-            .await
-            .unwrap();
+        let mut tls = TestCert::connect(&config, port).await;
         tls.write_all(b"GET /big.ts HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
         stalled.push(tls);
     }

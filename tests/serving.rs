@@ -254,12 +254,7 @@ async fn offload_is_undefined_while_only_errors_were_served() {
 
 /// Connects over TLS with `config`; says whether the session was resumed.
 async fn tls_handshake(config: &Arc<rustls::ClientConfig>, port: u16) -> bool {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::clone(config))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let mut tls = TestCert::connect(config, port).await;
     // A request and its answer, so that the tickets sent after the
     // handshake are read and kept.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -322,12 +317,7 @@ async fn a_slow_https_http11_reader_gets_the_whole_answer_and_the_next() {
     // Stored first, so that the answer leaves in one write of the whole body.
     assert_eq!(get(&client(), &url(&edge, "/big.ts")).await.bytes(), &body);
     let port = edge.addrs.tls_listen.expect("tls listener bound").port();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cert.tls_config()))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let mut tls = TestCert::connect(&Arc::new(cert.tls_config()), port).await;
     let mut read = Vec::new();
     for round in 0..2 {
         tls.write_all(b"GET /big.ts HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();

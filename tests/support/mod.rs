@@ -739,6 +739,20 @@ impl TestCert {
             .with_no_client_auth()
     }
 
+    /// A raw TLS connection to the edge's HTTPS listener on `port`, made
+    /// with `config` (no ALPN unless it offers one: the edge's HTTP/1.1 loop).
+    pub async fn connect(
+        config: &Arc<rustls::ClientConfig>,
+        port: u16,
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        tokio_rustls::TlsConnector::from(Arc::clone(config))
+            .connect(name, tcp)
+            .await
+            .unwrap()
+    }
+
     /// A client trusting only this certificate, offering `alpn` (e.g. h2 and http/1.1).
     pub fn client(
         &self,
